@@ -1,0 +1,90 @@
+/*
+ * config.h - the node's configuration: one table of typed entries (name,
+ * type, default, bounds, help) drives the file parser, the command-line
+ * flags, --check-config and the generated reference in docs.
+ *
+ * Sources, later ones winning: built-in defaults, the config file
+ * (config/ringchatd.conf or --config FILE), then command-line flags
+ * (--key value or --key=value; '-' and '_' are interchangeable in flags).
+ *
+ * File syntax: one "key value" or "key = value" per line; '#' starts a
+ * comment; values may be double-quoted. Unknown keys and bad values are
+ * errors: config_load prints one line naming the key (and file:line) and
+ * the caller exits with status 2.
+ */
+#ifndef RINGCHAT_CONFIG_H
+#define RINGCHAT_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+enum durability { DURABILITY_STORED = 0, DURABILITY_RELAY = 1 };
+
+struct config {
+	/* network */
+	char listen[128];            /* "host:port"; port 0 = pick a free one */
+	int max_connections;         /* accepted at once; more are refused */
+	int max_frame;               /* max payload a client may send, bytes */
+	int idle_timeout_ms;         /* close a silent connection after this */
+	int out_limit_bytes;         /* unsent output cap per connection */
+	char admin_listen[128];      /* "host:port" of GET /metrics; "" = off */
+	/* threads and queues */
+	int workers;                 /* 0 = number of online cores */
+	int queue_depth;             /* per-worker queue capacity, items */
+	/* node identity */
+	int node_id;                 /* 0..1023, unique in a cluster */
+	/* logging */
+	char log_level[16];          /* debug | info | warn | error */
+	/* storage */
+	char mysql_host[128];
+	int mysql_port;
+	char mysql_socket[256];      /* used instead of host:port when set */
+	char mysql_user[64];
+	char mysql_password[128];
+	char mysql_db[64];
+	char redis_host[128];
+	int redis_port;
+	char redis_socket[256];      /* used instead of host:port when set */
+	/* accounts */
+	int hash_cost;               /* yescrypt cost factor (1..11) */
+	int token_ttl_s;             /* session token lifetime */
+	int login_concurrency;       /* logins processed at once per node */
+	int login_fail_limit;        /* failed logins per window, per user/addr */
+	int login_fail_window_s;
+	/* messaging */
+	int durability;              /* enum durability; "stored" | "relay" */
+	int text_max;                /* max text bytes of a message */
+	int group_member_cap;
+	int commit_batch_max;        /* rows per group-commit batch */
+	int rate_msgs_per_s;         /* per-connection request rate ... */
+	int rate_burst;              /* ... and burst (token bucket) */
+};
+
+/* Fills c with the built-in defaults. */
+void config_defaults(struct config *c);
+
+/*
+ * Reads a config file into c. Returns 0, or -1 after printing one line to
+ * err naming the file/line and the offending key. A missing file is an
+ * error only when required is true.
+ */
+int config_load_file(struct config *c, const char *path, bool required, FILE *err);
+
+/* Sets one key from text. Returns 0, or -1 after printing to err. */
+int config_set(struct config *c, const char *key, const char *value, FILE *err);
+
+/*
+ * Full start-up parse of argv: defaults, then --config FILE (default
+ * config/ringchatd.conf when it exists), then flags. Recognises
+ * --check-config (*check_only = true) and --help (prints usage to out,
+ * returns 1). Returns 0 on success, 1 after --help, -1 on error (one line
+ * already printed to err; the caller exits 2).
+ */
+int config_from_args(struct config *c, int argc, char **argv, bool *check_only,
+		     FILE *out, FILE *err);
+
+/* Writes every key with its current value as a valid config file. */
+void config_dump(const struct config *c, FILE *out);
+
+#endif

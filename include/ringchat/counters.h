@@ -1,0 +1,62 @@
+/*
+ * counters.h - process-wide event counters, dumped on SIGUSR1 and at exit
+ * and exported by GET /metrics. Updates are relaxed atomic adds: they are
+ * statistics, nothing synchronises through them.
+ */
+#ifndef RINGCHAT_COUNTERS_H
+#define RINGCHAT_COUNTERS_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "ringchat/protocol.h"
+
+#define COUNTERS(X)                                                            \
+	X(conn_accepted, "connections accepted")                               \
+	X(conn_closed, "connections closed")                                   \
+	X(conn_refused_max, "connections refused at max_connections")          \
+	X(conn_idle_closed, "connections closed by the idle timeout")          \
+	X(conn_out_limit_closed, "connections closed at out_limit_bytes")      \
+	X(conn_bad_frame_closed, "connections closed for a bad frame")         \
+	X(frames_in, "frames received")                                        \
+	X(frames_out, "frames sent")                                           \
+	X(bytes_in, "bytes received")                                          \
+	X(bytes_out, "bytes sent")                                             \
+	X(backpressure_events, "times a connection paused on a full queue")    \
+	X(recv_enobufs, "multishot recvs ended for lack of buffers")           \
+	X(stale_outs, "replies dropped because their connection had closed")   \
+	X(cq_overflow, "loop iterations that saw a CQ overflow")               \
+	X(ring_wakeups, "eventfd wake-ups of the I/O thread")                  \
+	X(worker_wakeups, "eventfd wake-ups of worker threads")                \
+	X(rate_limited, "requests refused by the per-connection rate limit")   \
+	X(logins, "successful logins and resumes")                             \
+	X(login_failures, "failed logins")                                     \
+	X(kicks, "sessions kicked by a newer login")                           \
+	X(msgs_accepted, "messages accepted (1:1 and group)")                  \
+	X(msgs_pushed, "PUSH_MSG frames queued to recipients")                 \
+	X(commit_batches, "group-commit batches written")                      \
+	X(commit_rows, "rows written by group commit")                         \
+	X(commit_errors, "group-commit batches that failed and were retried")  \
+	X(mysql_errors, "MySQL errors")                                        \
+	X(redis_errors, "Redis errors")
+
+struct counters {
+#define COUNTER_FIELD(name, help) _Atomic uint64_t name;
+	COUNTERS(COUNTER_FIELD)
+#undef COUNTER_FIELD
+	_Atomic uint64_t conn_open; /* gauge */
+	_Atomic uint64_t req_by_cmd[CMD_MAX];
+	_Atomic uint64_t resp_by_status[ST_COUNT];
+};
+
+extern struct counters counters;
+
+#define counter_add(name, n)                                                   \
+	atomic_fetch_add_explicit(&counters.name, (n), memory_order_relaxed)
+#define counter_inc(name) counter_add(name, 1)
+
+/* One "name value" line per counter, for logs (SIGUSR1, exit). */
+void counters_dump(FILE *out);
+
+#endif

@@ -1,0 +1,82 @@
+/*
+ * handler.h - what a command handler sees and may do. Handlers run on a
+ * worker thread, one request at a time per worker; all requests of one
+ * connection run on the same worker, in order.
+ *
+ * Replies: every request gets exactly one reply_* call (the dispatcher
+ * sends INTERNAL if a handler returns without replying). A reply may be
+ * deferred (group commit): reply_defer() reserves the connection's next
+ * reply slot and later replies to the same connection wait behind it, so
+ * responses always leave in request order.
+ *
+ * Ownership: cJSON payloads passed to reply_ and push_ functions are
+ * taken over (freed by the callee, even on failure). r->body belongs to
+ * the dispatcher and is freed after the handler returns.
+ */
+#ifndef RINGCHAT_HANDLER_H
+#define RINGCHAT_HANDLER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "ringchat/protocol.h"
+
+struct worker;
+struct session;
+struct pending_reply;
+
+struct req {
+	struct worker *w;
+	struct session *s;  /* the connection's session, worker-owned */
+	uint64_t conn;      /* connection reference (slot | generation) */
+	uint16_t cmd;
+	uint32_t seq;
+	cJSON *body;        /* always a JSON object ({} when len was 0) */
+	bool replied;
+	bool close_after;   /* close the connection once the reply is sent */
+};
+
+typedef void (*handler_fn)(struct req *r);
+
+/* Per-connection state, owned by the connection's worker. */
+struct session {
+	uint64_t conn;
+	int64_t user_id;          /* 0 = not logged in */
+	uint32_t peer_addr;       /* IPv4 in host order, 0 if unknown */
+	uint16_t peer_port;
+	uint8_t auth_failures;
+	bool closing;             /* LOGOUT/kick sent; ignore further frames */
+	double rate_tokens;       /* request token bucket */
+	uint64_t rate_last_ms;
+	struct pending_reply *pend_head, *pend_tail; /* replies held in order */
+};
+
+/* Sends an OK response with payload (NULL means {}). */
+void reply_ok(struct req *r, cJSON *payload);
+/* Sends an error response {"error": reason}. */
+void reply_err(struct req *r, uint32_t code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Sends an error response with a payload that already holds "error"
+ * (e.g. RATE_LIMITED with retry_after_ms). */
+void reply_err_json(struct req *r, uint32_t code, cJSON *payload);
+
+/*
+ * Reserves the reply slot of r; r counts as replied. Complete it later on
+ * the same worker with reply_complete (payload NULL = {}, or an error code
+ * with {"error"} built by the caller via reply_error_payload).
+ */
+struct pending_reply *reply_defer(struct req *r);
+void reply_complete(struct worker *w, struct pending_reply *p, uint32_t code,
+		    cJSON *payload);
+cJSON *reply_error_payload(const char *fmt, ...)
+	__attribute__((format(printf, 1, 2)));
+
+/* Sends a push frame (seq 0) to a connection on this node, any worker's.
+ * Pushes do not wait behind deferred replies: they may overtake them. */
+void push_to_conn(struct worker *w, uint64_t conn, uint16_t cmd, cJSON *payload);
+/* Asks the node to close conn once everything queued for it is sent. */
+void conn_close_after_flush(struct worker *w, uint64_t conn);
+
+#endif

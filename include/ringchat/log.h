@@ -1,0 +1,30 @@
+/*
+ * log.h - leveled log lines to stderr: "2026-11-28T18:40:01.123Z info msg".
+ * The macro tests the level before evaluating its arguments. Structured
+ * lines use key=value pairs in the message ("conn=12 event=connect").
+ * Thread-safe: each line is one write(2).
+ */
+#ifndef RINGCHAT_LOG_H
+#define RINGCHAT_LOG_H
+
+enum log_level { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR };
+
+extern enum log_level log_min_level;
+
+/* Parses "debug|info|warn|error"; returns -1 when unknown. */
+int log_level_parse(const char *s);
+
+void log_write(enum log_level lvl, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+#define log_at(lvl, ...)                                                       \
+	do {                                                                   \
+		if ((lvl) >= log_min_level)                                    \
+			log_write((lvl), __VA_ARGS__);                         \
+	} while (0)
+#define log_debug(...) log_at(LOG_DEBUG, __VA_ARGS__)
+#define log_info(...) log_at(LOG_INFO, __VA_ARGS__)
+#define log_warn(...) log_at(LOG_WARN, __VA_ARGS__)
+#define log_error(...) log_at(LOG_ERROR, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,86 @@
+/*
+ * main.c - ringchatd: parse the configuration, start the workers, run the
+ * I/O loop on this thread until SIGINT/SIGTERM, then shut down in order.
+ *
+ * Exit status: 0 after an orderly shutdown, 1 when start-up fails (the
+ * log says why), 2 for a bad configuration (one line names the key).
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ringchat/config.h"
+#include "ringchat/counters.h"
+#include "ringchat/dispatch.h"
+#include "ringchat/log.h"
+#include "ringchat/ring.h"
+#include "ringchat/worker.h"
+
+int main(int argc, char **argv)
+{
+	static struct config cfg;
+	struct worker_pool pool;
+	bool check_only = false;
+	sigset_t mask;
+	int nworkers, ret, lvl;
+
+	ret = config_from_args(&cfg, argc, argv, &check_only, stdout, stderr);
+	if (ret == 1)
+		return 0; /* --help */
+	if (ret < 0)
+		return 2;
+	lvl = log_level_parse(cfg.log_level);
+	if (lvl < 0) {
+		fprintf(stderr, "ringchatd: config: key 'log_level': bad value '%s'\n",
+			cfg.log_level);
+		return 2;
+	}
+	if (check_only) {
+		printf("configuration OK\n");
+		return 0;
+	}
+	log_min_level = (enum log_level)lvl;
+
+	/* Signals are taken by the ring's signalfd; block them in every
+	 * thread (threads inherit this mask). SIGPIPE: sends use
+	 * MSG_NOSIGNAL, but libraries' sockets may not. */
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &mask, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	nworkers = cfg.workers > 0 ? cfg.workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
+	if (nworkers < 1)
+		nworkers = 1;
+	if (worker_pool_init(&pool, &cfg, nworkers, (uint32_t)cfg.max_connections)) {
+		log_error("cannot allocate %d workers for %d connections", nworkers,
+			  cfg.max_connections);
+		return 1;
+	}
+	if (dispatch_global_init(&pool)) {
+		log_error("start-up failed");
+		worker_pool_destroy(&pool);
+		return 1;
+	}
+	if (worker_pool_start(&pool)) {
+		worker_pool_stop(&pool);
+		dispatch_global_stop(&pool);
+		worker_pool_destroy(&pool);
+		return 1;
+	}
+	log_info("ringchatd starting: node_id=%d workers=%d durability=%s", cfg.node_id,
+		 nworkers, cfg.durability == DURABILITY_RELAY ? "relay" : "stored");
+
+	ret = ring_run(&cfg, &pool);
+
+	worker_pool_stop(&pool);
+	dispatch_global_stop(&pool);
+	counters_dump(stderr);
+	worker_pool_destroy(&pool);
+	log_info("ringchatd stopped");
+	return ret ? 1 : 0;
+}

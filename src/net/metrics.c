@@ -1,0 +1,272 @@
+/*
+ * metrics.c - a deliberately tiny HTTP/1.0 responder for GET /metrics.
+ *
+ * Each admin client: accept ─► recv until the end of the request head
+ * ─► one send of the whole response ─► close. At most ADMIN_MAX clients
+ * at once; a request head larger than ADMIN_REQ_MAX is answered 400.
+ * This is for a scraper on loopback, not a general web server.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "ringchat/counters.h"
+#include "ringchat/log.h"
+#include "ringchat/metrics.h"
+#include "ringchat/ring.h"
+
+#define ADMIN_MAX 16
+#define ADMIN_REQ_MAX 4096
+
+enum admin_op { A_ACCEPT = 1, A_RECV, A_SEND };
+
+struct admin_client {
+	int fd;
+	uint32_t len;
+	char req[ADMIN_REQ_MAX];
+	char *resp;
+	size_t resp_len, resp_off;
+};
+
+struct metrics {
+	struct io_uring *ring;
+	struct worker_pool *pool;
+	unsigned op;
+	int listen_fd;
+	bool accept_armed;
+	struct admin_client clients[ADMIN_MAX];
+};
+
+#define AUD(m, sub, idx) (((uint64_t)(m)->op << 56) | ((uint64_t)(sub) << 32) | (uint32_t)(idx))
+
+static struct io_uring_sqe *sqe_get(struct metrics *m)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(m->ring);
+
+	if (!sqe) {
+		io_uring_submit(m->ring);
+		sqe = io_uring_get_sqe(m->ring);
+	}
+	return sqe;
+}
+
+static void arm_accept(struct metrics *m)
+{
+	struct io_uring_sqe *sqe = sqe_get(m);
+
+	if (!sqe)
+		return;
+	io_uring_prep_accept(sqe, m->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+	io_uring_sqe_set_data64(sqe, AUD(m, A_ACCEPT, 0));
+	m->accept_armed = true;
+}
+
+static void arm_recv(struct metrics *m, int idx)
+{
+	struct admin_client *a = &m->clients[idx];
+	struct io_uring_sqe *sqe = sqe_get(m);
+
+	if (!sqe)
+		return;
+	io_uring_prep_recv(sqe, a->fd, a->req + a->len, ADMIN_REQ_MAX - 1 - a->len, 0);
+	io_uring_sqe_set_data64(sqe, AUD(m, A_RECV, idx));
+}
+
+static void arm_send(struct metrics *m, int idx)
+{
+	struct admin_client *a = &m->clients[idx];
+	struct io_uring_sqe *sqe = sqe_get(m);
+
+	if (!sqe)
+		return;
+	io_uring_prep_send(sqe, a->fd, a->resp + a->resp_off, a->resp_len - a->resp_off,
+			   MSG_NOSIGNAL);
+	io_uring_sqe_set_data64(sqe, AUD(m, A_SEND, idx));
+}
+
+static void client_close(struct metrics *m, int idx)
+{
+	struct admin_client *a = &m->clients[idx];
+
+	close(a->fd);
+	a->fd = -1;
+	free(a->resp);
+	a->resp = NULL;
+	if (!m->accept_armed)
+		arm_accept(m);
+}
+
+static void put_counter(FILE *out, const char *name, const char *help, uint64_t v)
+{
+	fprintf(out, "# HELP ringchat_%s_total %s\n# TYPE ringchat_%s_total counter\n"
+		     "ringchat_%s_total %llu\n",
+		name, help, name, name, (unsigned long long)v);
+}
+
+void metrics_render(FILE *out, struct worker_pool *pool)
+{
+#define COUNTER_OUT(name, help)                                                \
+	put_counter(out, #name, help,                                          \
+		    atomic_load_explicit(&counters.name, memory_order_relaxed));
+	COUNTERS(COUNTER_OUT)
+#undef COUNTER_OUT
+	fprintf(out, "# HELP ringchat_connections Open client connections.\n"
+		     "# TYPE ringchat_connections gauge\nringchat_connections %llu\n",
+		(unsigned long long)atomic_load_explicit(&counters.conn_open,
+							 memory_order_relaxed));
+	fprintf(out, "# HELP ringchat_requests_total Requests received, by command.\n"
+		     "# TYPE ringchat_requests_total counter\n");
+	for (int c = 0; c < CMD_MAX; c++) {
+		uint64_t v = atomic_load_explicit(&counters.req_by_cmd[c], memory_order_relaxed);
+
+		if (v || (rc_cmd_name((uint32_t)c) && c < CMD_PUSH_MSG))
+			fprintf(out, "ringchat_requests_total{cmd=\"%s\"} %llu\n",
+				rc_cmd_name((uint32_t)c) ? rc_cmd_name((uint32_t)c) : "unknown",
+				(unsigned long long)v);
+	}
+	fprintf(out, "# HELP ringchat_responses_total Responses sent, by status.\n"
+		     "# TYPE ringchat_responses_total counter\n");
+	for (int s = 0; s < ST_COUNT; s++)
+		fprintf(out, "ringchat_responses_total{status=\"%s\"} %llu\n",
+			rc_status_name((uint32_t)s),
+			(unsigned long long)atomic_load_explicit(&counters.resp_by_status[s],
+								 memory_order_relaxed));
+	if (pool) {
+		fprintf(out, "# HELP ringchat_queue_depth Items waiting in a worker queue.\n"
+			     "# TYPE ringchat_queue_depth gauge\n");
+		for (int i = 0; i < pool->n; i++) {
+			fprintf(out, "ringchat_queue_depth{worker=\"%d\",dir=\"in\"} %u\n", i,
+				spsc_size(&pool->workers[i].in));
+			fprintf(out, "ringchat_queue_depth{worker=\"%d\",dir=\"out\"} %u\n", i,
+				spsc_size(&pool->workers[i].out));
+		}
+	}
+}
+
+static void respond(struct metrics *m, int idx)
+{
+	struct admin_client *a = &m->clients[idx];
+	char *body = NULL;
+	size_t body_len = 0;
+	const char *status = "200 OK";
+	FILE *f;
+
+	a->req[a->len] = '\0';
+	if (strncmp(a->req, "GET /metrics", 12) != 0 ||
+	    (a->req[12] != ' ' && a->req[12] != '?')) {
+		status = "404 Not Found";
+		body = strdup("only GET /metrics is served here\n");
+		body_len = body ? strlen(body) : 0;
+	} else {
+		f = open_memstream(&body, &body_len);
+		if (f) {
+			metrics_render(f, m->pool);
+			fclose(f);
+		}
+	}
+	f = open_memstream(&a->resp, &a->resp_len);
+	if (!f) {
+		free(body);
+		client_close(m, idx);
+		return;
+	}
+	fprintf(f, "HTTP/1.0 %s\r\nContent-Type: text/plain; version=0.0.4\r\n"
+		   "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+		status, body_len);
+	if (body)
+		fwrite(body, 1, body_len, f);
+	fclose(f);
+	free(body);
+	a->resp_off = 0;
+	arm_send(m, idx);
+}
+
+void metrics_on_cqe(struct metrics *m, struct io_uring_cqe *cqe)
+{
+	uint64_t ud = io_uring_cqe_get_data64(cqe);
+	unsigned sub = (unsigned)((ud >> 32) & 0xffffff);
+	int idx = (int)(uint32_t)ud;
+	struct admin_client *a;
+
+	if (sub == A_ACCEPT) {
+		m->accept_armed = false;
+		if (cqe->res < 0)
+			return;
+		for (int i = 0; i < ADMIN_MAX; i++) {
+			if (m->clients[i].fd < 0) {
+				a = &m->clients[i];
+				a->fd = cqe->res;
+				a->len = 0;
+				arm_recv(m, i);
+				arm_accept(m);
+				return;
+			}
+		}
+		close(cqe->res); /* all slots busy: re-armed when one frees */
+		return;
+	}
+	if (idx < 0 || idx >= ADMIN_MAX || m->clients[idx].fd < 0)
+		return;
+	a = &m->clients[idx];
+	if (sub == A_RECV) {
+		if (cqe->res <= 0) {
+			client_close(m, idx);
+			return;
+		}
+		a->len += (uint32_t)cqe->res;
+		a->req[a->len] = '\0';
+		if (strstr(a->req, "\r\n\r\n") || strstr(a->req, "\n\n") ||
+		    a->len >= ADMIN_REQ_MAX - 1)
+			respond(m, idx);
+		else
+			arm_recv(m, idx);
+		return;
+	}
+	if (cqe->res <= 0) {
+		client_close(m, idx);
+		return;
+	}
+	a->resp_off += (size_t)cqe->res;
+	if (a->resp_off < a->resp_len)
+		arm_send(m, idx);
+	else
+		client_close(m, idx);
+}
+
+struct metrics *metrics_create(struct io_uring *ring, const struct config *cfg,
+			       struct worker_pool *pool, unsigned op)
+{
+	struct metrics *m = calloc(1, sizeof(*m));
+	char bound[64];
+
+	if (!m)
+		return NULL;
+	m->ring = ring;
+	m->pool = pool;
+	m->op = op;
+	for (int i = 0; i < ADMIN_MAX; i++)
+		m->clients[i].fd = -1;
+	m->listen_fd = ring_listen_tcp(cfg->admin_listen, 64, bound, sizeof(bound));
+	if (m->listen_fd < 0) {
+		log_error("cannot listen on admin_listen %s: %s", cfg->admin_listen,
+			  strerror(-m->listen_fd));
+		free(m);
+		return NULL;
+	}
+	log_info("admin listening on %s (GET /metrics)", bound);
+	arm_accept(m);
+	return m;
+}
+
+void metrics_destroy(struct metrics *m)
+{
+	for (int i = 0; i < ADMIN_MAX; i++)
+		if (m->clients[i].fd >= 0) {
+			close(m->clients[i].fd);
+			free(m->clients[i].resp);
+		}
+	close(m->listen_fd);
+	free(m);
+}
