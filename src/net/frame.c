@@ -1,0 +1,346 @@
+/*
+ * frame.c - protocol v1 frame header codec and the per-connection stream
+ * reassembler.
+ *
+ * The reader never copies a frame that arrives whole inside one chunk: the
+ * callback gets a pointer into the caller's bytes. Only what cannot be
+ * delivered yet is copied into r->buf: the tail of a chunk (a frame cut by
+ * the end of a read), or everything after a frame the callback paused on.
+ *
+ * States of a reader, by what r->buf holds:
+ *
+ *             chunk ends with          20th header byte arrives
+ *             < 20 bytes of a frame    and the header is valid
+ *   EMPTY ────────────────────► HEADER ────────────────────────► PAYLOAD
+ *   buf NULL                    1..19 B in a                     buf sized for
+ *    ▲  │                       256 B buffer                     20 + len bytes
+ *    │  │                          │ header invalid                 │
+ *    │  │                          ▼                                │
+ *    │  │                        ERROR: FEED_ERROR, caller closes   │
+ *    │  └── chunk ends with >= 20 bytes of a frame, header valid ──►│
+ *    └───────────── last byte arrives: frame delivered, buf freed ──┘
+ *
+ *   Whole frames inside a chunk go to the callback in place and never
+ *   leave EMPTY. From any state, a callback returning 1 leads to PAUSED:
+ *   buf holds the paused frame and every byte after it; drain/feed
+ *   deliver from buf first and fall back to the states above once no
+ *   complete frame is left in it.
+ *
+ * A header is validated as soon as its 20 bytes are known, before any
+ * buffer is sized for its payload, so a peer can make us hold at most
+ * max_frame + FRAME_HDR_BYTES bytes (more only if the owner keeps feeding
+ * a paused reader, which is the owner's bound to enforce).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ringchat/frame.h"
+
+/* Smallest buffer: a header plus a typical small request fit without a
+ * second realloc, and tiny tails do not cause allocator churn. */
+#define FRAME_MIN_BUF_BYTES 256u
+
+static void put_be16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+}
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+static uint16_t get_be16(const uint8_t *p)
+{
+	return (uint16_t)((uint16_t)p[0] << 8 | p[1]);
+}
+
+static uint32_t get_be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+void frame_hdr_encode(uint8_t out[FRAME_HDR_BYTES], const struct frame_hdr *h)
+{
+	put_be32(out + 0, h->magic);
+	put_be16(out + 4, h->version);
+	put_be16(out + 6, h->cmd);
+	put_be32(out + 8, h->code);
+	put_be32(out + 12, h->seq);
+	put_be32(out + 16, h->len);
+}
+
+void frame_hdr_decode(const uint8_t in[FRAME_HDR_BYTES], struct frame_hdr *h)
+{
+	h->magic = get_be32(in + 0);
+	h->version = get_be16(in + 4);
+	h->cmd = get_be16(in + 6);
+	h->code = get_be32(in + 8);
+	h->seq = get_be32(in + 12);
+	h->len = get_be32(in + 16);
+}
+
+enum frame_verdict frame_hdr_check(const struct frame_hdr *h, uint32_t max_frame)
+{
+	/* The order is the contract's: a stream that is not ours at all is
+	 * BAD_FRAME whatever its len says, and an oversized frame is refused
+	 * before its version is even looked at. */
+	if (h->magic != FRAME_MAGIC)
+		return FRAME_BAD_MAGIC;
+	if (h->len > max_frame)
+		return FRAME_TOO_LARGE;
+	if (h->version != FRAME_VERSION)
+		return FRAME_BAD_VERSION;
+	return FRAME_OK;
+}
+
+uint8_t *frame_build(uint16_t cmd, uint32_t code, uint32_t seq, const void *payload, uint32_t len,
+		     size_t *out_len)
+{
+	struct frame_hdr h = {
+	    .magic = FRAME_MAGIC,
+	    .version = FRAME_VERSION,
+	    .cmd = cmd,
+	    .code = code,
+	    .seq = seq,
+	    .len = len,
+	};
+	size_t total = FRAME_HDR_BYTES + (size_t)len;
+	uint8_t *out = malloc(total);
+
+	if (!out)
+		return NULL;
+	frame_hdr_encode(out, &h);
+	if (len)
+		memcpy(out + FRAME_HDR_BYTES, payload, len);
+	*out_len = total;
+	return out;
+}
+
+void frame_reader_init(struct frame_reader *r, uint32_t max_frame)
+{
+	r->buf = NULL;
+	r->len = 0;
+	r->cap = 0;
+	r->max_frame = max_frame;
+}
+
+void frame_reader_reset(struct frame_reader *r)
+{
+	free(r->buf);
+	r->buf = NULL;
+	r->len = 0;
+	r->cap = 0;
+}
+
+bool frame_reader_has_frame(const struct frame_reader *r)
+{
+	struct frame_hdr h;
+
+	if (r->len < FRAME_HDR_BYTES)
+		return false;
+	frame_hdr_decode(r->buf, &h);
+	return r->len - FRAME_HDR_BYTES >= h.len;
+}
+
+/*
+ * Makes room for need bytes in total. Grows to exactly need (at least
+ * FRAME_MIN_BUF_BYTES) rather than doubling: a connection holds one
+ * frame at a time, and need is already bounded by the header check.
+ * Returns 0 or -ENOMEM (buf is left as it was).
+ */
+static int reader_reserve(struct frame_reader *r, size_t need)
+{
+	size_t cap;
+	uint8_t *nb;
+
+	if (need > UINT32_MAX)
+		return -ENOMEM;
+	if (need <= r->cap)
+		return 0;
+	cap = need < FRAME_MIN_BUF_BYTES ? FRAME_MIN_BUF_BYTES : need;
+	nb = realloc(r->buf, cap);
+	if (!nb)
+		return -ENOMEM;
+	r->buf = nb;
+	r->cap = (uint32_t)cap;
+	return 0;
+}
+
+static int reader_append(struct frame_reader *r, const uint8_t *data, size_t n)
+{
+	if (!n)
+		return 0;
+	if (n > UINT32_MAX - r->len || reader_reserve(r, r->len + n))
+		return -ENOMEM;
+	memcpy(r->buf + r->len, data, n);
+	r->len += (uint32_t)n;
+	return 0;
+}
+
+/*
+ * After a pause left a large buffer behind, what remains may need much
+ * less: give the excess back. need may come from a header not checked
+ * yet; a bogus large one merely keeps the buffer as it is.
+ */
+static void reader_fit(struct frame_reader *r)
+{
+	size_t need = FRAME_HDR_BYTES;
+	struct frame_hdr h;
+	uint8_t *nb;
+
+	if (r->len >= FRAME_HDR_BYTES) {
+		frame_hdr_decode(r->buf, &h);
+		need += h.len;
+	}
+	if (need < r->len)
+		need = r->len;
+	if (need < FRAME_MIN_BUF_BYTES)
+		need = FRAME_MIN_BUF_BYTES;
+	if (r->cap <= need)
+		return;
+	nb = realloc(r->buf, need);
+	if (!nb)
+		return; /* keeping the larger buffer is harmless */
+	r->buf = nb;
+	r->cap = (uint32_t)need;
+}
+
+/* Drops the first n buffered bytes; an emptied reader gives its buffer
+ * back so that idle connections hold no memory. */
+static void reader_consume(struct frame_reader *r, uint32_t n)
+{
+	if (n >= r->len) {
+		frame_reader_reset(r);
+		return;
+	}
+	memmove(r->buf, r->buf + n, r->len - n);
+	r->len -= n;
+	reader_fit(r);
+}
+
+/* The callback paused: keep the undelivered buffered bytes from off on,
+ * then the rest of the caller's chunk behind them. */
+static enum frame_feed_result reader_pause(struct frame_reader *r, uint32_t off,
+					   const uint8_t *data, size_t n)
+{
+	if (off)
+		reader_consume(r, off);
+	if (reader_append(r, data, n))
+		return FEED_NOMEM;
+	return FEED_PAUSED;
+}
+
+static bool reader_check(struct frame_reader *r, const uint8_t *p, struct frame_hdr *h,
+			 enum frame_verdict *verdict, struct frame_hdr *bad)
+{
+	enum frame_verdict v;
+
+	frame_hdr_decode(p, h);
+	v = frame_hdr_check(h, r->max_frame);
+	if (v == FRAME_OK)
+		return true;
+	*verdict = v;
+	*bad = *h;
+	return false;
+}
+
+/* data + pos without pointer arithmetic on the NULL of a drain. */
+static const uint8_t *chunk_at(const uint8_t *data, size_t pos)
+{
+	return pos ? data + pos : data;
+}
+
+static const uint8_t *payload_of(const uint8_t *frame, const struct frame_hdr *h)
+{
+	return h->len ? frame + FRAME_HDR_BYTES : NULL;
+}
+
+enum frame_feed_result frame_reader_feed(struct frame_reader *r, const uint8_t *data, size_t n,
+					 frame_cb cb, void *arg, enum frame_verdict *verdict,
+					 struct frame_hdr *bad)
+{
+	struct frame_hdr h;
+	uint32_t off = 0;
+	size_t pos = 0;
+	size_t flen = 0;
+	size_t take;
+
+	/* 1. Complete frames already buffered (left there by a pause). */
+	while (r->len - off >= FRAME_HDR_BYTES) {
+		if (!reader_check(r, r->buf + off, &h, verdict, bad))
+			return FEED_ERROR;
+		flen = FRAME_HDR_BYTES + (size_t)h.len;
+		if (r->len - off < flen)
+			break;
+		if (cb(arg, &h, payload_of(r->buf + off, &h)))
+			return reader_pause(r, off, data, n);
+		off += (uint32_t)flen;
+	}
+	if (off)
+		reader_consume(r, off);
+
+	/* 2. Complete the partial frame in buf from the new bytes. */
+	if (r->len) {
+		if (r->len < FRAME_HDR_BYTES) {
+			take = FRAME_HDR_BYTES - r->len;
+			if (take > n)
+				take = n;
+			if (reader_append(r, data, take))
+				return FEED_NOMEM;
+			pos = take;
+			if (r->len < FRAME_HDR_BYTES)
+				return FEED_OK;
+		}
+		/* Checked here, before buf is sized for the payload. */
+		if (!reader_check(r, r->buf, &h, verdict, bad))
+			return FEED_ERROR;
+		flen = FRAME_HDR_BYTES + (size_t)h.len;
+		take = flen - r->len;
+		if (take > n - pos)
+			take = n - pos;
+		if (reader_reserve(r, flen))
+			return FEED_NOMEM;
+		if (reader_append(r, chunk_at(data, pos), take))
+			return FEED_NOMEM;
+		pos += take;
+		if (r->len < flen)
+			return FEED_OK;
+		if (cb(arg, &h, payload_of(r->buf, &h)))
+			return reader_pause(r, 0, chunk_at(data, pos), n - pos);
+		reader_consume(r, (uint32_t)flen);
+	}
+
+	/* 3. Frames lying whole inside the chunk: delivered in place. */
+	while (n - pos >= FRAME_HDR_BYTES) {
+		if (!reader_check(r, data + pos, &h, verdict, bad))
+			return FEED_ERROR;
+		flen = FRAME_HDR_BYTES + (size_t)h.len;
+		if (n - pos < flen)
+			break;
+		if (cb(arg, &h, payload_of(data + pos, &h)))
+			return reader_pause(r, 0, data + pos, n - pos);
+		pos += flen;
+	}
+
+	/* 4. Keep the tail. Its header, when complete, was checked above, so
+	 * reserve the whole frame now and fill it without reallocating. */
+	if (pos < n) {
+		if (n - pos >= FRAME_HDR_BYTES && reader_reserve(r, flen))
+			return FEED_NOMEM;
+		if (reader_append(r, data + pos, n - pos))
+			return FEED_NOMEM;
+	}
+	return FEED_OK;
+}
+
+enum frame_feed_result frame_reader_drain(struct frame_reader *r, frame_cb cb, void *arg,
+					  enum frame_verdict *verdict, struct frame_hdr *bad)
+{
+	return frame_reader_feed(r, NULL, 0, cb, arg, verdict, bad);
+}
