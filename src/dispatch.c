@@ -29,6 +29,12 @@
 #include "ringchat/db.h"
 #include "ringchat/kv.h"
 #endif
+#ifdef HAVE_PRESENCE
+#include "ringchat/presence.h"
+#endif
+#ifdef HAVE_REGISTRY
+#include "ringchat/registry.h"
+#endif
 
 struct pending_reply {
 	struct pending_reply *next;
@@ -293,6 +299,43 @@ void push_to_conn(struct worker *w, uint64_t conn, uint16_t cmd, cJSON *payload)
 		worker_send_out(w, m);
 }
 
+uint8_t *push_encode(uint16_t cmd, const cJSON *payload, uint32_t *len)
+{
+	char *json = cJSON_PrintUnformatted(payload);
+	size_t jlen;
+	uint8_t *buf;
+	struct frame_hdr h = {
+		.magic = FRAME_MAGIC, .version = FRAME_VERSION, .cmd = cmd,
+	};
+
+	if (!json)
+		return NULL;
+	jlen = strlen(json);
+	h.len = (uint32_t)jlen;
+	buf = malloc(FRAME_HDR_BYTES + jlen);
+	if (buf) {
+		frame_hdr_encode(buf, &h);
+		memcpy(buf + FRAME_HDR_BYTES, json, jlen);
+		*len = (uint32_t)(FRAME_HDR_BYTES + jlen);
+	}
+	free(json);
+	return buf;
+}
+
+void push_bytes_to_conn(struct worker *w, uint64_t conn, const uint8_t *frame, uint32_t len)
+{
+	struct out_msg *m = malloc(sizeof(*m) + len);
+
+	if (!m)
+		return;
+	m->conn = conn;
+	m->flags = 0;
+	m->len = len;
+	memcpy(m->data, frame, len);
+	counter_inc(frames_out);
+	worker_send_out(w, m);
+}
+
 void conn_close_after_flush(struct worker *w, uint64_t conn)
 {
 	struct out_msg *m = malloc(sizeof(*m));
@@ -463,12 +506,16 @@ void dispatch_worker_stop(struct worker *w)
 
 bool dispatch_poll(struct worker *w)
 {
-#ifdef HAVE_MESSAGES
-	return messages_poll(w);
-#else
-	(void)w;
-	return false;
+	bool did = false;
+
+#if defined(HAVE_PRESENCE) && defined(HAVE_STORE)
+	presence_refresh(w);
 #endif
+#ifdef HAVE_MESSAGES
+	did = messages_poll(w);
+#endif
+	(void)w;
+	return did;
 }
 
 bool dispatch_has_work(struct worker *w)
@@ -487,6 +534,11 @@ int dispatch_global_init(struct worker_pool *pool)
 
 #ifdef HAVE_STORE
 	db_global_init();
+#endif
+#ifdef HAVE_REGISTRY
+	ret = registry_init();
+	if (ret)
+		return ret;
 #endif
 #ifdef HAVE_AUTH
 	ret = auth_global_init(pool);
@@ -508,5 +560,8 @@ void dispatch_global_stop(struct worker_pool *pool)
 #endif
 #ifdef HAVE_AUTH
 	auth_global_stop();
+#endif
+#ifdef HAVE_REGISTRY
+	registry_destroy();
 #endif
 }

@@ -76,6 +76,12 @@ cJSON *reply_error_payload(const char *fmt, ...)
 /* Sends a push frame (seq 0) to a connection on this node, any worker's.
  * Pushes do not wait behind deferred replies: they may overtake them. */
 void push_to_conn(struct worker *w, uint64_t conn, uint16_t cmd, cJSON *payload);
+/* Encodes a push frame once, for fan-out: malloc'd, caller frees. payload
+ * is NOT taken over here. Returns NULL when out of memory. */
+uint8_t *push_encode(uint16_t cmd, const cJSON *payload, uint32_t *len);
+/* Sends bytes of an already encoded frame (copied) to a connection. */
+void push_bytes_to_conn(struct worker *w, uint64_t conn, const uint8_t *frame, uint32_t len);
+
 /* Asks the node to close conn once everything queued for it is sent. */
 void conn_close_after_flush(struct worker *w, uint64_t conn);
 

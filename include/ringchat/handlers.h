@@ -25,6 +25,9 @@ void friends_accept(struct req *r);
 void friends_delete(struct req *r);
 void friends_list(struct req *r);
 void friends_update(struct req *r);
+/* After LOGIN/RESUME: push the pending requests TO s->user_id
+ * (PUSH_FRIEND_REQUEST each). Called by auth after the OK reply. */
+void friends_push_pending(struct worker *w, struct session *s);
 
 /* groups.c */
 void groups_create(struct req *r);
@@ -39,6 +42,9 @@ void messages_send(struct req *r);
 void messages_group_send(struct req *r);
 void messages_ack(struct req *r);
 void messages_history(struct req *r);
+/* After LOGIN/RESUME: push every message s->user_id has not acknowledged
+ * (1:1 and group), oldest first. Called by auth after the OK reply. */
+void messages_push_unacked(struct worker *w, struct session *s);
 int messages_global_init(struct worker_pool *pool);
 void messages_global_stop(void);
 /* Worker thread: take completions of the group-commit writer. Returns

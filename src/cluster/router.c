@@ -1,0 +1,47 @@
+#include <stdlib.h>
+
+#include "ringchat/handler.h"
+#include "ringchat/registry.h"
+#include "ringchat/router.h"
+
+bool router_push_user(struct worker *w, int64_t user_id, uint16_t cmd, cJSON *payload)
+{
+	uint64_t conn = registry_get(user_id);
+
+	if (!conn) {
+		cJSON_Delete(payload);
+		return false;
+	}
+	push_to_conn(w, conn, cmd, payload);
+	return true;
+}
+
+size_t router_push_users(struct worker *w, const int64_t *user_ids, size_t n, int64_t skip_user,
+			 uint16_t cmd, const cJSON *payload, bool *delivered)
+{
+	uint8_t *frame = NULL;
+	uint32_t len = 0;
+	size_t count = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		uint64_t conn = user_ids[i] == skip_user ? 0 : registry_get(user_ids[i]);
+
+		if (delivered)
+			delivered[i] = false;
+		if (!conn)
+			continue;
+		if (!frame && !(frame = push_encode(cmd, payload, &len)))
+			break;
+		push_bytes_to_conn(w, conn, frame, len);
+		if (delivered)
+			delivered[i] = true;
+		count++;
+	}
+	free(frame);
+	return count;
+}
+
+bool router_is_local(int64_t user_id)
+{
+	return registry_get(user_id) != 0;
+}
