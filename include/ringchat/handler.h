@@ -48,6 +48,8 @@ struct session {
 	uint16_t peer_port;
 	uint8_t auth_failures;
 	bool closing;             /* LOGOUT/kick sent; ignore further frames */
+	char token[33];           /* session token of LOGIN/RESUME (32 hex + NUL),
+				   * "" when not logged in; LOGOUT revokes it */
 	double rate_tokens;       /* request token bucket */
 	uint64_t rate_last_ms;
 	struct pending_reply *pend_head, *pend_tail; /* replies held in order */

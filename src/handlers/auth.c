@@ -1,0 +1,767 @@
+/*
+ * auth.c - accounts and sessions: SIGNUP, LOGIN, RESUME, LOGOUT, kicks.
+ *
+ * Storage. An account is a users row (hot: id, name) and a user_auth row
+ * (cold: password hash, phone), written in one transaction by SIGNUP. A
+ * session token is 128 random bits in Redis, rc:tok:<token> = user_id with
+ * a TTL of token_ttl_s set at LOGIN (not extended by RESUME: the token
+ * lives token_ttl_s from its LOGIN, or until LOGOUT deletes it). Every
+ * node of a cluster therefore accepts every token.
+ *
+ * Sessions. A successful LOGIN/RESUME records the user in the session and
+ * in the node's registry; the connection the registry held for that user
+ * before (if any) gets PUSH_KICKED and is closed. When a connection goes,
+ * auth_on_close removes it from the registry only if it is still the
+ * user's current session, so a kicked session sends no offline presence.
+ * One connection carries one user for its whole life: LOGIN or RESUME on
+ * a connection that is already logged in is 6 FORBIDDEN (even for the
+ * same user), and LOGOUT closes the connection. Switching users in place
+ * would let pushes addressed to the first user, already on their way from
+ * other workers, reach the second one.
+ *
+ * Admission control. Password hashing is slow on purpose (tens of ms)
+ * and a login also costs MySQL queries and the pushes of everything
+ * pending; when a node restarts, all its users reconnect at once. SIGNUP,
+ * LOGIN and RESUME therefore pass a gate before any of that work:
+ *   - at most login_concurrency of them run at once on the node (an atomic
+ *     count shared by the workers). As handlers block their worker, at
+ *     most `workers` run at once anyway; a login_concurrency below the
+ *     worker count keeps the other workers free for everyone else;
+ *   - none starts while the worker's input queue holds more than
+ *     AUTH_SHED_QUEUE_ITEMS frames (or half of queue_depth if smaller):
+ *     every frame behind a login waits for its hash, so a backed-up
+ *     worker serves the users already logged in first.
+ * A refused request gets 8 RATE_LIMITED at once, with a retry_after_ms
+ * drawn from AUTH_SHED_RETRY_MIN_MS..AUTH_SHED_RETRY_MAX_MS so the retries
+ * of a reconnect storm spread out instead of coming back together.
+ * Refusals are counted and logged (at most one line per AUTH_LOG_EVERY_MS,
+ * like every line here that a storm or an outage would repeat).
+ *
+ * Failed logins. Wrong passwords are limited per username and per client
+ * address, with counters in Redis so every node of a cluster sees them:
+ * rc:lf:u:<name> and rc:lf:a:<ipv4>, INCR on each failure, expiring
+ * login_fail_window_s after the first failure of the window. A LOGIN
+ * while either counter holds login_fail_limit or more is refused with 8
+ * RATE_LIMITED and the counter's remaining TTL as retry_after_ms, before
+ * the password is even looked at. A success resets the username counter
+ * (not the address one: a client must not clear its address's record by
+ * logging in to an account of its own). RESUME is not counted: a 128-bit
+ * token cannot be guessed, and it has no username to count against.
+ * Unknown users cost a password verification too (against a dummy hash
+ * of the current cost), so the time of an answer does not tell whether a
+ * username exists; both cases answer the same AUTH_FAILED text.
+ *
+ * Storage failures. Any MySQL or Redis failure answers 12 INTERNAL
+ * "storage unavailable, retry" and changes no session; db.c and kv.c
+ * reconnect by themselves (with back-off), so requests succeed again once
+ * the services return. The Redis work of LOGIN is done before anything
+ * is recorded, so a LOGIN either fully happens or not at all.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <hiredis/hiredis.h>
+
+#include "ringchat/clock.h"
+#include "ringchat/config.h"
+#include "ringchat/counters.h"
+#include "ringchat/db.h"
+#include "ringchat/handler.h"
+#include "ringchat/handlers.h"
+#include "ringchat/kv.h"
+#include "ringchat/log.h"
+#include "ringchat/passwd.h"
+#include "ringchat/protocol.h"
+#include "ringchat/registry.h"
+#include "ringchat/request.h"
+#include "ringchat/worker.h"
+#ifdef HAVE_PRESENCE
+#include "ringchat/presence.h"
+#endif
+
+#define AUTH_NAME_MIN_BYTES 3
+#define AUTH_NAME_MAX_BYTES 32
+#define AUTH_PASSWORD_MIN_BYTES 8 /* at SIGNUP; LOGIN accepts any length up to the max */
+#define AUTH_PHONE_MAX_BYTES 32
+#define AUTH_AVATAR_MAX_BYTES 255
+/* A token is opaque to clients; this only bounds what RESUME reads. */
+#define AUTH_TOKEN_FIELD_MAX_BYTES 256
+
+#define AUTH_SHED_QUEUE_ITEMS 256u
+#define AUTH_SHED_RETRY_MIN_MS 100
+#define AUTH_SHED_RETRY_MAX_MS 1000
+#define AUTH_LOG_EVERY_MS 10000 /* a repeated log line at most this often */
+
+/* Redis keys: prefix + at most a 32-byte name or a dotted IPv4 or a token. */
+#define AUTH_KEY_BYTES 64
+
+#define AUTH_ERR_STORAGE "storage unavailable, retry"
+#define AUTH_ERR_CREDENTIALS "wrong username or password"
+
+/* INCR the failure counter; start its window on the first failure. The
+ * PTTL test (rather than n == 1) also repairs a key left without a TTL. */
+static const char auth_fail_lua[] = "local n = redis.call('INCR', KEYS[1]) "
+				    "if redis.call('PTTL', KEYS[1]) < 0 then "
+				    "redis.call('PEXPIRE', KEYS[1], ARGV[1]) end "
+				    "return n";
+
+/* Logins (SIGNUP, LOGIN, RESUME) running now on this node. Relaxed
+ * atomics: it is a count, it publishes no data to anyone. */
+static _Atomic int auth_inflight;
+/* Refusals by the gate and by the failed-login limit, for the log lines.
+ * Relaxed, as counters.h: statistics only. */
+static _Atomic uint64_t auth_shed_total, auth_locked_total;
+/* Verified against when the username is unknown, so that case costs the
+ * same time as a wrong password. Written once before workers start. */
+static char auth_dummy_hash[PASSWD_HASH_SIZE];
+
+/* ---- rate-limited log lines ----------------------------------------------- */
+
+/*
+ * A line that every request of a storm would write (each login during a
+ * storage outage, each shed login) passes a gate: at most one line per
+ * AUTH_LOG_EVERY_MS per gate, telling how many were held back. Relaxed
+ * atomics: the gate orders nothing but log lines, and a lost race only
+ * shifts a count from one line to the next.
+ */
+struct auth_log_gate {
+	_Atomic uint64_t at_ms; /* mono ms of the last line written, 0 = never */
+	_Atomic uint64_t held;	/* lines held back since */
+};
+
+static struct auth_log_gate auth_gate_storage, auth_gate_shed, auth_gate_locked, auth_gate_presence;
+
+/* True when the caller may write its line now; *held gets how many lines
+ * were held back before it. */
+static bool auth_log_pass(struct auth_log_gate *g, uint64_t *held)
+{
+	uint64_t now = clock_mono_ms();
+	uint64_t last = atomic_load_explicit(&g->at_ms, memory_order_relaxed);
+
+	if ((last && now - last < AUTH_LOG_EVERY_MS) ||
+	    !atomic_compare_exchange_strong_explicit(&g->at_ms, &last, now ? now : 1,
+						     memory_order_relaxed, memory_order_relaxed)) {
+		atomic_fetch_add_explicit(&g->held, 1, memory_order_relaxed);
+		return false;
+	}
+	*held = atomic_exchange_explicit(&g->held, 0, memory_order_relaxed);
+	return true;
+}
+
+#define auth_log_limited(gate, lvl, fmt, ...)                                                      \
+	do {                                                                                       \
+		uint64_t held_;                                                                    \
+		if ((lvl) >= log_min_level && auth_log_pass((gate), &held_))                       \
+			log_write((lvl), fmt " (%" PRIu64 " more like it held back)", __VA_ARGS__, \
+				  held_);                                                          \
+	} while (0)
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static const struct config *auth_cfg(const struct req *r)
+{
+	return r->w->pool->cfg;
+}
+
+static void auth_storage_error(struct req *r)
+{
+	reply_err(r, ST_INTERNAL, AUTH_ERR_STORAGE);
+}
+
+static void auth_db_failed(struct req *r, const char *what)
+{
+	counter_inc(mysql_errors);
+	auth_log_limited(&auth_gate_storage, LOG_WARN, "auth: %s failed: %s", what,
+			 db_errmsg(r->w->db));
+	auth_storage_error(r);
+}
+
+static void auth_kv_failed(struct req *r, const char *what)
+{
+	counter_inc(redis_errors);
+	auth_log_limited(&auth_gate_storage, LOG_WARN, "auth: %s failed: %s", what,
+			 kv_errmsg(r->w->kv));
+	auth_storage_error(r);
+}
+
+/* [A-Za-z0-9_.-] only: names are compared byte for byte everywhere and
+ * end up in Redis keys and an ascii_bin column. */
+static bool auth_name_chars_ok(const char *name)
+{
+	for (const char *p = name; *p; p++) {
+		char c = *p;
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '_' || c == '.' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+/* Validates "username" (replying 1 BAD_REQUEST when it is not valid). */
+static bool auth_req_username(struct req *r, const char **name)
+{
+	if (!req_str(r, "username", AUTH_NAME_MIN_BYTES, AUTH_NAME_MAX_BYTES, name))
+		return false;
+	if (!auth_name_chars_ok(*name)) {
+		reply_err(r, ST_BAD_REQUEST, "username may only hold A-Z a-z 0-9 _ . -");
+		return false;
+	}
+	return true;
+}
+
+static bool auth_token_well_formed(const char *t)
+{
+	size_t i;
+
+	for (i = 0; t[i]; i++) {
+		if (!((t[i] >= '0' && t[i] <= '9') || (t[i] >= 'a' && t[i] <= 'f')))
+			return false;
+	}
+	return i == TOKEN_HEX_LEN;
+}
+
+static void auth_key_token(char key[AUTH_KEY_BYTES], const char *token)
+{
+	snprintf(key, AUTH_KEY_BYTES, "rc:tok:%s", token);
+}
+
+static void auth_key_fail_user(char key[AUTH_KEY_BYTES], const char *name)
+{
+	snprintf(key, AUTH_KEY_BYTES, "rc:lf:u:%s", name);
+}
+
+static void auth_key_fail_addr(char key[AUTH_KEY_BYTES], uint32_t addr)
+{
+	snprintf(key, AUTH_KEY_BYTES, "rc:lf:a:%u.%u.%u.%u", addr >> 24, (addr >> 16) & 0xff,
+		 (addr >> 8) & 0xff, addr & 0xff);
+}
+
+/* xorshift64*, per thread: the jitter of retry hints needs no more. */
+static uint32_t auth_rand(void)
+{
+	static _Thread_local uint64_t state;
+
+	if (!state)
+		state = clock_mono_ns() ^ (uint64_t)(uintptr_t)&state ^ 0x9e3779b97f4a7c15ULL;
+	state ^= state >> 12;
+	state ^= state << 25;
+	state ^= state >> 27;
+	return (uint32_t)((state * 0x2545f4914f6cdd1dULL) >> 32);
+}
+
+static void auth_reply_rate_limited(struct req *r, const char *why, uint64_t retry_ms)
+{
+	cJSON *o = reply_error_payload("%s", why);
+
+	cJSON_AddNumberToObject(o, "retry_after_ms", (double)retry_ms);
+	reply_err_json(r, ST_RATE_LIMITED, o);
+}
+
+/* ---- admission control ---------------------------------------------------- */
+
+/*
+ * Lets a SIGNUP/LOGIN/RESUME start, or replies 8 RATE_LIMITED and returns
+ * false. After true the caller must call auth_leave once done.
+ */
+static bool auth_enter(struct req *r)
+{
+	const struct config *cfg = auth_cfg(r);
+	uint32_t backlog_max = AUTH_SHED_QUEUE_ITEMS;
+	uint64_t retry_ms;
+
+	if ((uint32_t)cfg->queue_depth / 2 < backlog_max)
+		backlog_max = (uint32_t)cfg->queue_depth / 2;
+	if (spsc_size(&r->w->in) <= backlog_max) {
+		if (atomic_fetch_add_explicit(&auth_inflight, 1, memory_order_relaxed) <
+		    cfg->login_concurrency)
+			return true;
+		atomic_fetch_sub_explicit(&auth_inflight, 1, memory_order_relaxed);
+	}
+	atomic_fetch_add_explicit(&auth_shed_total, 1, memory_order_relaxed);
+	auth_log_limited(&auth_gate_shed, LOG_WARN,
+			 "auth: login shed (node busy), %" PRIu64 " since start",
+			 atomic_load_explicit(&auth_shed_total, memory_order_relaxed));
+	retry_ms = AUTH_SHED_RETRY_MIN_MS +
+		   auth_rand() % (AUTH_SHED_RETRY_MAX_MS - AUTH_SHED_RETRY_MIN_MS + 1);
+	auth_reply_rate_limited(r, "node busy with logins, retry later", retry_ms);
+	return false;
+}
+
+static void auth_leave(void)
+{
+	atomic_fetch_sub_explicit(&auth_inflight, 1, memory_order_relaxed);
+}
+
+/* ---- failed-login limit ------------------------------------------------- */
+
+/* A string reply holding a decimal count; 0 for nil. */
+static long long auth_reply_count(const redisReply *rep)
+{
+	if (rep->type == REDIS_REPLY_STRING)
+		return strtoll(rep->str, NULL, 10);
+	if (rep->type == REDIS_REPLY_INTEGER)
+		return rep->integer;
+	return 0;
+}
+
+/*
+ * Checks the failure counters of name and of the client's address. Returns
+ * 0 when the login may go on; otherwise it has replied (8 when over the
+ * limit, 12 when Redis failed) and returns -1.
+ */
+static int auth_fail_check(struct req *r, const char *name)
+{
+	const struct config *cfg = auth_cfg(r);
+	struct kv *kv = r->w->kv;
+	char keys[2][AUTH_KEY_BYTES];
+	const char *over = NULL;
+	redisReply *rep;
+	long long pttl;
+	int nkeys = 1;
+
+	auth_key_fail_user(keys[0], name);
+	/* No address (not IPv4): only the username counter applies. */
+	if (r->s->peer_addr)
+		auth_key_fail_addr(keys[nkeys++], r->s->peer_addr);
+	rep = nkeys == 2 ? kv_cmd(kv, "MGET %s %s", keys[0], keys[1])
+			 : kv_cmd(kv, "MGET %s", keys[0]);
+	if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != (size_t)nkeys) {
+		if (rep)
+			freeReplyObject(rep);
+		auth_kv_failed(r, "failed-login check");
+		return -1;
+	}
+	for (int i = 0; i < nkeys && !over; i++) {
+		if (auth_reply_count(rep->element[i]) >= cfg->login_fail_limit)
+			over = keys[i];
+	}
+	freeReplyObject(rep);
+	if (!over)
+		return 0;
+
+	/* Rare path: a second round trip for the hint. */
+	rep = kv_cmd(kv, "PTTL %s", over);
+	if (!rep) {
+		auth_kv_failed(r, "failed-login check");
+		return -1;
+	}
+	pttl = rep->type == REDIS_REPLY_INTEGER ? rep->integer : -1;
+	freeReplyObject(rep);
+	if (pttl == -2) /* expired since the MGET: retry at once */
+		pttl = 1;
+	else if (pttl <= 0) /* no TTL (cannot happen with auth_fail_lua) */
+		pttl = (long long)cfg->login_fail_window_s * 1000;
+	atomic_fetch_add_explicit(&auth_locked_total, 1, memory_order_relaxed);
+	auth_log_limited(&auth_gate_locked, LOG_INFO,
+			 "auth: login refused, %s over %d failures (retry in %lld ms)", over,
+			 cfg->login_fail_limit, pttl);
+	auth_reply_rate_limited(r, "too many failed logins, retry later", (uint64_t)pttl);
+	return -1;
+}
+
+/* Counts one failure against name and the client's address. Best effort:
+ * the answer (AUTH_FAILED) is known already, so a Redis failure here is
+ * only logged. */
+static void auth_fail_record(struct req *r, const char *name)
+{
+	const struct config *cfg = auth_cfg(r);
+	struct kv *kv = r->w->kv;
+	char key[AUTH_KEY_BYTES];
+	long long window_ms = (long long)cfg->login_fail_window_s * 1000;
+	unsigned queued = 0;
+
+	auth_key_fail_user(key, name);
+	kv_append(kv, "EVAL %s 1 %s %lld", auth_fail_lua, key, window_ms);
+	queued++;
+	if (r->s->peer_addr) {
+		auth_key_fail_addr(key, r->s->peer_addr);
+		kv_append(kv, "EVAL %s 1 %s %lld", auth_fail_lua, key, window_ms);
+		queued++;
+	}
+	/* Every kv_append, even a failed one, owes one kv_reply. */
+	for (unsigned i = 0; i < queued; i++) {
+		redisReply *rep = kv_reply(kv);
+
+		if (!rep || rep->type == REDIS_REPLY_ERROR) {
+			counter_inc(redis_errors);
+			auth_log_limited(&auth_gate_storage, LOG_WARN,
+					 "auth: cannot count a failed login: %s",
+					 rep ? rep->str : kv_errmsg(kv));
+		}
+		if (rep)
+			freeReplyObject(rep);
+	}
+}
+
+/* ---- sessions ------------------------------------------------------------ */
+
+/*
+ * Makes the connection of r the session of user uid with token (already
+ * stored in Redis) and answers OK with reply (taken over); then sends
+ * what the user missed. Kicks the session the user had on this node.
+ */
+static void auth_session_begin(struct req *r, int64_t uid, const char *token, cJSON *reply)
+{
+	struct worker *w = r->w;
+	struct session *s = r->s;
+	uint64_t old;
+
+	old = registry_set(uid, r->conn);
+	if (old == UINT64_MAX) {
+		cJSON_Delete(reply);
+		log_error("auth: registry out of memory, login of user %" PRId64 " refused", uid);
+		reply_err(r, ST_INTERNAL, "out of memory");
+		return;
+	}
+	s->user_id = uid;
+	snprintf(s->token, sizeof(s->token), "%s", token);
+	if (old && old != r->conn) {
+		cJSON *k = cJSON_CreateObject();
+
+		cJSON_AddStringToObject(k, "reason", "logged in elsewhere");
+		push_to_conn(w, old, CMD_PUSH_KICKED, k);
+		conn_close_after_flush(w, old);
+		counter_inc(kicks);
+		log_debug("auth: user %" PRId64 " kicked conn=%" PRIu64 " for conn=%" PRIu64, uid,
+			  old, r->conn);
+	}
+#ifdef HAVE_PRESENCE
+	{
+		int prev_node = -1;
+
+		/* Presence is soft state: if Redis fails now, the session still
+		 * stands and presence_refresh restores the entry later. */
+		if (presence_set_online(w, uid, r->conn, &prev_node))
+			auth_log_limited(&auth_gate_presence, LOG_WARN,
+					 "auth: presence of user %" PRId64 " not recorded", uid);
+		/* A prev_node other than ours: the cluster layer kicks sessions
+		 * on other nodes. */
+	}
+#endif
+	counter_inc(logins);
+	reply_ok(r, reply);
+
+#ifdef HAVE_FRIENDS
+	friends_push_pending(w, s);
+#endif
+#ifdef HAVE_MESSAGES
+	messages_push_unacked(w, s);
+#endif
+#ifdef HAVE_PRESENCE
+	if (presence_notify_friends(w, uid, true))
+		auth_log_limited(&auth_gate_presence, LOG_WARN,
+				 "auth: online presence of user %" PRId64 " not sent", uid);
+#endif
+}
+
+/* A LOGIN or RESUME on a connection that already carries a user. */
+static bool auth_refuse_relogin(struct req *r)
+{
+	if (!r->s->user_id)
+		return false;
+	reply_err(r, ST_FORBIDDEN, "already logged in; use a new connection for another login");
+	return true;
+}
+
+/* ---- SIGNUP --------------------------------------------------------------- */
+
+static void auth_signup_admitted(struct req *r, const char *name, const char *password,
+				 const char *phone, const char *avatar)
+{
+	struct db *db = r->w->db;
+	char hash[PASSWD_HASH_SIZE];
+	int64_t rc;
+	uint64_t uid;
+	int ret;
+	cJSON *o;
+
+	ret = passwd_hash(password, auth_cfg(r)->hash_cost, hash, sizeof(hash));
+	if (ret) {
+		log_error("auth: passwd_hash: %s", strerror(-ret));
+		reply_err(r, ST_INTERNAL, "cannot hash the password");
+		return;
+	}
+	if (db_begin(db)) {
+		auth_db_failed(r, "signup begin");
+		return;
+	}
+	rc = db_exec(db, "INSERT INTO users (username, avatar_url) VALUES (?, ?)", "ss", name,
+		     avatar);
+	if (rc == DB_ERR_DUP) {
+		db_rollback(db);
+		reply_err(r, ST_ALREADY_EXISTS, "username %s is taken", name);
+		return;
+	}
+	if (rc < 0)
+		goto out_rollback;
+	uid = db_insert_id(db);
+	rc = db_exec(db, "INSERT INTO user_auth (user_id, password_hash, phone) VALUES (?, ?, ?)",
+		     "uss", uid, hash, phone);
+	if (rc < 0)
+		goto out_rollback;
+	/* A failed COMMIT may still have landed (link lost at that moment):
+	 * the client's retry then meets ALREADY_EXISTS and can LOGIN. */
+	if (db_commit(db)) {
+		auth_db_failed(r, "signup commit");
+		return;
+	}
+	o = cJSON_CreateObject();
+	cJSON_AddNumberToObject(o, "user_id", (double)uid);
+	reply_ok(r, o);
+	return;
+
+out_rollback:
+	counter_inc(mysql_errors);
+	auth_log_limited(&auth_gate_storage, LOG_WARN, "auth: signup insert failed: %s",
+			 db_errmsg(db));
+	db_rollback(db);
+	auth_storage_error(r);
+}
+
+void auth_signup(struct req *r)
+{
+	const char *name, *password, *phone = "", *avatar = "";
+	bool present;
+
+	if (!auth_req_username(r, &name) ||
+	    !req_str(r, "password", AUTH_PASSWORD_MIN_BYTES, PASSWD_MAX_BYTES, &password) ||
+	    !req_opt_str(r, "phone", 0, AUTH_PHONE_MAX_BYTES, &phone, &present) ||
+	    !req_opt_str(r, "avatar_url", 0, AUTH_AVATAR_MAX_BYTES, &avatar, &present))
+		return;
+	if (!auth_enter(r))
+		return;
+	auth_signup_admitted(r, name, password, phone, avatar);
+	auth_leave();
+}
+
+/* ---- LOGIN --------------------------------------------------------------- */
+
+static void auth_login_admitted(struct req *r, const char *name, const char *password)
+{
+	struct kv *kv = r->w->kv;
+	struct db_rows *rows;
+	char hash[PASSWD_HASH_SIZE] = "";
+	char token[TOKEN_HEX_LEN + 1], key[AUTH_KEY_BYTES], fkey[AUTH_KEY_BYTES];
+	int64_t uid = 0;
+	bool active = false, ok;
+	redisReply *rep, *rep_del;
+	int ret;
+	cJSON *o;
+
+	if (auth_fail_check(r, name))
+		return;
+	/*
+	 * One round trip: the join reads the same two rows as two lookups
+	 * would (the users row through the unique name index, then user_auth
+	 * by primary key); the cold table is still read only here.
+	 */
+	rows = db_query(r->w->db,
+			"SELECT u.id, u.state, a.password_hash FROM users u "
+			"JOIN user_auth a ON a.user_id = u.id WHERE u.username = ?",
+			"s", name);
+	if (!rows) {
+		auth_db_failed(r, "login lookup");
+		return;
+	}
+	if (db_rows_count(rows) == 1 && db_cell_len(rows, 0, 2) < sizeof(hash)) {
+		uid = db_cell_i64(rows, 0, 0);
+		active = db_cell_i64(rows, 0, 1) == 0;
+		memcpy(hash, db_cell_str(rows, 0, 2), db_cell_len(rows, 0, 2) + 1);
+	}
+	db_rows_free(rows);
+	/* Unknown user: verify anyway, so the answer takes as long. */
+	ok = passwd_verify(password, uid ? hash : auth_dummy_hash) && uid && active;
+	explicit_bzero(hash, sizeof(hash));
+	if (!ok) {
+		counter_inc(login_failures);
+		if (r->s->auth_failures < UINT8_MAX)
+			r->s->auth_failures++;
+		auth_fail_record(r, name);
+		reply_err(r, ST_AUTH_FAILED, AUTH_ERR_CREDENTIALS);
+		return;
+	}
+
+	ret = token_new(token);
+	if (ret) {
+		log_error("auth: token_new: %s", strerror(-ret));
+		reply_err(r, ST_INTERNAL, "cannot make a token");
+		return;
+	}
+	auth_key_token(key, token);
+	auth_key_fail_user(fkey, name);
+	/* One round trip: store the token and clear the name's failures. */
+	kv_append(kv, "SET %s %lld EX %d", key, (long long)uid, auth_cfg(r)->token_ttl_s);
+	kv_append(kv, "DEL %s", fkey);
+	rep = kv_reply(kv);
+	rep_del = kv_reply(kv);
+	if (rep_del)
+		freeReplyObject(rep_del);
+	if (!rep || rep->type != REDIS_REPLY_STATUS) {
+		if (rep)
+			freeReplyObject(rep);
+		auth_kv_failed(r, "token store");
+		return;
+	}
+	freeReplyObject(rep);
+	r->s->auth_failures = 0;
+
+	o = cJSON_CreateObject();
+	cJSON_AddNumberToObject(o, "user_id", (double)uid);
+	cJSON_AddStringToObject(o, "token", token);
+	auth_session_begin(r, uid, token, o);
+	explicit_bzero(token, sizeof(token));
+}
+
+void auth_login(struct req *r)
+{
+	const char *name, *password;
+
+	if (!auth_req_username(r, &name) || !req_str(r, "password", 1, PASSWD_MAX_BYTES, &password))
+		return;
+	if (auth_refuse_relogin(r))
+		return;
+	if (!auth_enter(r))
+		return;
+	auth_login_admitted(r, name, password);
+	auth_leave();
+}
+
+/* ---- RESUME -------------------------------------------------------------- */
+
+static void auth_resume_admitted(struct req *r, const char *token)
+{
+	char key[AUTH_KEY_BYTES];
+	redisReply *rep;
+	int64_t uid = 0;
+	int64_t rc;
+	cJSON *o;
+
+	/* A token is opaque to clients: a malformed one is merely unknown. */
+	if (!auth_token_well_formed(token)) {
+		reply_err(r, ST_AUTH_FAILED, "unknown or expired token");
+		return;
+	}
+	auth_key_token(key, token);
+	rep = kv_cmd(r->w->kv, "GET %s", key);
+	if (!rep || (rep->type != REDIS_REPLY_STRING && rep->type != REDIS_REPLY_NIL)) {
+		if (rep)
+			freeReplyObject(rep);
+		auth_kv_failed(r, "token lookup");
+		return;
+	}
+	if (rep->type == REDIS_REPLY_STRING)
+		uid = strtoll(rep->str, NULL, 10);
+	freeReplyObject(rep);
+	if (uid <= 0) {
+		reply_err(r, ST_AUTH_FAILED, "unknown or expired token");
+		return;
+	}
+	/* The account may have been disabled since the token was made. */
+	rc = db_exec(r->w->db, "SELECT 1 FROM users WHERE id = ? AND state = 0", "l", uid);
+	if (rc < 0) {
+		auth_db_failed(r, "resume lookup");
+		return;
+	}
+	if (rc == 0) {
+		reply_err(r, ST_AUTH_FAILED, "unknown or expired token");
+		return;
+	}
+	o = cJSON_CreateObject();
+	cJSON_AddNumberToObject(o, "user_id", (double)uid);
+	auth_session_begin(r, uid, token, o);
+}
+
+void auth_resume(struct req *r)
+{
+	const char *token;
+
+	if (!req_str(r, "token", 1, AUTH_TOKEN_FIELD_MAX_BYTES, &token))
+		return;
+	if (auth_refuse_relogin(r))
+		return;
+	if (!auth_enter(r))
+		return;
+	auth_resume_admitted(r, token);
+	auth_leave();
+}
+
+/* ---- LOGOUT and close ----------------------------------------------------- */
+
+void auth_logout(struct req *r)
+{
+	struct session *s = r->s;
+	char key[AUTH_KEY_BYTES];
+	redisReply *rep;
+
+	/*
+	 * Revoke before answering: a client told OK may rely on the token
+	 * being dead (e.g. RESUME elsewhere at once). If Redis cannot revoke
+	 * it, say so and keep the session, so the client can retry.
+	 */
+	if (s->token[0]) {
+		auth_key_token(key, s->token);
+		rep = kv_cmd(r->w->kv, "DEL %s", key);
+		if (!rep || rep->type != REDIS_REPLY_INTEGER) {
+			if (rep)
+				freeReplyObject(rep);
+			auth_kv_failed(r, "token revoke");
+			return;
+		}
+		freeReplyObject(rep);
+		explicit_bzero(s->token, sizeof(s->token));
+	}
+	/* The session ends when the connection does: auth_on_close. */
+	r->close_after = true;
+	reply_ok(r, NULL);
+}
+
+void auth_on_close(struct worker *w, struct session *s)
+{
+	/* Still the user's current session here? A kicked one is not, and a
+	 * kick sends no offline presence. */
+	if (!registry_remove(s->user_id, s->conn))
+		return;
+#ifdef HAVE_PRESENCE
+	/* 0: a newer session (on another node) owns the entry; the user is
+	 * still online. -1 (Redis down): nothing newer is known, say offline. */
+	if (presence_set_offline(w, s->user_id, s->conn) != 0 &&
+	    presence_notify_friends(w, s->user_id, false))
+		auth_log_limited(&auth_gate_presence, LOG_WARN,
+				 "auth: offline presence of user %" PRId64 " not sent", s->user_id);
+#else
+	(void)w;
+#endif
+}
+
+/* ---- global -------------------------------------------------------------- */
+
+int auth_global_init(struct worker_pool *pool)
+{
+	static const char dummy_password[] = "no user has this password";
+	int ret;
+
+	atomic_store_explicit(&auth_inflight, 0, memory_order_relaxed);
+	ret = passwd_hash(dummy_password, pool->cfg->hash_cost, auth_dummy_hash,
+			  sizeof(auth_dummy_hash));
+	if (ret) {
+		log_error("auth: cannot make the dummy hash: %s", strerror(-ret));
+		return ret;
+	}
+	return 0;
+}
+
+void auth_global_stop(void)
+{
+	uint64_t shed = atomic_load_explicit(&auth_shed_total, memory_order_relaxed);
+	uint64_t locked = atomic_load_explicit(&auth_locked_total, memory_order_relaxed);
+
+	if (shed || locked)
+		log_info("auth: %" PRIu64 " logins shed (node busy), %" PRIu64
+			 " refused by the failed-login limit",
+			 shed, locked);
+}
