@@ -377,6 +377,62 @@ static void session_end(struct worker *w, struct session *s)
 	memset(s, 0, sizeof(*s));
 }
 
+/* A framing error found by the I/O thread: answered here so that it
+ * leaves after the replies to the frames that came before it. */
+static void bad_frame(struct worker *w, struct session *s, const struct in_msg *m)
+{
+	struct req r = {
+		.w = w, .s = s, .conn = m->conn, .cmd = m->hdr.cmd, .seq = m->hdr.seq,
+		.close_after = true,
+	};
+	const char *why = m->hdr.code == ST_BAD_FRAME ? "bad frame: wrong magic"
+			  : m->hdr.code == ST_FRAME_TOO_LARGE
+				  ? "frame too large: len exceeds max_frame"
+				  : "unsupported protocol version";
+
+	if (s->closing)
+		return;
+	reply_err(&r, m->hdr.code, "%s", why);
+}
+
+/* A JSON payload must be exactly one object: nothing but white space may
+ * follow it, and no string may hold a NUL (C strings would silently cut
+ * it short: "secret\u0000junk" must not compare equal to "secret"). */
+static bool payload_has_nul(const uint8_t *p, uint32_t n)
+{
+	if (memchr(p, 0, n))
+		return true;
+	for (uint32_t i = 0; i + 5 < n; i++) {
+		if (p[i] == '\\') {
+			if (p[i + 1] == 'u' && p[i + 2] == '0' && p[i + 3] == '0' &&
+			    p[i + 4] == '0' && p[i + 5] == '0')
+				return true;
+			i++; /* skip the escaped character */
+		}
+	}
+	return false;
+}
+
+static cJSON *parse_object(const uint8_t *p, uint32_t n)
+{
+	const char *end = NULL;
+	cJSON *o;
+
+	if (payload_has_nul(p, n))
+		return NULL;
+	o = cJSON_ParseWithLengthOpts((const char *)p, n, &end, 0);
+	if (!o)
+		return NULL;
+	while (end && end < (const char *)p + n &&
+	       (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r'))
+		end++;
+	if (!cJSON_IsObject(o) || !end || end != (const char *)p + n) {
+		cJSON_Delete(o);
+		return NULL;
+	}
+	return o;
+}
+
 /* Token bucket per connection: rate_msgs_per_s refill, rate_burst depth.
  * Returns 0 when allowed, else the milliseconds until a token is due. */
 static uint64_t rate_take(const struct config *cfg, struct session *s, uint64_t now)
@@ -417,6 +473,11 @@ void dispatch_in(struct worker *w, struct in_msg *m)
 		free(m);
 		return;
 	}
+	if (m->kind == IN_BAD_FRAME) {
+		bad_frame(w, s, m);
+		free(m);
+		return;
+	}
 	if (s->closing)
 		goto out_free; /* LOGOUT or kick already answered: ignore the rest */
 
@@ -441,9 +502,10 @@ void dispatch_in(struct worker *w, struct in_msg *m)
 	if (m->hdr.len == 0) {
 		r.body = cJSON_CreateObject();
 	} else {
-		r.body = cJSON_ParseWithLength((const char *)m->payload, m->hdr.len);
-		if (!cJSON_IsObject(r.body)) {
-			reply_err(&r, ST_BAD_REQUEST, "payload must be a JSON object");
+		r.body = parse_object(m->payload, m->hdr.len);
+		if (!r.body) {
+			reply_err(&r, ST_BAD_REQUEST,
+				  "payload must be one JSON object (UTF-8, no NUL characters)");
 			goto out_free;
 		}
 	}

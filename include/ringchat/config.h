@@ -33,7 +33,7 @@ struct config {
 	int workers;                 /* 0 = number of online cores */
 	int queue_depth;             /* per-worker queue capacity, items */
 	/* node identity */
-	int node_id;                 /* 0..1023, unique in a cluster */
+	int node_id;                 /* 0..31, unique in a cluster (5 bits of msg_id) */
 	/* logging */
 	char log_level[16];          /* debug | info | warn | error */
 	/* storage */

@@ -33,6 +33,8 @@
 	X(logins, "successful logins and resumes")                             \
 	X(login_failures, "failed logins")                                     \
 	X(kicks, "sessions kicked by a newer login")                           \
+	X(login_shed, "logins refused because the node was busy with logins")  \
+	X(login_locked, "logins refused by the failed-login limit")            \
 	X(msgs_accepted, "messages accepted (1:1 and group)")                  \
 	X(msgs_pushed, "PUSH_MSG frames queued to recipients")                 \
 	X(commit_batches, "group-commit batches written")                      \

@@ -40,6 +40,10 @@ struct session;
 enum in_kind {
 	IN_FRAME = 1, /* a decoded frame of the connection */
 	IN_CLOSED,    /* the connection is gone; sent once, after its frames */
+	IN_BAD_FRAME, /* framing error: hdr.code is the status to answer with,
+		       * hdr.cmd/seq the frame's (0/0 for BAD_FRAME and
+		       * FRAME_TOO_LARGE); answer after the replies to earlier
+		       * frames, then close */
 };
 
 /* I/O thread → worker. Allocated by the I/O thread, freed by the worker. */

@@ -112,7 +112,7 @@ static const struct config_entry config_table[] = {
 	INT_KEY(workers, "0", 0, 256, "worker threads; 0 = one per online core"),
 	INT_KEY(queue_depth, "8192", 16, 1048576, "capacity of each worker queue, items"),
 	/* node identity */
-	INT_KEY(node_id, "1", 0, 1023, "this node's id, unique in the cluster"),
+	INT_KEY(node_id, "1", 0, 31, "this node's id (0..31), unique in the cluster; part of every msg_id"),
 	/* logging */
 	STR_KEY(log_level, "info", config_valid_log_level, "one of debug|info|warn|error",
 		"least severe level written to stderr"),

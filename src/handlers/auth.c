@@ -114,7 +114,6 @@ static const char auth_fail_lua[] = "local n = redis.call('INCR', KEYS[1]) "
 static _Atomic int auth_inflight;
 /* Refusals by the gate and by the failed-login limit, for the log lines.
  * Relaxed, as counters.h: statistics only. */
-static _Atomic uint64_t auth_shed_total, auth_locked_total;
 /* Verified against when the username is unknown, so that case costs the
  * same time as a wrong password. Written once before workers start. */
 static char auth_dummy_hash[PASSWD_HASH_SIZE];
@@ -282,10 +281,10 @@ static bool auth_enter(struct req *r)
 			return true;
 		atomic_fetch_sub_explicit(&auth_inflight, 1, memory_order_relaxed);
 	}
-	atomic_fetch_add_explicit(&auth_shed_total, 1, memory_order_relaxed);
+	counter_inc(login_shed);
 	auth_log_limited(&auth_gate_shed, LOG_WARN,
 			 "auth: login shed (node busy), %" PRIu64 " since start",
-			 atomic_load_explicit(&auth_shed_total, memory_order_relaxed));
+			 atomic_load_explicit(&counters.login_shed, memory_order_relaxed));
 	retry_ms = AUTH_SHED_RETRY_MIN_MS +
 		   auth_rand() % (AUTH_SHED_RETRY_MAX_MS - AUTH_SHED_RETRY_MIN_MS + 1);
 	auth_reply_rate_limited(r, "node busy with logins, retry later", retry_ms);
@@ -356,7 +355,7 @@ static int auth_fail_check(struct req *r, const char *name)
 		pttl = 1;
 	else if (pttl <= 0) /* no TTL (cannot happen with auth_fail_lua) */
 		pttl = (long long)cfg->login_fail_window_s * 1000;
-	atomic_fetch_add_explicit(&auth_locked_total, 1, memory_order_relaxed);
+	counter_inc(login_locked);
 	auth_log_limited(&auth_gate_locked, LOG_INFO,
 			 "auth: login refused, %s over %d failures (retry in %lld ms)", over,
 			 cfg->login_fail_limit, pttl);
@@ -757,8 +756,8 @@ int auth_global_init(struct worker_pool *pool)
 
 void auth_global_stop(void)
 {
-	uint64_t shed = atomic_load_explicit(&auth_shed_total, memory_order_relaxed);
-	uint64_t locked = atomic_load_explicit(&auth_locked_total, memory_order_relaxed);
+	uint64_t shed = atomic_load_explicit(&counters.login_shed, memory_order_relaxed);
+	uint64_t locked = atomic_load_explicit(&counters.login_locked, memory_order_relaxed);
 
 	if (shed || locked)
 		log_info("auth: %" PRIu64 " logins shed (node busy), %" PRIu64

@@ -104,6 +104,7 @@ struct conn {
 	bool close_after_flush;
 	bool seen_frame;   /* the worker knows this connection */
 	bool in_send_list;
+	bool bad_frame_pending; /* the error below still has to reach the worker */
 	int fd;
 	uint32_t inflight; /* SQEs whose final CQE has not arrived */
 	uint32_t send_off;
@@ -114,6 +115,7 @@ struct conn {
 	uint64_t last_rx_ms;
 	uint32_t peer_addr;
 	uint16_t peer_port;
+	struct frame_hdr bad; /* bad_frame_pending: code, cmd, seq to answer */
 };
 
 struct slot_list {
@@ -413,25 +415,6 @@ static void conn_queue(struct ring *r, struct conn *c, const uint8_t *data, uint
 	}
 }
 
-/* Queues one frame built here (errors found by the I/O thread itself). */
-static void conn_queue_error(struct ring *r, struct conn *c, uint16_t cmd,
-			     uint32_t code, uint32_t seq, const char *reason)
-{
-	char payload[256];
-	size_t n;
-	uint8_t *frame;
-	int len;
-
-	len = snprintf(payload, sizeof(payload), "{\"error\":\"%s\"}", reason);
-	frame = frame_build(cmd, code, seq, payload, (uint32_t)len, &n);
-	if (!frame)
-		return;
-	counter_inc(frames_out);
-	atomic_fetch_add_explicit(&counters.resp_by_status[code], 1, memory_order_relaxed);
-	conn_queue(r, c, frame, (uint32_t)n);
-	free(frame);
-}
-
 /* Flush, then shutdown(SHUT_WR) and wait (bounded) for the client's EOF,
  * so that the final frame is not destroyed by a RST caused by unread
  * input (nginx's lingering close). */
@@ -602,6 +585,28 @@ static int on_frame(void *arg, const struct frame_hdr *hdr, const uint8_t *paylo
 	return 0;
 }
 
+/* Hands the pending framing error to the worker. false = queue full. */
+static bool conn_send_bad_frame(struct ring *r, struct conn *c)
+{
+	struct worker *w = worker_for_conn(r->pool, conn_ref(r, c));
+	struct in_msg *m = calloc(1, sizeof(*m));
+
+	if (!m)
+		return false;
+	m->conn = conn_ref(r, c);
+	m->kind = IN_BAD_FRAME;
+	m->peer_addr = c->peer_addr;
+	m->peer_port = c->peer_port;
+	m->hdr = c->bad;
+	if (!worker_submit(w, m)) {
+		free(m);
+		return false;
+	}
+	c->seen_frame = true;
+	c->bad_frame_pending = false;
+	return true;
+}
+
 static void conn_pause(struct ring *r, struct conn *c)
 {
 	if (c->paused)
@@ -628,24 +633,26 @@ static void conn_after_feed(struct ring *r, struct conn *c, enum frame_feed_resu
 		break;
 	case FEED_ERROR:
 		counter_inc(conn_bad_frame_closed);
-		switch (verdict) {
-		case FRAME_BAD_MAGIC:
-			conn_queue_error(r, c, CMD_NONE, ST_BAD_FRAME, 0,
-					 "bad frame: wrong magic");
-			break;
-		case FRAME_TOO_LARGE:
-			conn_queue_error(r, c, CMD_NONE, ST_FRAME_TOO_LARGE, 0,
-					 "frame too large: len exceeds max_frame");
-			break;
-		case FRAME_BAD_VERSION:
-			conn_queue_error(r, c, bad->cmd, ST_UNSUPPORTED_VERSION, bad->seq,
-					 "unsupported protocol version");
-			break;
-		case FRAME_OK:
-			break;
-		}
 		log_info("event=bad_frame conn=%u verdict=%d", conn_slot(r, c), (int)verdict);
-		conn_close_after_flush(r, c);
+		/* The error frame is answered by the worker, so it leaves after
+		 * the replies to the frames before it (order is the contract);
+		 * from here on the input is discarded. */
+		memset(&c->bad, 0, sizeof(c->bad));
+		if (verdict == FRAME_BAD_MAGIC) {
+			c->bad.code = ST_BAD_FRAME;
+		} else if (verdict == FRAME_TOO_LARGE) {
+			c->bad.code = ST_FRAME_TOO_LARGE;
+		} else {
+			c->bad.code = ST_UNSUPPORTED_VERSION;
+			c->bad.cmd = bad->cmd;
+			c->bad.seq = bad->seq;
+		}
+		c->no_read = true;
+		c->bad_frame_pending = true;
+		if (!conn_send_bad_frame(r, c) && !c->paused) {
+			c->paused = true;
+			slot_list_push(&r->paused, conn_slot(r, c));
+		}
 		break;
 	}
 }
@@ -789,6 +796,13 @@ static void retry_paused(struct ring *r)
 			continue;
 		if (c->state != CONN_OPEN) {
 			c->paused = false;
+			continue;
+		}
+		if (c->bad_frame_pending) {
+			if (conn_send_bad_frame(r, c))
+				c->paused = false;
+			else
+				r->paused.v[keep++] = r->paused.v[i];
 			continue;
 		}
 		fr = frame_reader_drain(&c->rd, on_frame, &fc, &verdict, &bad);

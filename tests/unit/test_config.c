@@ -232,7 +232,7 @@ static const char every_key[] =
 	"admin_listen \"\"\n"
 	"workers 4\n"
 	"queue_depth 16\n"
-	"node_id 1023\n"
+	"node_id 31\n"
 	"log_level \"debug\"\n"
 	"mysql_host db.internal\n"
 	"mysql_port 3306\n"
@@ -266,7 +266,7 @@ static void check_every_key(const struct config *c)
 	assert_string_equal(c->admin_listen, "");
 	assert_int_equal(c->workers, 4);
 	assert_int_equal(c->queue_depth, 16);
-	assert_int_equal(c->node_id, 1023);
+	assert_int_equal(c->node_id, 31);
 	assert_string_equal(c->log_level, "debug");
 	assert_string_equal(c->mysql_host, "db.internal");
 	assert_int_equal(c->mysql_port, 3306);
@@ -420,7 +420,7 @@ static const struct bad_value bad_values[] = {
 	{"max_frame", "100k", {"key 'max_frame'", "not an integer"}},
 	{"max_frame", "-", {"key 'max_frame'", "not an integer"}},
 	{"workers", "-1", {"key 'workers'", "'-1'", "0..256"}},
-	{"node_id", "1024", {"key 'node_id'", "0..1023"}},
+	{"node_id", "32", {"key 'node_id'", "0..31"}},
 	{"mysql_port", "0", {"key 'mysql_port'", "1..65535"}},
 	{"hash_cost", "12", {"key 'hash_cost'", "1..11"}},
 	{"durability", "fast", {"key 'durability'", "'fast'", "stored|relay"}},

@@ -1,0 +1,143 @@
+/*
+ * commit.h - the group-commit writer: one thread with its own MySQL
+ * connection that turns the message rows and acknowledgements of every
+ * worker into few, large transactions.
+ *
+ *   worker w ──in[w] (SPSC)──►  writer  ──done[w] (SPSC)──► worker w
+ *                               gather ≤ commit_batch_max items from all
+ *                               queues; BEGIN; multi-row INSERTs; ack
+ *                               UPDATEs; COMMIT once; hand every item back
+ *                               to its worker with its outcome
+ *
+ * Items are owned by the submitting worker's module; the writer only
+ * borrows them between commit_submit and commit_take, fills in status /
+ * error / stored_other, and hands each back to the worker that submitted
+ * it, in that worker's submission order. A worker never has more than
+ * commit_capacity() items out, so the writer's hand-back never finds a
+ * full queue and never waits.
+ *
+ * Outcome of an item: ST_OK means its row (or its acks) is committed.
+ * Anything else is ST_INTERNAL with a static reason, and nothing of the
+ * item is stored: a transaction that did not commit is retried with
+ * back-off for COMMIT_RETRY_MS (storage down, deadlock), then failed.
+ * After a failed batch the writer is "down": later batches get one
+ * attempt each (so callers hear of an outage at once instead of waiting
+ * again) until one succeeds.
+ *
+ * Duplicates: a batch whose multi-row INSERT hits a duplicate key is
+ * rolled back and redone row by row. A row whose msg_id is already stored
+ * with the same sender (an earlier attempt of this batch that did commit
+ * although COMMIT reported a lost link, or a retry reusing a msg_id) is
+ * OK. A row whose (from_id, client_msg_id) is stored under another msg_id
+ * is OK with stored_other set and msg_id, conversation_id and send_time
+ * replaced by the stored row's: the message was sent before.
+ *
+ * Acks (COMMIT_ACK) run after the batch's INSERTs, in the same
+ * transaction, so acknowledging a message pushed before its row was
+ * committed works when both meet in one batch; the writer sweeps the
+ * queues once more when a batch holds acks to make that the usual case.
+ * An acked 1:1 message addressed to user_id gets is_read = 1; for group
+ * messages the member's read_msg_id cursor moves up to the largest acked
+ * msg_id of each group (never down). Ids that match nothing are ignored.
+ *
+ * Threads: commit_start/commit_stop on the main thread (before workers
+ * start / after they stopped); commit_submit, commit_take, commit_has_room
+ * and commit_inflight only on the worker thread w; commit_stats_get
+ * anywhere.
+ */
+#ifndef RINGCHAT_COMMIT_H
+#define RINGCHAT_COMMIT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct worker;
+struct worker_pool;
+struct pending_reply;
+
+#define COMMIT_RETRY_MS 3000     /* retry a failing transaction this long */
+#define COMMIT_CHUNK_ROWS 1024   /* message rows of one INSERT statement, at most */
+#define COMMIT_CHUNK_BYTES (4u << 20) /* text bytes of one INSERT statement (approx.) */
+#define COMMIT_ACK_CHUNK 4096    /* acked ids of one statement, at most */
+
+enum commit_kind {
+	COMMIT_INSERT_MSG = 1, /* store one message row */
+	COMMIT_ACK,            /* mark ack_ids read for user from_id */
+};
+
+struct commit_item {
+	uint8_t kind;       /* enum commit_kind */
+	uint8_t status;     /* writer: ST_OK or ST_INTERNAL */
+	bool stored_other;  /* writer: stored before under another msg_id */
+	uint16_t origin;    /* the submitting worker's id (set by commit_submit) */
+	const char *error;  /* writer: static reason when status != ST_OK */
+	struct pending_reply *reply; /* the caller's, untouched by the writer */
+
+	/* COMMIT_INSERT_MSG: the row. to_id 0 for group rows, group_id 0 for
+	 * 1:1 rows. cmid NULL when the message has no client_msg_id. */
+	int64_t msg_id;
+	int64_t conversation_id;
+	int64_t from_id; /* also the acknowledging user of COMMIT_ACK */
+	int64_t to_id;
+	int64_t group_id;
+	int64_t send_time;
+	int type;
+	uint32_t text_len;
+	uint32_t cmid_len;
+	const char *text;
+	const char *cmid;
+
+	/* COMMIT_ACK */
+	const int64_t *ack_ids;
+	uint32_t nacks;
+};
+
+struct commit_stats {
+	uint64_t batches;          /* transactions committed */
+	uint64_t rows;             /* message rows committed */
+	uint64_t acks;             /* ack items committed */
+	uint64_t failed_items;     /* items answered ST_INTERNAL */
+	uint64_t retries;          /* failed attempts that were retried or gave up */
+	uint64_t last_batch_items; /* size of the most recent batch */
+	uint64_t max_batch_items;
+	uint64_t latency_ns_total; /* sum over batches: gather to hand-back */
+	uint64_t latency_ns_max;
+};
+
+/*
+ * Creates the queues (one pair per worker of pool, each of
+ * commit_capacity() items) and starts the writer thread with its own
+ * struct db. Storage being down is no error here. Returns 0 or -errno.
+ */
+int commit_start(struct worker_pool *pool);
+
+/*
+ * Drains and stops: the writer commits everything still queued, hands it
+ * back, then exits; the caller's workers must have stopped submitting.
+ * Items handed back but never taken are lost with the queues, so stop
+ * workers only after commit_inflight() is 0 for each. No-op if not
+ * started.
+ */
+void commit_stop(void);
+
+/* Items a worker may have out at once. */
+uint32_t commit_capacity(void);
+
+/* True when w may submit one more item. */
+bool commit_has_room(struct worker *w);
+
+/*
+ * Hands it to the writer (and wakes it). Returns false, leaving it with
+ * the caller, when w already has commit_capacity() items out.
+ */
+bool commit_submit(struct worker *w, struct commit_item *it);
+
+/* The next item handed back to w (oldest first), or NULL. */
+struct commit_item *commit_take(struct worker *w);
+
+/* Items w submitted and has not taken back yet. */
+uint32_t commit_inflight(struct worker *w);
+
+void commit_stats_get(struct commit_stats *out);
+
+#endif
