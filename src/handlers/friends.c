@@ -1,0 +1,463 @@
+/*
+ * friends.c - friend requests and friendships: FRIEND_REQUEST, _ACCEPT,
+ * _DELETE, _LIST, _UPDATE, the pending-request pushes at login, and the
+ * friendship check other modules use (social.h).
+ *
+ * Storage (sql/schema.sql): a friendship is two rows of `friends`, (a, b)
+ * and (b, a), each side owning its remark and group; a request is one row
+ * of `friend_requests` keyed (to_id, from_id).
+ *
+ * Concurrency. Requests of one pair of users may run at the same time on
+ * different workers or nodes: A asks B while B asks A, B accepts while A
+ * deletes. Every transaction that changes a pair's rows first locks both
+ * users' rows (SELECT ... FOR UPDATE, ascending id), which makes the pair's
+ * transactions run one after the other, and the lock order keeps two pairs
+ * that share a user from deadlocking. The checks that follow are plain
+ * reads: InnoDB takes a transaction's snapshot at its first non-locking
+ * read, which comes after the lock is granted, so they see everything the
+ * previous holder committed. Reading without locks also keeps gap locks
+ * (on rows that do not exist) out of the picture.
+ *
+ * Refusals, where the contract leaves a choice:
+ *   FRIEND_REQUEST to oneself            1 BAD_REQUEST
+ *   FRIEND_REQUEST repeated while pending 0 OK: the request stays one row,
+ *                                        its remark is replaced and the
+ *                                        target is notified again if online
+ *   FRIEND_REQUEST crossing one from the target: both become friends and
+ *                                        both get PUSH_FRIEND_ACCEPTED
+ *   FRIEND_ACCEPT/DELETE/UPDATE naming oneself: 5 NOT_FOUND (no such
+ *                                        request or friendship can exist)
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ringchat/counters.h"
+#include "ringchat/db.h"
+#include "ringchat/handler.h"
+#include "ringchat/handlers.h"
+#include "ringchat/log.h"
+#ifdef HAVE_MESSAGES
+#include "ringchat/messages.h"
+#endif
+#include "ringchat/presence.h"
+#include "ringchat/protocol.h"
+#include "ringchat/request.h"
+#include "ringchat/router.h"
+#include "ringchat/social.h"
+#include "ringchat/worker.h"
+
+/* Bytes of a remark: the request note and the stored remark alike. */
+#define FRIEND_REMARK_MAX_BYTES 30
+/* A username is at most 32 bytes (protocol SIGNUP), plus the NUL. */
+#define FRIEND_NAME_BYTES 33
+
+/* Requests TO a user, oldest first: FRIEND_LIST's "pending" and the pushes
+ * at login share the statement (and its cache entry). */
+static const char SQL_PENDING_TO[] =
+    "SELECT r.from_id, u.username, r.remark FROM friend_requests r "
+    "JOIN users u ON u.id = r.from_id WHERE r.to_id = ? "
+    "ORDER BY r.created_at, r.from_id";
+
+/* After a friendship came or went, and before the reply: the messaging
+ * module's caches must not answer the client's next request from the old
+ * state. */
+static void friends_changed(void)
+{
+#ifdef HAVE_MESSAGES
+	social_changed();
+#endif
+}
+
+/* Logs a storage failure and answers 12 INTERNAL. Reads the reason before
+ * the rollback, which would replace it. */
+static void friends_db_failed(struct req *r, const char *what)
+{
+	struct db *db = r->w->db;
+
+	counter_inc(mysql_errors);
+	log_warn("friends: %s for user %" PRId64 ": %s", what, r->s->user_id, db_errmsg(db));
+	db_rollback(db);
+	reply_err(r, ST_INTERNAL, "storage error while %s; retry later", what);
+}
+
+/*
+ * Usernames of users a and b (a != b), read outside any transaction (users
+ * are never deleted, so an answer stays true). Returns 1 when both exist,
+ * 0 when either does not, or a negative enum db_error.
+ */
+static int friends_pair_names(struct worker *w, int64_t a, int64_t b,
+			      char a_name[FRIEND_NAME_BYTES], char b_name[FRIEND_NAME_BYTES])
+{
+	struct db_rows *rows;
+	size_t found = 0;
+
+	rows = db_query(w->db, "SELECT id, username FROM users WHERE id IN (?, ?)", "ll", a, b);
+	if (!rows)
+		return db_last_error(w->db);
+	for (size_t i = 0; i < db_rows_count(rows); i++) {
+		int64_t id = db_cell_i64(rows, i, 0);
+		char *dst = id == a ? a_name : id == b ? b_name : NULL;
+
+		if (!dst)
+			continue;
+		snprintf(dst, FRIEND_NAME_BYTES, "%s", db_cell_str(rows, i, 1));
+		found++;
+	}
+	db_rows_free(rows);
+	return found == 2;
+}
+
+/* Inside a transaction: locks the rows of users a and b, lower id first
+ * (see the top comment). Returns 0 or a negative enum db_error. */
+static int friends_pair_lock(struct worker *w, int64_t a, int64_t b)
+{
+	int64_t n = db_exec(w->db, "SELECT id FROM users WHERE id IN (?, ?) ORDER BY id FOR UPDATE",
+			    "ll", a, b);
+
+	return n < 0 ? (int)n : 0;
+}
+
+/*
+ * Inside a transaction holding the pair lock: turns the pending request
+ * asker → accepter into a friendship (the request row goes, both friends
+ * rows come). A friends row that somehow exists already is left as is, so
+ * the outcome is the same friendship either way. Returns 0 or a negative
+ * enum db_error.
+ */
+static int friends_make(struct worker *w, int64_t asker, int64_t accepter)
+{
+	int64_t n;
+
+	n = db_exec(w->db, "DELETE FROM friend_requests WHERE to_id = ? AND from_id = ?", "ll",
+		    accepter, asker);
+	if (n < 0)
+		return (int)n;
+	n = db_exec(w->db,
+		    "INSERT INTO friends (user_id, friend_id) VALUES (?, ?), (?, ?) "
+		    "ON DUPLICATE KEY UPDATE state = state",
+		    "llll", asker, accepter, accepter, asker);
+	return n < 0 ? (int)n : 0;
+}
+
+/* PUSH_FRIEND_ACCEPTED to `to`, naming the user who is now its friend. */
+static void friends_push_accepted(struct worker *w, int64_t to, int64_t friend_id,
+				  const char *friend_name)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	cJSON_AddNumberToObject(o, "user_id", (double)friend_id);
+	cJSON_AddStringToObject(o, "username", friend_name);
+	router_push_user(w, to, CMD_PUSH_FRIEND_ACCEPTED, o);
+}
+
+static cJSON *friends_request_payload(int64_t from, const char *username, const char *remark)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	cJSON_AddNumberToObject(o, "from", (double)from);
+	cJSON_AddStringToObject(o, "username", username);
+	cJSON_AddStringToObject(o, "remark", remark);
+	return o;
+}
+
+void friends_request(struct req *r)
+{
+	struct worker *w = r->w;
+	struct db *db = w->db;
+	int64_t me = r->s->user_id, to, n;
+	char my_name[FRIEND_NAME_BYTES] = "", to_name[FRIEND_NAME_BYTES] = "";
+	const char *remark = "";
+	bool has_remark;
+	int ret;
+
+	if (!req_id(r, "user_id", &to))
+		return;
+	if (!req_opt_str(r, "remark", 0, FRIEND_REMARK_MAX_BYTES, &remark, &has_remark))
+		return;
+	if (!has_remark)
+		remark = "";
+	if (to == me) {
+		reply_err(r, ST_BAD_REQUEST, "cannot send a friend request to yourself");
+		return;
+	}
+	ret = friends_pair_names(w, me, to, my_name, to_name);
+	if (ret < 0)
+		goto out_db_failed;
+	if (ret == 0) {
+		reply_err(r, ST_NOT_FOUND, "no user %" PRId64, to);
+		return;
+	}
+
+	if (db_begin(db) || friends_pair_lock(w, me, to))
+		goto out_db_failed;
+	n = db_exec(db, "SELECT 1 FROM friends WHERE user_id = ? AND friend_id = ?", "ll", me, to);
+	if (n < 0)
+		goto out_db_failed;
+	if (n > 0) {
+		db_rollback(db);
+		reply_err(r, ST_ALREADY_EXISTS, "user %" PRId64 " is already your friend", to);
+		return;
+	}
+	n = db_exec(db, "SELECT 1 FROM friend_requests WHERE to_id = ? AND from_id = ?", "ll", me,
+		    to);
+	if (n < 0)
+		goto out_db_failed;
+	if (n > 0) {
+		/* The target asked us first: this request answers it. */
+		if (friends_make(w, to, me) || db_commit(db))
+			goto out_db_failed;
+		friends_changed();
+		reply_ok(r, NULL);
+		friends_push_accepted(w, to, me, my_name);
+		friends_push_accepted(w, me, to, to_name);
+		return;
+	}
+	n = db_exec(db,
+		    "INSERT INTO friend_requests (from_id, to_id, remark) VALUES (?, ?, ?) "
+		    "ON DUPLICATE KEY UPDATE remark = VALUES(remark)",
+		    "lls", me, to, remark);
+	if (n < 0 || db_commit(db))
+		goto out_db_failed;
+	reply_ok(r, NULL);
+	/* Offline (or gone since): the request is pushed at its next login. */
+	router_push_user(w, to, CMD_PUSH_FRIEND_REQUEST,
+			 friends_request_payload(me, my_name, remark));
+	return;
+
+out_db_failed:
+	friends_db_failed(r, "storing the friend request");
+}
+
+void friends_accept(struct req *r)
+{
+	struct worker *w = r->w;
+	struct db *db = w->db;
+	int64_t me = r->s->user_id, asker, n;
+	char my_name[FRIEND_NAME_BYTES] = "", asker_name[FRIEND_NAME_BYTES] = "";
+	int ret;
+
+	if (!req_id(r, "user_id", &asker))
+		return;
+	if (asker == me)
+		goto out_no_request;
+	ret = friends_pair_names(w, me, asker, my_name, asker_name);
+	if (ret < 0)
+		goto out_db_failed;
+	if (ret == 0)
+		goto out_no_request;
+
+	if (db_begin(db) || friends_pair_lock(w, me, asker))
+		goto out_db_failed;
+	n = db_exec(db, "SELECT 1 FROM friend_requests WHERE to_id = ? AND from_id = ?", "ll", me,
+		    asker);
+	if (n < 0)
+		goto out_db_failed;
+	if (n == 0) {
+		db_rollback(db);
+		goto out_no_request;
+	}
+	if (friends_make(w, asker, me) || db_commit(db))
+		goto out_db_failed;
+	friends_changed();
+	reply_ok(r, NULL);
+	friends_push_accepted(w, asker, me, my_name);
+	return;
+
+out_no_request:
+	reply_err(r, ST_NOT_FOUND, "no pending friend request from user %" PRId64, asker);
+	return;
+out_db_failed:
+	friends_db_failed(r, "accepting the friend request");
+}
+
+void friends_delete(struct req *r)
+{
+	struct worker *w = r->w;
+	struct db *db = w->db;
+	int64_t me = r->s->user_id, other, n;
+
+	if (!req_id(r, "user_id", &other))
+		return;
+	if (other == me)
+		goto out_not_friend;
+	/* Most deletes name a friend; a cheap read spares the locks when not. */
+	n = db_exec(db, "SELECT 1 FROM friends WHERE user_id = ? AND friend_id = ?", "ll", me,
+		    other);
+	if (n < 0)
+		goto out_db_failed;
+	if (n == 0)
+		goto out_not_friend;
+
+	if (db_begin(db) || friends_pair_lock(w, me, other))
+		goto out_db_failed;
+	n = db_exec(db, "DELETE FROM friends WHERE user_id = ? AND friend_id = ?", "ll", me, other);
+	if (n < 0)
+		goto out_db_failed;
+	if (n == 0) {
+		/* Deleted by the other side in the meantime. */
+		db_rollback(db);
+		goto out_not_friend;
+	}
+	n = db_exec(db, "DELETE FROM friends WHERE user_id = ? AND friend_id = ?", "ll", other, me);
+	if (n < 0 || db_commit(db))
+		goto out_db_failed;
+	friends_changed();
+	reply_ok(r, NULL);
+	return;
+
+out_not_friend:
+	reply_err(r, ST_NOT_FOUND, "user %" PRId64 " is not your friend", other);
+	return;
+out_db_failed:
+	friends_db_failed(r, "deleting the friendship");
+}
+
+void friends_update(struct req *r)
+{
+	struct db *db = r->w->db;
+	int64_t me = r->s->user_id, other, group = 0, n;
+	const char *remark = "";
+	bool has_remark, has_group;
+
+	if (!req_id(r, "user_id", &other))
+		return;
+	if (!req_opt_str(r, "remark", 0, FRIEND_REMARK_MAX_BYTES, &remark, &has_remark))
+		return;
+	if (!req_opt_int(r, "group", INT32_MIN, INT32_MAX, &group, &has_group))
+		return;
+	if (!has_remark)
+		remark = "";
+	/* One statement: only this side's row, only the fields given. The
+	 * connection counts matched rows, so 0 means "not a friend". */
+	n = db_exec(db,
+		    "UPDATE friends SET remark = IF(?, ?, remark), "
+		    "friend_group = IF(?, ?, friend_group) "
+		    "WHERE user_id = ? AND friend_id = ?",
+		    "isiill", (int)has_remark, remark, (int)has_group, (int)group, me, other);
+	if (n < 0) {
+		friends_db_failed(r, "updating the friend");
+		return;
+	}
+	if (n == 0) {
+		reply_err(r, ST_NOT_FOUND, "user %" PRId64 " is not your friend", other);
+		return;
+	}
+	reply_ok(r, NULL);
+}
+
+void friends_list(struct req *r)
+{
+	struct worker *w = r->w;
+	struct db_rows *rows = NULL, *pend = NULL;
+	cJSON *out = NULL, *friends, *pending;
+	int64_t me = r->s->user_id, *ids = NULL;
+	int *nodes = NULL;
+	size_t n;
+
+	/* One range of the friends primary key, each joined to its users row. */
+	rows = db_query(w->db,
+			"SELECT f.friend_id, u.username, f.remark, f.friend_group "
+			"FROM friends f JOIN users u ON u.id = f.friend_id "
+			"WHERE f.user_id = ? ORDER BY f.friend_id",
+			"l", me);
+	if (!rows)
+		goto out_db_failed;
+	pend = db_query(w->db, SQL_PENDING_TO, "l", me);
+	if (!pend)
+		goto out_db_failed;
+
+	n = db_rows_count(rows);
+	ids = malloc((n ? n : 1) * sizeof(*ids));
+	nodes = malloc((n ? n : 1) * sizeof(*nodes));
+	if (!ids || !nodes) {
+		reply_err(r, ST_INTERNAL, "out of memory");
+		goto out_free;
+	}
+	for (size_t i = 0; i < n; i++)
+		ids[i] = db_cell_i64(rows, i, 0);
+	/* Every online flag in one Redis round trip. */
+	if (presence_lookup(w, ids, n, nodes)) {
+		log_warn("friends: presence lookup for user %" PRId64 " failed", me);
+		reply_err(r, ST_INTERNAL, "presence store unreachable; retry later");
+		goto out_free;
+	}
+
+	out = cJSON_CreateObject();
+	friends = cJSON_AddArrayToObject(out, "friends");
+	pending = cJSON_AddArrayToObject(out, "pending");
+	if (!friends || !pending)
+		goto out_no_memory;
+	for (size_t i = 0; i < n; i++) {
+		cJSON *f = cJSON_CreateObject();
+
+		if (!f)
+			goto out_no_memory;
+		cJSON_AddItemToArray(friends, f);
+		if (!cJSON_AddNumberToObject(f, "user_id", (double)ids[i]) ||
+		    !cJSON_AddStringToObject(f, "username", db_cell_str(rows, i, 1)) ||
+		    !cJSON_AddStringToObject(f, "remark", db_cell_str(rows, i, 2)) ||
+		    !cJSON_AddNumberToObject(f, "group", (double)db_cell_i64(rows, i, 3)) ||
+		    !cJSON_AddBoolToObject(f, "online", nodes[i] >= 0))
+			goto out_no_memory;
+	}
+	for (size_t i = 0; i < db_rows_count(pend); i++) {
+		cJSON *p = cJSON_CreateObject();
+
+		if (!p)
+			goto out_no_memory;
+		cJSON_AddItemToArray(pending, p);
+		if (!cJSON_AddNumberToObject(p, "user_id", (double)db_cell_i64(pend, i, 0)) ||
+		    !cJSON_AddStringToObject(p, "username", db_cell_str(pend, i, 1)))
+			goto out_no_memory;
+	}
+	reply_ok(r, out);
+	out = NULL;
+	goto out_free;
+
+out_no_memory:
+	reply_err(r, ST_INTERNAL, "out of memory");
+	goto out_free;
+out_db_failed:
+	friends_db_failed(r, "reading the friend list");
+out_free:
+	cJSON_Delete(out);
+	free(nodes);
+	free(ids);
+	db_rows_free(pend);
+	db_rows_free(rows);
+}
+
+void friends_push_pending(struct worker *w, struct session *s)
+{
+	struct db_rows *rows;
+
+	rows = db_query(w->db, SQL_PENDING_TO, "l", s->user_id);
+	if (!rows) {
+		/* They stay stored: the next login or FRIEND_LIST shows them. */
+		counter_inc(mysql_errors);
+		log_warn("friends: pending requests of user %" PRId64 " not pushed: %s", s->user_id,
+			 db_errmsg(w->db));
+		return;
+	}
+	for (size_t i = 0; i < db_rows_count(rows); i++)
+		push_to_conn(w, s->conn, CMD_PUSH_FRIEND_REQUEST,
+			     friends_request_payload(db_cell_i64(rows, i, 0),
+						     db_cell_str(rows, i, 1),
+						     db_cell_str(rows, i, 2)));
+	db_rows_free(rows);
+}
+
+bool friends_are_friends(struct worker *w, int64_t a, int64_t b, int *err)
+{
+	int64_t n =
+	    db_exec(w->db, "SELECT 1 FROM friends WHERE user_id = ? AND friend_id = ?", "ll", a, b);
+
+	if (n < 0) {
+		*err = (int)n;
+		return false;
+	}
+	*err = 0;
+	return n > 0;
+}

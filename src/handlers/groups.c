@@ -1,0 +1,491 @@
+/*
+ * groups.c - chat groups: GROUP_CREATE, _DISSOLVE, _JOIN, _QUIT, _MEMBERS,
+ * _LIST, and the membership lookups other modules use (social.h).
+ *
+ * Storage (sql/schema.sql): a chat_groups row per group (state 0 live,
+ * 1 dissolved; the row stays so the id is never reused) and a group_members
+ * row per member, ordered by join_seq.
+ *
+ * Concurrency. Every transaction that changes who is in a group, or who
+ * owns it, starts by locking the group's row (SELECT ... FOR UPDATE), so
+ * such changes of one group run one after the other on any worker or node:
+ * two joins cannot both take the last seat, an owner's quit and a join
+ * cannot both see the group with one member left, a dissolve sees the
+ * final member list. The reads that follow are plain reads: InnoDB takes a
+ * transaction's snapshot at its first non-locking read, after the lock was
+ * granted, so they see what the previous holder committed. Each such
+ * transaction locks a single group row, so they cannot deadlock on them.
+ *
+ * Refusals, where the contract leaves a choice:
+ *   GROUP_QUIT by a non-member of a live group   5 NOT_FOUND (no such
+ *                                                membership)
+ *   GROUP_JOIN of a full group                   6 FORBIDDEN, "group is
+ *                                                full (N members)"
+ *   GROUP_DISSOLVE by a non-owner                6 FORBIDDEN, member or not
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+
+#include "ringchat/config.h"
+#include "ringchat/counters.h"
+#include "ringchat/db.h"
+#include "ringchat/handler.h"
+#include "ringchat/handlers.h"
+#include "ringchat/log.h"
+#ifdef HAVE_MESSAGES
+#include "ringchat/messages.h"
+#endif
+#include "ringchat/presence.h"
+#include "ringchat/protocol.h"
+#include "ringchat/request.h"
+#include "ringchat/router.h"
+#include "ringchat/social.h"
+#include "ringchat/worker.h"
+
+/* Bytes of a group name (protocol GROUP_CREATE). */
+#define GROUP_NAME_MIN_BYTES 1
+#define GROUP_NAME_MAX_BYTES 64
+
+/* chat_groups.state */
+#define GROUP_STATE_LIVE 0
+#define GROUP_STATE_DISSOLVED 1
+/* conversations.kind of a group's conversation (sql/schema.sql) */
+#define GROUP_CONV_KIND 2
+
+/* After a membership came or went, and before the reply: the messaging
+ * module's caches must not answer the client's next request from the old
+ * state. */
+static void groups_changed(void)
+{
+#ifdef HAVE_MESSAGES
+	social_changed();
+#endif
+}
+
+/* Logs a storage failure and answers 12 INTERNAL. Reads the reason before
+ * the rollback, which would replace it. */
+static void groups_db_failed(struct req *r, const char *what)
+{
+	struct db *db = r->w->db;
+
+	counter_inc(mysql_errors);
+	log_warn("groups: %s for user %" PRId64 ": %s", what, r->s->user_id, db_errmsg(db));
+	db_rollback(db);
+	reply_err(r, ST_INTERNAL, "storage error while %s; retry later", what);
+}
+
+/*
+ * Inside a transaction: locks the group's row (see the top comment).
+ * Returns 1 for a live group (*owner set), 0 when it is missing or
+ * dissolved, or a negative enum db_error.
+ */
+static int groups_lock(struct worker *w, int64_t group_id, int64_t *owner)
+{
+	struct db_rows *rows;
+	int ret = 0;
+
+	rows = db_query(w->db, "SELECT owner_id, state FROM chat_groups WHERE id = ? FOR UPDATE",
+			"l", group_id);
+	if (!rows)
+		return db_last_error(w->db);
+	if (db_rows_count(rows) == 1 && db_cell_i64(rows, 0, 1) == GROUP_STATE_LIVE) {
+		*owner = db_cell_i64(rows, 0, 0);
+		ret = 1;
+	}
+	db_rows_free(rows);
+	return ret;
+}
+
+/*
+ * The newest msg_id of the group (0 when it has none), the read cursor a
+ * newcomer starts from so that older traffic is not pushed to it. Returns
+ * 0 or a negative enum db_error.
+ */
+static int groups_newest_msg_id(struct worker *w, int64_t group_id, int64_t *msg_id)
+{
+	struct db_rows *rows;
+
+	/* Through the group's conversation (uk_conversations), then one dive
+	 * to the end of its range of idx_messages_conv: the scalar subquery is
+	 * a constant, so MAX is read off the index (a join would scan every
+	 * message of the group). A group that never had a message has no
+	 * conversation row: the subquery is NULL, no row matches, MAX is NULL. */
+	rows = db_query(w->db,
+			"SELECT COALESCE(MAX(msg_id), 0) FROM messages WHERE conversation_id = "
+			"(SELECT id FROM conversations WHERE kind = ? AND a = ? AND b = 0)",
+			"il", GROUP_CONV_KIND, group_id);
+	if (!rows)
+		return db_last_error(w->db);
+	*msg_id = db_rows_count(rows) ? db_cell_i64(rows, 0, 0) : 0;
+	db_rows_free(rows);
+	return 0;
+}
+
+void groups_create(struct req *r)
+{
+	struct db *db = r->w->db;
+	int64_t me = r->s->user_id, group_id;
+	const char *name;
+	cJSON *out;
+
+	if (!req_str(r, "name", GROUP_NAME_MIN_BYTES, GROUP_NAME_MAX_BYTES, &name))
+		return;
+	if (db_begin(db))
+		goto out_db_failed;
+	if (db_exec(db, "INSERT INTO chat_groups (name, owner_id) VALUES (?, ?)", "sl", name, me) <
+	    0)
+		goto out_db_failed;
+	group_id = (int64_t)db_insert_id(db);
+	if (db_exec(db, "INSERT INTO group_members (group_id, user_id) VALUES (?, ?)", "ll",
+		    group_id, me) < 0 ||
+	    db_commit(db))
+		goto out_db_failed;
+	groups_changed();
+	out = cJSON_CreateObject();
+	cJSON_AddNumberToObject(out, "group_id", (double)group_id);
+	reply_ok(r, out);
+	return;
+
+out_db_failed:
+	groups_db_failed(r, "creating the group");
+}
+
+void groups_dissolve(struct req *r)
+{
+	struct worker *w = r->w;
+	struct db *db = w->db;
+	struct db_rows *rows = NULL;
+	int64_t me = r->s->user_id, group_id, owner = 0, *ids = NULL;
+	size_t n;
+	cJSON *o;
+	int ret;
+
+	if (!req_id(r, "group_id", &group_id))
+		return;
+	if (db_begin(db))
+		goto out_db_failed;
+	ret = groups_lock(w, group_id, &owner);
+	if (ret < 0)
+		goto out_db_failed;
+	if (ret == 0) {
+		db_rollback(db);
+		reply_err(r, ST_NOT_FOUND, "no group %" PRId64, group_id);
+		return;
+	}
+	if (owner != me) {
+		db_rollback(db);
+		reply_err(r, ST_FORBIDDEN, "only the owner may dissolve group %" PRId64, group_id);
+		return;
+	}
+	/* Under the lock this is the final list: nobody joins in between. */
+	rows = db_query(db, "SELECT user_id FROM group_members WHERE group_id = ?", "l", group_id);
+	if (!rows)
+		goto out_db_failed;
+	if (db_exec(db, "UPDATE chat_groups SET state = ? WHERE id = ?", "il",
+		    GROUP_STATE_DISSOLVED, group_id) < 0 ||
+	    db_exec(db, "DELETE FROM group_members WHERE group_id = ?", "l", group_id) < 0 ||
+	    db_commit(db))
+		goto out_db_failed;
+	groups_changed();
+	reply_ok(r, NULL);
+
+	n = db_rows_count(rows);
+	ids = malloc((n ? n : 1) * sizeof(*ids));
+	o = cJSON_CreateObject();
+	if (ids && o) {
+		for (size_t i = 0; i < n; i++)
+			ids[i] = db_cell_i64(rows, i, 0);
+		cJSON_AddNumberToObject(o, "group_id", (double)group_id);
+		router_push_users(w, ids, n, me, CMD_PUSH_GROUP_DISSOLVED, o, NULL);
+	} else {
+		log_warn("groups: out of memory: group %" PRId64 " dissolved without pushes",
+			 group_id);
+	}
+	cJSON_Delete(o);
+	free(ids);
+	db_rows_free(rows);
+	return;
+
+out_db_failed:
+	db_rows_free(rows);
+	groups_db_failed(r, "dissolving the group");
+}
+
+void groups_join(struct req *r)
+{
+	struct worker *w = r->w;
+	struct db *db = w->db;
+	struct db_rows *rows;
+	int64_t me = r->s->user_id, group_id, owner, count, already, newest = 0;
+	int cap = w->pool->cfg->group_member_cap;
+	int ret;
+
+	if (!req_id(r, "group_id", &group_id))
+		return;
+	if (db_begin(db))
+		goto out_db_failed;
+	ret = groups_lock(w, group_id, &owner);
+	if (ret < 0)
+		goto out_db_failed;
+	if (ret == 0) {
+		db_rollback(db);
+		reply_err(r, ST_NOT_FOUND, "no group %" PRId64, group_id);
+		return;
+	}
+	/* Size and our own membership in one pass over the group's members. */
+	rows = db_query(db,
+			"SELECT COUNT(*), COALESCE(SUM(user_id = ?), 0) FROM group_members "
+			"WHERE group_id = ?",
+			"ll", me, group_id);
+	if (!rows)
+		goto out_db_failed;
+	count = db_cell_i64(rows, 0, 0);
+	already = db_cell_i64(rows, 0, 1);
+	db_rows_free(rows);
+	if (already) {
+		db_rollback(db);
+		reply_err(r, ST_ALREADY_EXISTS, "you are already a member of group %" PRId64,
+			  group_id);
+		return;
+	}
+	if (count >= cap) {
+		db_rollback(db);
+		reply_err(r, ST_FORBIDDEN, "group %" PRId64 " is full (%d members)", group_id, cap);
+		return;
+	}
+	if (groups_newest_msg_id(w, group_id, &newest) ||
+	    db_exec(db,
+		    "INSERT INTO group_members (group_id, user_id, read_msg_id) VALUES (?, ?, ?)",
+		    "lll", group_id, me, newest) < 0 ||
+	    db_commit(db))
+		goto out_db_failed;
+	groups_changed();
+	reply_ok(r, NULL);
+	return;
+
+out_db_failed:
+	groups_db_failed(r, "joining the group");
+}
+
+void groups_quit(struct req *r)
+{
+	struct worker *w = r->w;
+	struct db *db = w->db;
+	struct db_rows *rows;
+	int64_t me = r->s->user_id, group_id, owner = 0, n;
+	int ret;
+
+	if (!req_id(r, "group_id", &group_id))
+		return;
+	if (db_begin(db))
+		goto out_db_failed;
+	ret = groups_lock(w, group_id, &owner);
+	if (ret < 0)
+		goto out_db_failed;
+	if (ret == 0) {
+		db_rollback(db);
+		reply_err(r, ST_NOT_FOUND, "no group %" PRId64, group_id);
+		return;
+	}
+	/* Read before deleting: a DELETE of a missing row would gap-lock. */
+	n = db_exec(db, "SELECT 1 FROM group_members WHERE group_id = ? AND user_id = ?", "ll",
+		    group_id, me);
+	if (n < 0)
+		goto out_db_failed;
+	if (n == 0) {
+		db_rollback(db);
+		reply_err(r, ST_NOT_FOUND, "you are not a member of group %" PRId64, group_id);
+		return;
+	}
+	if (db_exec(db, "DELETE FROM group_members WHERE group_id = ? AND user_id = ?", "ll",
+		    group_id, me) < 0)
+		goto out_db_failed;
+	/* Who is left, longest-standing first: the heir if the owner left. */
+	rows = db_query(db,
+			"SELECT user_id FROM group_members WHERE group_id = ? "
+			"ORDER BY join_seq LIMIT 1",
+			"l", group_id);
+	if (!rows)
+		goto out_db_failed;
+	if (db_rows_count(rows) == 0)
+		n = db_exec(db, "UPDATE chat_groups SET state = ? WHERE id = ?", "il",
+			    GROUP_STATE_DISSOLVED, group_id);
+	else if (owner == me)
+		n = db_exec(db, "UPDATE chat_groups SET owner_id = ? WHERE id = ?", "ll",
+			    db_cell_i64(rows, 0, 0), group_id);
+	else
+		n = 0;
+	db_rows_free(rows);
+	if (n < 0 || db_commit(db))
+		goto out_db_failed;
+	groups_changed();
+	reply_ok(r, NULL);
+	return;
+
+out_db_failed:
+	groups_db_failed(r, "leaving the group");
+}
+
+void groups_members(struct req *r)
+{
+	struct worker *w = r->w;
+	struct db_rows *rows;
+	int64_t me = r->s->user_id, group_id, *ids = NULL;
+	int *nodes = NULL;
+	cJSON *out = NULL, *members;
+	bool is_member = false;
+	size_t n;
+
+	if (!req_id(r, "group_id", &group_id))
+		return;
+	/* The group's state and its members in one statement: a row per member
+	 * (oldest first), or one row with NULL member columns when it has none. */
+	rows = db_query(w->db,
+			"SELECT g.state, m.user_id, u.username FROM chat_groups g "
+			"LEFT JOIN group_members m ON m.group_id = g.id "
+			"LEFT JOIN users u ON u.id = m.user_id "
+			"WHERE g.id = ? ORDER BY m.join_seq",
+			"l", group_id);
+	if (!rows) {
+		groups_db_failed(r, "reading the members");
+		return;
+	}
+	n = db_rows_count(rows);
+	if (n == 0 || db_cell_i64(rows, 0, 0) != GROUP_STATE_LIVE) {
+		reply_err(r, ST_NOT_FOUND, "no group %" PRId64, group_id);
+		goto out_free;
+	}
+	if (db_cell_is_null(rows, 0, 1))
+		n = 0;
+	ids = malloc((n ? n : 1) * sizeof(*ids));
+	nodes = malloc((n ? n : 1) * sizeof(*nodes));
+	if (!ids || !nodes)
+		goto out_no_memory;
+	for (size_t i = 0; i < n; i++) {
+		ids[i] = db_cell_i64(rows, i, 1);
+		if (ids[i] == me)
+			is_member = true;
+	}
+	if (!is_member) {
+		reply_err(r, ST_FORBIDDEN, "you are not a member of group %" PRId64, group_id);
+		goto out_free;
+	}
+	if (presence_lookup(w, ids, n, nodes)) {
+		log_warn("groups: presence lookup for group %" PRId64 " failed", group_id);
+		reply_err(r, ST_INTERNAL, "presence store unreachable; retry later");
+		goto out_free;
+	}
+
+	out = cJSON_CreateObject();
+	members = cJSON_AddArrayToObject(out, "members");
+	if (!members)
+		goto out_no_memory;
+	for (size_t i = 0; i < n; i++) {
+		cJSON *m = cJSON_CreateObject();
+
+		if (!m)
+			goto out_no_memory;
+		cJSON_AddItemToArray(members, m);
+		if (!cJSON_AddNumberToObject(m, "user_id", (double)ids[i]) ||
+		    !cJSON_AddStringToObject(m, "username", db_cell_str(rows, i, 2)) ||
+		    !cJSON_AddBoolToObject(m, "online", nodes[i] >= 0))
+			goto out_no_memory;
+	}
+	reply_ok(r, out);
+	out = NULL;
+	goto out_free;
+
+out_no_memory:
+	reply_err(r, ST_INTERNAL, "out of memory");
+out_free:
+	cJSON_Delete(out);
+	free(nodes);
+	free(ids);
+	db_rows_free(rows);
+}
+
+void groups_list(struct req *r)
+{
+	struct worker *w = r->w;
+	struct db_rows *rows;
+	cJSON *out, *groups;
+
+	rows = db_query(w->db,
+			"SELECT g.id, g.name, g.owner_id FROM group_members m "
+			"JOIN chat_groups g ON g.id = m.group_id "
+			"WHERE m.user_id = ? AND g.state = 0 ORDER BY g.id",
+			"l", r->s->user_id);
+	if (!rows) {
+		groups_db_failed(r, "listing the groups");
+		return;
+	}
+	out = cJSON_CreateObject();
+	groups = cJSON_AddArrayToObject(out, "groups");
+	if (!groups)
+		goto out_no_memory;
+	for (size_t i = 0; i < db_rows_count(rows); i++) {
+		cJSON *g = cJSON_CreateObject();
+
+		if (!g)
+			goto out_no_memory;
+		cJSON_AddItemToArray(groups, g);
+		if (!cJSON_AddNumberToObject(g, "group_id", (double)db_cell_i64(rows, i, 0)) ||
+		    !cJSON_AddStringToObject(g, "name", db_cell_str(rows, i, 1)) ||
+		    !cJSON_AddNumberToObject(g, "owner", (double)db_cell_i64(rows, i, 2)))
+			goto out_no_memory;
+	}
+	db_rows_free(rows);
+	reply_ok(r, out);
+	return;
+
+out_no_memory:
+	cJSON_Delete(out);
+	db_rows_free(rows);
+	reply_err(r, ST_INTERNAL, "out of memory");
+}
+
+int groups_is_member(struct worker *w, int64_t group_id, int64_t user_id)
+{
+	struct db_rows *rows;
+	int ret = GROUP_GONE;
+
+	rows = db_query(w->db,
+			"SELECT g.state, m.user_id IS NOT NULL FROM chat_groups g "
+			"LEFT JOIN group_members m ON m.group_id = g.id AND m.user_id = ? "
+			"WHERE g.id = ?",
+			"ll", user_id, group_id);
+	if (!rows)
+		return db_last_error(w->db);
+	if (db_rows_count(rows) == 1 && db_cell_i64(rows, 0, 0) == GROUP_STATE_LIVE)
+		ret = db_cell_i64(rows, 0, 1) ? GROUP_MEMBER : GROUP_NOT_MEMBER;
+	db_rows_free(rows);
+	return ret;
+}
+
+int groups_member_ids(struct worker *w, int64_t group_id, int64_t **ids, size_t *n)
+{
+	struct db_rows *rows;
+	size_t count;
+
+	*ids = NULL;
+	*n = 0;
+	rows = db_query(w->db,
+			"SELECT user_id FROM group_members WHERE group_id = ? ORDER BY join_seq",
+			"l", group_id);
+	if (!rows)
+		return db_last_error(w->db);
+	count = db_rows_count(rows);
+	if (count) {
+		*ids = malloc(count * sizeof(**ids));
+		if (!*ids) {
+			db_rows_free(rows);
+			return -ENOMEM;
+		}
+		for (size_t i = 0; i < count; i++)
+			(*ids)[i] = db_cell_i64(rows, i, 0);
+	}
+	*n = count;
+	db_rows_free(rows);
+	return 0;
+}
