@@ -25,6 +25,7 @@
 #include "ringchat/handlers.h"
 #include "ringchat/log.h"
 #include "ringchat/protocol.h"
+#include "ringchat/request.h"
 #ifdef HAVE_STORE
 #include "ringchat/db.h"
 #include "ringchat/kv.h"
@@ -55,7 +56,7 @@ static void cmd_ping(struct req *r)
 {
 	cJSON *o = cJSON_CreateObject();
 
-	cJSON_AddNumberToObject(o, "time_ms", (double)clock_epoch_ms());
+	json_add_int(o, "time_ms", (int64_t)clock_epoch_ms());
 	reply_ok(r, o);
 }
 
@@ -516,7 +517,7 @@ void dispatch_in(struct worker *w, struct in_msg *m)
 					       w->pool->cfg->rate_burst);
 
 		counter_inc(rate_limited);
-		cJSON_AddNumberToObject(o, "retry_after_ms", (double)wait_ms);
+		json_add_int(o, "retry_after_ms", (int64_t)wait_ms);
 		reply_err_json(&r, ST_RATE_LIMITED, o);
 		goto out_free;
 	}

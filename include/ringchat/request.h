@@ -41,4 +41,16 @@ bool req_id_array(struct req *r, const char *key, size_t max, int64_t **out, siz
 /* True if s[0..n) is valid UTF-8 (no overlongs, no surrogates). */
 bool utf8_valid(const char *s, size_t n);
 
+
+
+/*
+ * Adds an integer member. cJSON keeps numbers as doubles and prints them
+ * with printf("%1.15g") followed by a sscanf round-trip check, which was
+ * the largest cost of a PING reply in profiles; ids and timestamps are
+ * integers, so they are printed here and attached as raw JSON text.
+ * Returns false when out of memory.
+ */
+bool json_add_int(cJSON *obj, const char *key, int64_t v);
+/* The same for an array element. */
+bool json_array_add_int(cJSON *arr, int64_t v);
 #endif

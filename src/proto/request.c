@@ -194,3 +194,37 @@ bool req_id_array(struct req *r, const char *key, size_t max, int64_t **out, siz
 	*n = count;
 	return true;
 }
+
+/* Decimal text of v into buf (at least 21 bytes); returns buf. */
+static char *int_text(char *buf, int64_t v)
+{
+	char tmp[24];
+	uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+	int n = 0, k = 0;
+
+	do {
+		tmp[n++] = (char)('0' + u % 10);
+		u /= 10;
+	} while (u);
+	if (v < 0)
+		buf[k++] = '-';
+	while (n)
+		buf[k++] = tmp[--n];
+	buf[k] = '\0';
+	return buf;
+}
+
+bool json_add_int(cJSON *obj, const char *key, int64_t v)
+{
+	char buf[24];
+
+	return cJSON_AddRawToObject(obj, key, int_text(buf, v)) != NULL;
+}
+
+bool json_array_add_int(cJSON *arr, int64_t v)
+{
+	char buf[24];
+	cJSON *item = cJSON_CreateRaw(int_text(buf, v));
+
+	return item && cJSON_AddItemToArray(arr, item);
+}
