@@ -18,7 +18,7 @@ set -euo pipefail
 ASAN_SUITES=(unit store integration)
 # Tests run under TSan (meson test names): the ones with threads that share
 # memory. Add a test here once it is TSan-clean.
-TSAN_TESTS=(spsc)
+TSAN_TESTS=(spsc core)
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 cd "$ROOT"
