@@ -150,7 +150,10 @@ int worker_pool_init(struct worker_pool *p, const struct config *cfg, int n, uin
 	memset(p, 0, sizeof(*p));
 	p->cfg = cfg;
 	p->n = n;
-	p->workers = calloc((size_t)n, sizeof(*p->workers));
+	/* struct worker holds cache-line aligned queue indices */
+	p->workers = aligned_alloc(SPSC_CACHELINE, (size_t)n * sizeof(*p->workers));
+	if (p->workers)
+		memset(p->workers, 0, (size_t)n * sizeof(*p->workers));
 	/* calloc'd pages are touched only when a slot is first used, so an
 	 * unused session costs no resident memory */
 	p->sessions = calloc(max_conns, sizeof(*p->sessions));

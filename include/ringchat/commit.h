@@ -26,9 +26,10 @@
  *
  * Duplicates: a batch whose multi-row INSERT hits a duplicate key is
  * rolled back and redone row by row. A row whose msg_id is already stored
- * with the same sender (an earlier attempt of this batch that did commit
- * although COMMIT reported a lost link, or a retry reusing a msg_id) is
- * OK. A row whose (from_id, client_msg_id) is stored under another msg_id
+ * with the same sender, conversation and send_time (an earlier attempt of
+ * this batch that did commit although COMMIT reported a lost link) is OK;
+ * a msg_id stored with anything else is a collision and fails that row
+ * alone. A row whose (from_id, client_msg_id) is stored under another msg_id
  * is OK with stored_other set and msg_id, conversation_id and send_time
  * replaced by the stored row's: the message was sent before.
  *
@@ -55,22 +56,22 @@ struct worker;
 struct worker_pool;
 struct pending_reply;
 
-#define COMMIT_RETRY_MS 3000     /* retry a failing transaction this long */
-#define COMMIT_CHUNK_ROWS 1024   /* message rows of one INSERT statement, at most */
+#define COMMIT_RETRY_MS 3000	      /* retry a failing transaction this long */
+#define COMMIT_CHUNK_ROWS 1024	      /* message rows of one INSERT statement, at most */
 #define COMMIT_CHUNK_BYTES (4u << 20) /* text bytes of one INSERT statement (approx.) */
-#define COMMIT_ACK_CHUNK 4096    /* acked ids of one statement, at most */
+#define COMMIT_ACK_CHUNK 4096	      /* acked ids of one statement, at most */
 
 enum commit_kind {
 	COMMIT_INSERT_MSG = 1, /* store one message row */
-	COMMIT_ACK,            /* mark ack_ids read for user from_id */
+	COMMIT_ACK,	       /* mark ack_ids read for user from_id */
 };
 
 struct commit_item {
-	uint8_t kind;       /* enum commit_kind */
-	uint8_t status;     /* writer: ST_OK or ST_INTERNAL */
-	bool stored_other;  /* writer: stored before under another msg_id */
-	uint16_t origin;    /* the submitting worker's id (set by commit_submit) */
-	const char *error;  /* writer: static reason when status != ST_OK */
+	uint8_t kind;		     /* enum commit_kind */
+	uint8_t status;		     /* writer: ST_OK or ST_INTERNAL */
+	bool stored_other;	     /* writer: stored before under another msg_id */
+	uint16_t origin;	     /* the submitting worker's id (set by commit_submit) */
+	const char *error;	     /* writer: static reason when status != ST_OK */
 	struct pending_reply *reply; /* the caller's, untouched by the writer */
 
 	/* COMMIT_INSERT_MSG: the row. to_id 0 for group rows, group_id 0 for
@@ -93,11 +94,11 @@ struct commit_item {
 };
 
 struct commit_stats {
-	uint64_t batches;          /* transactions committed */
-	uint64_t rows;             /* message rows committed */
-	uint64_t acks;             /* ack items committed */
-	uint64_t failed_items;     /* items answered ST_INTERNAL */
-	uint64_t retries;          /* failed attempts that were retried or gave up */
+	uint64_t batches;	   /* transactions committed */
+	uint64_t rows;		   /* message rows committed */
+	uint64_t acks;		   /* ack items committed */
+	uint64_t failed_items;	   /* items answered ST_INTERNAL */
+	uint64_t retries;	   /* failed attempts that were retried or gave up */
 	uint64_t last_batch_items; /* size of the most recent batch */
 	uint64_t max_batch_items;
 	uint64_t latency_ns_total; /* sum over batches: gather to hand-back */

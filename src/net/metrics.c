@@ -12,6 +12,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#ifdef HAVE_COMMIT
+#include "ringchat/commit.h"
+#endif
 #include "ringchat/counters.h"
 #include "ringchat/log.h"
 #include "ringchat/metrics.h"
@@ -133,6 +136,34 @@ void metrics_render(FILE *out, struct worker_pool *pool)
 			rc_status_name((uint32_t)s),
 			(unsigned long long)atomic_load_explicit(&counters.resp_by_status[s],
 								 memory_order_relaxed));
+#ifdef HAVE_COMMIT
+	{
+		struct commit_stats cs;
+
+		commit_stats_get(&cs);
+		fprintf(out,
+			"# HELP ringchat_commit_latency_seconds_total Time from gathering a batch to handing its completions back, summed.\n"
+			"# TYPE ringchat_commit_latency_seconds_total counter\n"
+			"ringchat_commit_latency_seconds_total %.6f\n"
+			"# HELP ringchat_commit_latency_seconds_max Slowest group-commit batch.\n"
+			"# TYPE ringchat_commit_latency_seconds_max gauge\n"
+			"ringchat_commit_latency_seconds_max %.6f\n"
+			"# HELP ringchat_commit_batch_items Items in the last and the largest batch.\n"
+			"# TYPE ringchat_commit_batch_items gauge\n"
+			"ringchat_commit_batch_items{which=\"last\"} %llu\n"
+			"ringchat_commit_batch_items{which=\"max\"} %llu\n"
+			"# HELP ringchat_commit_failed_items_total Items answered INTERNAL because storage failed.\n"
+			"# TYPE ringchat_commit_failed_items_total counter\n"
+			"ringchat_commit_failed_items_total %llu\n"
+			"# HELP ringchat_commit_acks_total Acks written by the group-commit writer.\n"
+			"# TYPE ringchat_commit_acks_total counter\n"
+			"ringchat_commit_acks_total %llu\n",
+			(double)cs.latency_ns_total / 1e9, (double)cs.latency_ns_max / 1e9,
+			(unsigned long long)cs.last_batch_items,
+			(unsigned long long)cs.max_batch_items,
+			(unsigned long long)cs.failed_items, (unsigned long long)cs.acks);
+	}
+#endif
 	if (pool) {
 		fprintf(out, "# HELP ringchat_queue_depth Items waiting in a worker queue.\n"
 			     "# TYPE ringchat_queue_depth gauge\n");

@@ -1,0 +1,1413 @@
+/*
+ * messages.c - MSG_SEND, GROUP_SEND, MSG_ACK, HISTORY, and the push of
+ * unacknowledged messages at login.
+ *
+ * Durability modes (config `durability`):
+ *
+ *   stored (default)  A send is answered OK only once its row is committed
+ *                     by the group-commit writer (commit.h): the reply is
+ *                     deferred, later replies of the connection wait behind
+ *                     it, and OK means the message survives any crash and
+ *                     is in HISTORY. If storage stays down for
+ *                     COMMIT_RETRY_MS the sender gets 12 INTERNAL and the
+ *                     message is NOT accepted (the client sends it again).
+ *   relay             A send is answered OK as soon as it is handed on:
+ *                     online recipients get the push, and only messages
+ *                     with a recipient not online here are written (in the
+ *                     background, same writer, nobody waits). Faster, but
+ *                     an OK message can be lost if the node dies before
+ *                     that write, HISTORY lacks messages that were
+ *                     delivered online, and client_msg_id retries are
+ *                     recognised only by the worker that saw the first
+ *                     attempt (memory, not the database).
+ *
+ * The send path (stored mode), on the sender's worker, with no database
+ * round trip when the caches are warm:
+ *
+ *   validate ─► friendship / membership (cache) ─► conversation id (cache)
+ *     ─► msg_id (ids.c) and send_time ─► push to online recipients now
+ *     ─► hand the row to the writer, defer the reply
+ *   ... writer commits the batch, hands the row back ...
+ *   ─► push to recipients that were offline at send time and are online
+ *      now (they logged in meanwhile: LOGIN registers the session before it
+ *      reads the unacked rows, so either that read sees the committed row
+ *      or this re-check sees the session) ─► reply OK
+ *
+ * Messages with a client_msg_id are "held": they are pushed only after
+ * their row is committed. The database's unique key (from_id,
+ * client_msg_id) is then the one judge of a retry, checked by the insert
+ * itself: a retry whose first attempt is stored comes back from the
+ * writer as "stored before" with the first msg_id, and is not pushed
+ * again; a message whose commit failed was never shown to anyone. This
+ * costs the held message one commit of latency instead of a blocking
+ * lookup per send. A per-worker cache of committed (from_id,
+ * client_msg_id) answers the common retry at once. To keep one sender's
+ * messages in order, every message of a sender that has a held message in
+ * flight on this worker is held too.
+ *
+ * Per-worker state (struct msg_worker) is touched only by its worker: the
+ * caches of conversation ids (never invalidated: the mapping never
+ * changes), friendships and member lists (TTL + social_changed epoch, see
+ * messages.h), held-message counts per sender, and the retry cache.
+ * Friendships are cached only when true and member lists are re-read when
+ * the sender is not in them, so a friendship or membership made a moment
+ * ago is never refused because of the cache.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ringchat/clock.h"
+#include "ringchat/commit.h"
+#include "ringchat/config.h"
+#include "ringchat/counters.h"
+#include "ringchat/db.h"
+#include "ringchat/handler.h"
+#include "ringchat/handlers.h"
+#include "ringchat/ids.h"
+#include "ringchat/log.h"
+#include "ringchat/messages.h"
+#include "ringchat/protocol.h"
+#include "ringchat/request.h"
+#include "ringchat/router.h"
+#include "ringchat/social.h"
+#include "ringchat/worker.h"
+
+#define MSG_ACK_MAX 1000 /* ids in one MSG_ACK */
+#define MSG_CMID_MAX 64	 /* bytes of a client_msg_id */
+#define MSG_HISTORY_DEFAULT 50
+#define MSG_HISTORY_MAX 200
+#define MSG_UNACKED_PAGE 500  /* rows per query when pushing at login */
+#define MSG_UNACKED_ROWS 4000 /* rows held at once over all streams */
+#define MSG_UNACKED_PAGE_MIN 16
+#define MSG_CONV_CACHE_MAX 65536 /* entries per worker, each cache */
+#define MSG_FRIEND_CACHE_MAX 65536
+#define MSG_GROUP_CACHE_MAX 4096
+#define MSG_DEDUP_SETS 1024 /* retry cache: sets x ways entries per worker */
+#define MSG_DEDUP_WAYS 4
+#define MSG_ROOM_WAIT_US 200	   /* pause while the writer's lane is full */
+#define MSG_WARN_INTERVAL_MS 10000 /* storage warnings, per worker */
+
+#define MSG_CONV_PAIR 1
+#define MSG_CONV_GROUP 2
+
+/* Columns of every message SELECT below, in this order. */
+#define MSG_COLS "msg_id, conversation_id, from_id, to_id, group_id, type, text, send_time"
+
+enum msg_item_flags {
+	MSG_HELD = 1u << 0,  /* push to every recipient only after the commit */
+	MSG_RELAY = 1u << 1, /* relay mode: nobody waits for this row */
+};
+
+/* ---- small hash map: (k1, k2) → v, k1 != 0 -------------------------------- */
+
+struct kmap_slot {
+	uint64_t k1, k2, v;
+};
+
+struct kmap {
+	struct kmap_slot *slots;
+	uint32_t mask; /* slots - 1, slots a power of two */
+	uint32_t n;
+	uint32_t limit; /* most entries; kmap_put fails beyond */
+};
+
+static uint32_t kmap_hash(uint64_t k1, uint64_t k2)
+{
+	uint64_t x =
+	    k1 * 0x9e3779b97f4a7c15ull ^ (k2 + 0x632be59bd9b4e019ull) * 0xbf58476d1ce4e5b9ull;
+
+	x ^= x >> 31;
+	x *= 0x94d049bb133111ebull;
+	x ^= x >> 29;
+	return (uint32_t)(x >> 32);
+}
+
+static int kmap_init(struct kmap *m, uint32_t slots, uint32_t limit)
+{
+	m->slots = calloc(slots, sizeof(*m->slots));
+	if (!m->slots)
+		return -ENOMEM;
+	m->mask = slots - 1;
+	m->n = 0;
+	m->limit = limit;
+	return 0;
+}
+
+static void kmap_destroy(struct kmap *m)
+{
+	free(m->slots);
+	m->slots = NULL;
+}
+
+static struct kmap_slot *kmap_get(const struct kmap *m, uint64_t k1, uint64_t k2)
+{
+	for (uint32_t i = kmap_hash(k1, k2) & m->mask;; i = (i + 1) & m->mask) {
+		struct kmap_slot *s = &m->slots[i];
+
+		if (s->k1 == 0)
+			return NULL;
+		if (s->k1 == k1 && s->k2 == k2)
+			return s;
+	}
+}
+
+static void kmap_insert_slot(struct kmap *m, struct kmap_slot src)
+{
+	uint32_t i = kmap_hash(src.k1, src.k2) & m->mask;
+
+	while (m->slots[i].k1)
+		i = (i + 1) & m->mask;
+	m->slots[i] = src;
+}
+
+/* Doubles the table; false when out of memory (the map is unchanged). */
+static bool kmap_grow(struct kmap *m)
+{
+	struct kmap_slot *old = m->slots;
+	uint32_t old_n = m->mask + 1;
+	struct kmap_slot *slots = calloc((size_t)old_n * 2, sizeof(*slots));
+
+	if (!slots)
+		return false;
+	m->slots = slots;
+	m->mask = old_n * 2 - 1;
+	for (uint32_t i = 0; i < old_n; i++)
+		if (old[i].k1)
+			kmap_insert_slot(m, old[i]);
+	free(old);
+	return true;
+}
+
+/* The slot of (k1, k2), made with v = 0 when new; NULL when the map holds
+ * limit entries already or memory ran out. */
+static struct kmap_slot *kmap_put(struct kmap *m, uint64_t k1, uint64_t k2)
+{
+	struct kmap_slot *s = kmap_get(m, k1, k2);
+
+	if (s)
+		return s;
+	if (m->n >= m->limit)
+		return NULL;
+	/* load factor at most 1/2: probes stay short */
+	if ((m->n + 1) * 2 > m->mask + 1 && !kmap_grow(m))
+		return NULL;
+	kmap_insert_slot(m, (struct kmap_slot){.k1 = k1, .k2 = k2});
+	m->n++;
+	return kmap_get(m, k1, k2);
+}
+
+/* Removes s (from kmap_get/kmap_put) by shifting back the entries of its
+ * probe run, so lookups need no tombstones. */
+static void kmap_del(struct kmap *m, struct kmap_slot *s)
+{
+	uint32_t i = (uint32_t)(s - m->slots), j = i;
+
+	for (;;) {
+		j = (j + 1) & m->mask;
+		if (!m->slots[j].k1)
+			break;
+		uint32_t home = kmap_hash(m->slots[j].k1, m->slots[j].k2) & m->mask;
+
+		/* move j into the hole at i unless its home lies in (i, j] */
+		if ((j > i && (home <= i || home > j)) || (j < i && home <= i && home > j)) {
+			m->slots[i] = m->slots[j];
+			i = j;
+		}
+	}
+	m->slots[i] = (struct kmap_slot){0};
+	m->n--;
+}
+
+static void kmap_clear(struct kmap *m)
+{
+	memset(m->slots, 0, ((size_t)m->mask + 1) * sizeof(*m->slots));
+	m->n = 0;
+}
+
+/* ---- per-worker state ------------------------------------------------------ */
+
+/* Members of a group, sorted by id; shared by the cache and the items of
+ * messages in flight (reference counted, one worker only). */
+struct msg_group {
+	uint32_t refs;
+	uint64_t loaded_ms;
+	size_t n;
+	int64_t ids[];
+};
+
+/* A committed (from_id, client_msg_id) and what its send answered. */
+struct msg_dedup {
+	int64_t from; /* 0 = empty */
+	int64_t msg_id, conv, send_time;
+	uint64_t stamp;
+	uint8_t len;
+	char cmid[MSG_CMID_MAX];
+};
+
+struct msg_worker {
+	struct kmap conv;    /* (min user, max user) or (group, 0) → conversation id */
+	struct kmap friends; /* (min, max) → mono ms when found to be friends */
+	struct kmap groups;  /* (group, 0) → struct msg_group * */
+	struct kmap held;    /* (sender, 0) → held messages in flight */
+	uint64_t epoch_seen;
+	struct msg_dedup *dedup; /* MSG_DEDUP_SETS * MSG_DEDUP_WAYS */
+	uint64_t dedup_clock;
+	uint64_t warn_ms; /* last storage warning logged, mono ms */
+	uint64_t warn_suppressed;
+	bool *delivered; /* scratch for router_push_users */
+	int64_t *ids;	 /* scratch: recipients of a late push */
+	size_t scratch_cap;
+};
+
+/* A message or ack on its way through the writer. */
+struct msg_item {
+	struct commit_item ci;
+	uint8_t flags;		 /* enum msg_item_flags */
+	bool to_pushed;		 /* 1:1: the recipient got it at send time */
+	struct msg_group *group; /* group rows: the members at send time */
+	uint8_t *pushed;	 /* group rows not held: bit per member, got it */
+	char data[];		 /* text, client_msg_id, pushed bits */
+};
+
+static struct worker_pool *msg_pool;
+static struct msg_worker *msg_workers;
+static _Atomic uint64_t msg_social_epoch;
+
+void social_changed(void)
+{
+	/* release pairs with the acquire in msg_refresh: a worker that sees
+	 * the new epoch also sees the committed change behind it */
+	atomic_fetch_add_explicit(&msg_social_epoch, 1, memory_order_release);
+}
+
+static struct msg_worker *msg_worker_of(struct worker *w)
+{
+	return &msg_workers[w->id];
+}
+
+static void msg_group_put(struct msg_group *g)
+{
+	if (g && --g->refs == 0)
+		free(g);
+}
+
+static void msg_groups_clear(struct msg_worker *mw)
+{
+	for (uint32_t i = 0; i <= mw->groups.mask; i++)
+		if (mw->groups.slots[i].k1)
+			msg_group_put((struct msg_group *)(uintptr_t)mw->groups.slots[i].v);
+	kmap_clear(&mw->groups);
+}
+
+/* Drops the social caches when someone changed the graph. */
+static void msg_refresh(struct msg_worker *mw)
+{
+	uint64_t e = atomic_load_explicit(&msg_social_epoch, memory_order_acquire);
+
+	if (e != mw->epoch_seen) {
+		mw->epoch_seen = e;
+		kmap_clear(&mw->friends);
+		msg_groups_clear(mw);
+	}
+}
+
+static bool msg_scratch_reserve(struct msg_worker *mw, size_t n)
+{
+	bool *d;
+	int64_t *ids;
+
+	if (n <= mw->scratch_cap)
+		return true;
+	d = realloc(mw->delivered, n * sizeof(*d));
+	if (!d)
+		return false;
+	mw->delivered = d;
+	ids = realloc(mw->ids, n * sizeof(*ids));
+	if (!ids)
+		return false;
+	mw->ids = ids;
+	mw->scratch_cap = n;
+	return true;
+}
+
+/* ---- social checks (cached) ------------------------------------------------- */
+
+/* 1 friends, 0 not, or a negative enum db_error. */
+static int msg_are_friends(struct worker *w, int64_t a, int64_t b)
+{
+	struct msg_worker *mw = msg_worker_of(w);
+	uint64_t lo = (uint64_t)(a < b ? a : b), hi = (uint64_t)(a < b ? b : a);
+	uint64_t now = clock_mono_ms();
+	struct kmap_slot *s = kmap_get(&mw->friends, lo, hi);
+	bool yes;
+	int err;
+
+	if (s && now - s->v < MESSAGES_SOCIAL_TTL_MS)
+		return 1;
+	yes = friends_are_friends(w, a, b, &err);
+	if (err)
+		return err;
+	if (!yes) {
+		if (s)
+			kmap_del(&mw->friends, s);
+		return 0;
+	}
+	s = kmap_put(&mw->friends, lo, hi);
+	if (!s) {
+		kmap_clear(&mw->friends);
+		s = kmap_put(&mw->friends, lo, hi);
+	}
+	if (s)
+		s->v = now;
+	return 1;
+}
+
+static int msg_cmp_i64(const void *x, const void *y)
+{
+	int64_t a = *(const int64_t *)x, b = *(const int64_t *)y;
+
+	return (a > b) - (a < b);
+}
+
+static bool msg_group_has(const struct msg_group *g, int64_t uid)
+{
+	return bsearch(&uid, g->ids, g->n, sizeof(int64_t), msg_cmp_i64) != NULL;
+}
+
+/* Reads the member list of gid from the database into the cache. */
+static int msg_group_load(struct worker *w, int64_t gid, struct msg_group **out)
+{
+	struct msg_worker *mw = msg_worker_of(w);
+	struct kmap_slot *s;
+	struct msg_group *g;
+	int64_t *ids;
+	size_t n;
+	int rc;
+
+	*out = NULL;
+	rc = groups_member_ids(w, gid, &ids, &n);
+	if (rc)
+		return rc;
+	s = kmap_get(&mw->groups, (uint64_t)gid, 0);
+	if (s) {
+		msg_group_put((struct msg_group *)(uintptr_t)s->v);
+		kmap_del(&mw->groups, s);
+	}
+	if (n == 0)
+		return 0; /* missing or dissolved: not cached, it may not stay so */
+	g = malloc(sizeof(*g) + n * sizeof(int64_t));
+	if (!g) {
+		free(ids);
+		return -ENOMEM;
+	}
+	g->refs = 1; /* the caller's */
+	g->loaded_ms = clock_mono_ms();
+	g->n = n;
+	memcpy(g->ids, ids, n * sizeof(int64_t));
+	free(ids);
+	qsort(g->ids, n, sizeof(int64_t), msg_cmp_i64);
+	s = kmap_put(&mw->groups, (uint64_t)gid, 0);
+	if (!s) {
+		msg_groups_clear(mw);
+		s = kmap_put(&mw->groups, (uint64_t)gid, 0);
+	}
+	if (s) {
+		g->refs++; /* the cache's */
+		s->v = (uint64_t)(uintptr_t)g;
+	}
+	*out = g;
+	return 0;
+}
+
+/*
+ * The members of gid as seen by user uid: *out is a new reference (the
+ * caller puts it) or NULL for a missing or dissolved group. A list that
+ * lacks uid is re-read once, so a member who just joined is found.
+ * Returns 0 or a negative error.
+ */
+static int msg_group_get(struct worker *w, int64_t gid, int64_t uid, struct msg_group **out)
+{
+	struct msg_worker *mw = msg_worker_of(w);
+	struct kmap_slot *s = kmap_get(&mw->groups, (uint64_t)gid, 0);
+	struct msg_group *g = s ? (struct msg_group *)(uintptr_t)s->v : NULL;
+
+	if (g && clock_mono_ms() - g->loaded_ms < MESSAGES_SOCIAL_TTL_MS && msg_group_has(g, uid)) {
+		g->refs++;
+		*out = g;
+		return 0;
+	}
+	return msg_group_load(w, gid, out);
+}
+
+/* 1 the user exists, 0 not, or a negative enum db_error. */
+static int msg_user_exists(struct worker *w, int64_t uid)
+{
+	int64_t n = db_exec(w->db, "SELECT 1 FROM users WHERE id = ?", "l", uid);
+
+	return n < 0 ? (int)n : n > 0;
+}
+
+/* ---- conversations ----------------------------------------------------------- */
+
+/*
+ * The conversation id of (kind, a, b): > 0, or 0 when it does not exist
+ * and create is false, or a negative enum db_error. Made on first use
+ * with INSERT IGNORE, so two workers (or nodes) racing agree on one row.
+ */
+static int64_t msg_conv(struct worker *w, int kind, int64_t a, int64_t b, bool create)
+{
+	struct msg_worker *mw = msg_worker_of(w);
+	struct kmap_slot *s = kmap_get(&mw->conv, (uint64_t)a, (uint64_t)b);
+	struct db_rows *rows;
+	int64_t id = 0, n;
+
+	if (s)
+		return (int64_t)s->v;
+	for (int pass = 0; pass < 2 && !id; pass++) {
+		rows = db_query(w->db,
+				"SELECT id FROM conversations WHERE kind = ? AND a = ? AND b = ?",
+				"ill", kind, a, b);
+		if (!rows)
+			return db_last_error(w->db);
+		if (db_rows_count(rows))
+			id = db_cell_i64(rows, 0, 0);
+		db_rows_free(rows);
+		if (id || !create || pass)
+			break;
+		n = db_exec(w->db, "INSERT IGNORE INTO conversations (kind, a, b) VALUES (?, ?, ?)",
+			    "ill", kind, a, b);
+		if (n < 0)
+			return n;
+		if (n == 1)
+			id = (int64_t)db_insert_id(w->db);
+		/* else another writer made it first: read it again */
+	}
+	if (!id)
+		return create ? DB_ERR_OTHER : 0;
+	s = kmap_put(&mw->conv, (uint64_t)a, (uint64_t)b);
+	if (!s) {
+		kmap_clear(&mw->conv);
+		s = kmap_put(&mw->conv, (uint64_t)a, (uint64_t)b);
+	}
+	if (s)
+		s->v = (uint64_t)id;
+	return id;
+}
+
+static int64_t msg_pair_conv(struct worker *w, int64_t x, int64_t y, bool create)
+{
+	return msg_conv(w, MSG_CONV_PAIR, x < y ? x : y, x < y ? y : x, create);
+}
+
+static int64_t msg_group_conv(struct worker *w, int64_t gid, bool create)
+{
+	return msg_conv(w, MSG_CONV_GROUP, gid, 0, create);
+}
+
+/* ---- retry cache (client_msg_id) ---------------------------------------------- */
+
+static struct msg_dedup *msg_dedup_set(struct msg_worker *mw, int64_t from, const char *cmid,
+				       size_t len)
+{
+	uint64_t h = (uint64_t)from * 0x9e3779b97f4a7c15ull;
+
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (uint8_t)cmid[i]) * 0x100000001b3ull; /* FNV-1a step */
+	h ^= h >> 29;
+	return &mw->dedup[(h % MSG_DEDUP_SETS) * MSG_DEDUP_WAYS];
+}
+
+static struct msg_dedup *msg_dedup_find(struct msg_worker *mw, int64_t from, const char *cmid,
+					size_t len)
+{
+	struct msg_dedup *set = msg_dedup_set(mw, from, cmid, len);
+
+	for (int i = 0; i < MSG_DEDUP_WAYS; i++)
+		if (set[i].from == from && set[i].len == len && !memcmp(set[i].cmid, cmid, len))
+			return &set[i];
+	return NULL;
+}
+
+/* Remembers a committed send; the least recently stored way makes room. */
+static void msg_dedup_put(struct msg_worker *mw, const struct commit_item *ci)
+{
+	struct msg_dedup *d = msg_dedup_find(mw, ci->from_id, ci->cmid, ci->cmid_len);
+
+	if (!d) {
+		struct msg_dedup *set = msg_dedup_set(mw, ci->from_id, ci->cmid, ci->cmid_len);
+
+		d = &set[0];
+		for (int i = 1; i < MSG_DEDUP_WAYS; i++)
+			if (set[i].stamp < d->stamp)
+				d = &set[i];
+	}
+	d->from = ci->from_id;
+	d->len = (uint8_t)ci->cmid_len;
+	memcpy(d->cmid, ci->cmid, ci->cmid_len);
+	d->msg_id = ci->msg_id;
+	d->conv = ci->conversation_id;
+	d->send_time = ci->send_time;
+	d->stamp = ++mw->dedup_clock;
+}
+
+/* ---- held senders ----------------------------------------------------------- */
+
+static uint64_t msg_held_count(struct msg_worker *mw, int64_t from)
+{
+	struct kmap_slot *s = kmap_get(&mw->held, (uint64_t)from, 0);
+
+	return s ? s->v : 0;
+}
+
+static bool msg_held_inc(struct msg_worker *mw, int64_t from)
+{
+	struct kmap_slot *s = kmap_put(&mw->held, (uint64_t)from, 0);
+
+	if (!s)
+		return false;
+	s->v++;
+	return true;
+}
+
+static void msg_held_dec(struct msg_worker *mw, int64_t from)
+{
+	struct kmap_slot *s = kmap_get(&mw->held, (uint64_t)from, 0);
+
+	if (s && --s->v == 0)
+		kmap_del(&mw->held, s);
+}
+
+/* ---- JSON -------------------------------------------------------------------- */
+
+/*
+ * Adds an integer member as raw JSON text: cJSON would print it as a double
+ * ("%1.15g", then sscanf to check, then "%1.17g"), which was a tenth of the
+ * node's CPU time at full send rate. Every value here is an integer below
+ * 2^53, so the decimal text is exactly what a double would print.
+ */
+static void msg_add_int(cJSON *o, const char *key, int64_t v)
+{
+	char buf[24];
+
+	snprintf(buf, sizeof(buf), "%" PRId64, v);
+	cJSON_AddRawToObject(o, key, buf);
+}
+
+static cJSON *msg_json(int64_t msg_id, int64_t conv, int64_t from, int64_t to, int64_t group_id,
+		       int type, const char *text, int64_t send_time)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	if (!o)
+		return NULL;
+	msg_add_int(o, "msg_id", msg_id);
+	msg_add_int(o, "conversation_id", conv);
+	msg_add_int(o, "from", from);
+	if (group_id)
+		msg_add_int(o, "group_id", group_id);
+	else
+		msg_add_int(o, "to", to);
+	msg_add_int(o, "type", type);
+	cJSON_AddStringToObject(o, "text", text);
+	msg_add_int(o, "send_time", send_time);
+	return o;
+}
+
+static cJSON *msg_item_json(const struct commit_item *ci)
+{
+	return msg_json(ci->msg_id, ci->conversation_id, ci->from_id, ci->to_id, ci->group_id,
+			ci->type, ci->text, ci->send_time);
+}
+
+/* A row of a SELECT MSG_COLS. */
+static cJSON *msg_row_json(const struct db_rows *rows, size_t i)
+{
+	return msg_json(db_cell_i64(rows, i, 0), db_cell_i64(rows, i, 1), db_cell_i64(rows, i, 2),
+			db_cell_i64(rows, i, 3), db_cell_i64(rows, i, 4),
+			(int)db_cell_i64(rows, i, 5), db_cell_str(rows, i, 6),
+			db_cell_i64(rows, i, 7));
+}
+
+static cJSON *msg_result_json(int64_t msg_id, int64_t conv, int64_t send_time)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	if (!o)
+		return NULL;
+	msg_add_int(o, "msg_id", msg_id);
+	msg_add_int(o, "conversation_id", conv);
+	msg_add_int(o, "send_time", send_time);
+	return o;
+}
+
+/* A warning, at most one per worker per MSG_WARN_INTERVAL_MS: an outage
+ * fails every request, and the log should say so once, with a count. */
+static void msg_warn(struct msg_worker *mw, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void msg_warn(struct msg_worker *mw, const char *fmt, ...)
+{
+	uint64_t now = clock_mono_ms();
+	char buf[512];
+	va_list ap;
+
+	if (mw->warn_ms && now - mw->warn_ms < MSG_WARN_INTERVAL_MS) {
+		mw->warn_suppressed++;
+		return;
+	}
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	log_warn("messages: %s (%" PRIu64 " similar warnings not logged)", buf,
+		 mw->warn_suppressed);
+	mw->warn_ms = now;
+	mw->warn_suppressed = 0;
+}
+
+static void msg_db_failed(struct req *r, int rc, const char *what)
+{
+	counter_inc(mysql_errors);
+	msg_warn(msg_worker_of(r->w), "%s failed: %s", what, db_errmsg(r->w->db));
+	reply_err(r, ST_INTERNAL, "storage %s while %s; try again",
+		  rc == DB_ERR_DOWN ? "unavailable" : "error", what);
+}
+
+/* ---- the writer's lane ------------------------------------------------------- */
+
+/* Waits, taking completions meanwhile, until w may submit one item. */
+static void msg_wait_room(struct worker *w)
+{
+	while (!commit_has_room(w))
+		if (!messages_poll(w))
+			usleep(MSG_ROOM_WAIT_US);
+}
+
+static struct msg_item *msg_item_new(const struct commit_item *src, size_t bits_bytes)
+{
+	size_t cmid_len = src->cmid ? src->cmid_len : 0;
+	struct msg_item *it = malloc(sizeof(*it) + src->text_len + 1 + cmid_len + bits_bytes);
+	char *p;
+
+	if (!it)
+		return NULL;
+	memset(it, 0, sizeof(*it));
+	it->ci = *src;
+	p = it->data;
+	memcpy(p, src->text, src->text_len + 1);
+	it->ci.text = p;
+	p += src->text_len + 1;
+	if (src->cmid) {
+		memcpy(p, src->cmid, cmid_len);
+		it->ci.cmid = p;
+		p += cmid_len;
+	}
+	if (bits_bytes) {
+		memset(p, 0, bits_bytes);
+		it->pushed = (uint8_t *)p;
+	}
+	return it;
+}
+
+static void msg_item_free(struct msg_item *it)
+{
+	msg_group_put(it->group);
+	free(it);
+}
+
+/* ---- delivery ------------------------------------------------------------------ */
+
+/* Pushes a group message to every online member but the sender; fills
+ * mw->delivered[0..n) when it can. Returns how many got it. */
+static size_t msg_push_group(struct worker *w, const struct commit_item *ci, const int64_t *ids,
+			     size_t n, bool *delivered)
+{
+	cJSON *o = msg_item_json(ci);
+	size_t got;
+
+	if (!o)
+		return 0;
+	got = router_push_users(w, ids, n, ci->from_id, CMD_PUSH_MSG, o, delivered);
+	cJSON_Delete(o);
+	counter_add(msgs_pushed, got);
+	return got;
+}
+
+/* After the commit: the pushes a held message still owes, or those for
+ * recipients that were offline at send time. */
+static void msg_deliver_late(struct worker *w, struct msg_item *it)
+{
+	struct msg_worker *mw = msg_worker_of(w);
+	const struct commit_item *ci = &it->ci;
+	bool held = it->flags & MSG_HELD;
+
+	if (!ci->group_id) {
+		/* the registry check first spares building a push for a
+		 * recipient who is (still) not here, the common case */
+		if ((!held && it->to_pushed) || !router_is_local(ci->to_id))
+			return;
+		if (router_push_user(w, ci->to_id, CMD_PUSH_MSG, msg_item_json(ci)))
+			counter_inc(msgs_pushed);
+		return;
+	}
+	if (!it->group)
+		return;
+	if (held || !it->pushed) {
+		msg_push_group(w, ci, it->group->ids, it->group->n, NULL);
+		return;
+	}
+	if (!msg_scratch_reserve(mw, it->group->n))
+		return;
+	size_t k = 0;
+
+	for (size_t i = 0; i < it->group->n; i++)
+		if (!(it->pushed[i / 8] & (1u << (i % 8))) && router_is_local(it->group->ids[i]))
+			mw->ids[k++] = it->group->ids[i];
+	if (k)
+		msg_push_group(w, ci, mw->ids, k, NULL);
+}
+
+/* A message or ack back from the writer. */
+static void msg_complete(struct worker *w, struct msg_item *it)
+{
+	struct msg_worker *mw = msg_worker_of(w);
+	struct commit_item *ci = &it->ci;
+	bool ok = ci->status == ST_OK;
+
+	if (ci->kind == COMMIT_ACK) {
+		if (ci->reply)
+			reply_complete(w, ci->reply, ci->status,
+				       ok ? NULL : reply_error_payload("%s", ci->error));
+		free((void *)ci->ack_ids);
+		free(it);
+		return;
+	}
+	if (ok) {
+		/* stored before under another msg_id: that send delivered it */
+		if (!ci->stored_other)
+			msg_deliver_late(w, it);
+		if (ci->cmid && !(it->flags & MSG_RELAY))
+			msg_dedup_put(mw, ci);
+		if (!(it->flags & MSG_RELAY))
+			counter_inc(msgs_accepted);
+	} else if (it->flags & MSG_RELAY) {
+		msg_warn(mw, "relay: message %" PRId64 " for an offline recipient not stored: %s",
+			 ci->msg_id, ci->error);
+	}
+	if (ci->reply)
+		reply_complete(w, ci->reply, ci->status,
+			       ok ? msg_result_json(ci->msg_id, ci->conversation_id, ci->send_time)
+				  : reply_error_payload("%s", ci->error));
+	if (it->flags & MSG_HELD)
+		msg_held_dec(mw, ci->from_id);
+	msg_item_free(it);
+}
+
+bool messages_poll(struct worker *w)
+{
+	struct commit_item *ci;
+	bool did = false;
+
+	while ((ci = commit_take(w))) {
+		msg_complete(w, (struct msg_item *)ci);
+		did = true;
+	}
+	return did;
+}
+
+bool messages_has_work(struct worker *w)
+{
+	return commit_inflight(w) > 0;
+}
+
+/* ---- sending ----------------------------------------------------------------- */
+
+/* Pushes ci at send time to its online recipients; records who got it in
+ * it (NULL in relay mode before it is known whether an item is needed).
+ * Returns true when some recipient (not the sender) is not online. */
+static bool msg_push_now(struct worker *w, const struct commit_item *ci, struct msg_group *g,
+			 bool *to_pushed)
+{
+	struct msg_worker *mw = msg_worker_of(w);
+	bool missed = false;
+
+	if (!g) {
+		*to_pushed = router_push_user(w, ci->to_id, CMD_PUSH_MSG, msg_item_json(ci));
+		if (*to_pushed)
+			counter_inc(msgs_pushed);
+		return !*to_pushed;
+	}
+	msg_push_group(w, ci, g->ids, g->n, mw->delivered);
+	for (size_t i = 0; i < g->n; i++)
+		if (!mw->delivered[i] && g->ids[i] != ci->from_id)
+			missed = true;
+	return missed;
+}
+
+/* Copies mw->delivered (from msg_push_now) into the item's bits. */
+static void msg_note_pushed(struct msg_worker *mw, struct msg_item *it, int64_t from)
+{
+	const struct msg_group *g = it->group;
+
+	if (!it->pushed)
+		return;
+	for (size_t i = 0; i < g->n; i++)
+		if (mw->delivered[i] || g->ids[i] == from)
+			it->pushed[i / 8] |= (uint8_t)(1u << (i % 8));
+}
+
+/* Relay mode: push, answer OK, and store only what did not reach a
+ * recipient. Takes over g. */
+static void msg_send_relay(struct req *r, struct commit_item *ci, struct msg_group *g)
+{
+	struct worker *w = r->w;
+	struct msg_worker *mw = msg_worker_of(w);
+	bool to_pushed = false, store;
+	struct msg_item *it;
+
+	msg_wait_room(w);
+	store = msg_push_now(w, ci, g, &to_pushed);
+	ci->reply = NULL;
+	counter_inc(msgs_accepted);
+	reply_ok(r, msg_result_json(ci->msg_id, ci->conversation_id, ci->send_time));
+	if (ci->cmid)
+		msg_dedup_put(mw, ci);
+	if (!store) {
+		msg_group_put(g);
+		return;
+	}
+	it = msg_item_new(ci, g ? (g->n + 7) / 8 : 0);
+	if (!it) {
+		log_error("messages: relay: out of memory; message %" PRId64 " not stored",
+			  ci->msg_id);
+		msg_group_put(g);
+		return;
+	}
+	it->flags = MSG_RELAY;
+	it->to_pushed = to_pushed;
+	it->group = g;
+	msg_note_pushed(mw, it, ci->from_id);
+	/* room was made above and nothing was submitted since */
+	if (!commit_submit(w, &it->ci)) {
+		log_error("messages: relay: writer lane full; message %" PRId64 " not stored",
+			  ci->msg_id);
+		msg_item_free(it);
+	}
+}
+
+/*
+ * Everything after the checks, shared by MSG_SEND and GROUP_SEND. ci holds
+ * the row with text and cmid pointing into the request; g (group sends)
+ * is a reference this function takes over.
+ */
+static void msg_send(struct req *r, struct commit_item *ci, struct msg_group *g)
+{
+	struct worker *w = r->w;
+	struct msg_worker *mw = msg_worker_of(w);
+	struct msg_item *it;
+	struct msg_dedup *d;
+	bool held;
+
+	if (ci->cmid && (d = msg_dedup_find(mw, ci->from_id, ci->cmid, ci->cmid_len))) {
+		/* a retry of a send that was answered OK: same answer, no push */
+		reply_ok(r, msg_result_json(d->msg_id, d->conv, d->send_time));
+		msg_group_put(g);
+		return;
+	}
+	ci->msg_id = ids_next();
+	ci->send_time = (int64_t)clock_epoch_ms();
+	if (!ci->msg_id) {
+		log_error("messages: msg_id space exhausted");
+		reply_err(r, ST_INTERNAL, "cannot assign a message id");
+		msg_group_put(g);
+		return;
+	}
+	if (g && !msg_scratch_reserve(mw, g->n))
+		goto out_nomem;
+	if (w->pool->cfg->durability == DURABILITY_RELAY) {
+		msg_send_relay(r, ci, g);
+		return;
+	}
+	held = ci->cmid || msg_held_count(mw, ci->from_id) > 0;
+	it = msg_item_new(ci, g && !held ? (g->n + 7) / 8 : 0);
+	if (!it)
+		goto out_nomem;
+	it->group = g;
+	if (held) {
+		if (!msg_held_inc(mw, ci->from_id)) {
+			msg_item_free(it);
+			reply_err(r, ST_INTERNAL, "out of memory");
+			return;
+		}
+		it->flags |= MSG_HELD;
+	}
+	msg_wait_room(w);
+	it->ci.reply = reply_defer(r);
+	if (!it->ci.reply) {
+		/* reply_defer answered INTERNAL already */
+		if (held)
+			msg_held_dec(mw, ci->from_id);
+		msg_item_free(it);
+		return;
+	}
+	/*
+	 * The row goes to the writer before the push goes out, so an ack
+	 * sent on receipt of the push always finds it at least queued (see
+	 * commit.h on acks). From here on the writer may touch it->ci: the
+	 * push is built from ci, and the item's other fields are ours until
+	 * it comes back on this thread.
+	 */
+	if (!commit_submit(w, &it->ci)) {
+		/* room was made above and nothing was submitted since */
+		log_error("messages: writer lane full after waiting for room");
+		reply_complete(w, it->ci.reply, ST_INTERNAL,
+			       reply_error_payload("internal queue full"));
+		if (held)
+			msg_held_dec(mw, ci->from_id);
+		msg_item_free(it);
+		return;
+	}
+	if (!held) {
+		msg_push_now(w, ci, g, &it->to_pushed);
+		msg_note_pushed(mw, it, ci->from_id);
+	}
+	return;
+
+out_nomem:
+	msg_group_put(g);
+	reply_err(r, ST_INTERNAL, "out of memory");
+}
+
+/* Reads type, text and client_msg_id into ci; false after a reply. */
+static bool msg_read_content(struct req *r, struct commit_item *ci)
+{
+	int64_t type;
+	const char *text, *cmid;
+	bool has_cmid;
+
+	if (!req_int(r, "type", 0, 2, &type) ||
+	    !req_str(r, "text", 1, (size_t)r->w->pool->cfg->text_max, &text) ||
+	    !req_opt_str(r, "client_msg_id", 0, MSG_CMID_MAX, &cmid, &has_cmid))
+		return false;
+	ci->kind = COMMIT_INSERT_MSG;
+	ci->type = (int)type;
+	ci->text = text;
+	ci->text_len = (uint32_t)strlen(text);
+	/* an empty key would make every such message of a user one message */
+	if (has_cmid && cmid[0]) {
+		ci->cmid = cmid;
+		ci->cmid_len = (uint32_t)strlen(cmid);
+	}
+	return true;
+}
+
+/* 6 FORBIDDEN for an existing user who is not a friend, else 5. */
+static void msg_not_friends(struct req *r, int64_t uid)
+{
+	int rc = msg_user_exists(r->w, uid);
+
+	if (rc < 0)
+		msg_db_failed(r, rc, "looking up the user");
+	else if (rc)
+		reply_err(r, ST_FORBIDDEN, "user %" PRId64 " is not your friend", uid);
+	else
+		reply_err(r, ST_NOT_FOUND, "no user %" PRId64, uid);
+}
+
+void messages_send(struct req *r)
+{
+	struct worker *w = r->w;
+	int64_t me = r->s->user_id, to, conv;
+	struct commit_item ci = {0};
+	int rc;
+
+	msg_refresh(msg_worker_of(w));
+	if (!req_id(r, "to", &to) || !msg_read_content(r, &ci))
+		return;
+	rc = msg_are_friends(w, me, to);
+	if (rc < 0) {
+		msg_db_failed(r, rc, "checking the friendship");
+		return;
+	}
+	if (!rc) {
+		msg_not_friends(r, to);
+		return;
+	}
+	conv = msg_pair_conv(w, me, to, true);
+	if (conv < 0) {
+		msg_db_failed(r, (int)conv, "finding the conversation");
+		return;
+	}
+	ci.conversation_id = conv;
+	ci.from_id = me;
+	ci.to_id = to;
+	msg_send(r, &ci, NULL);
+}
+
+/* Member list of gid for user me, or a reply (5, 6, 12) and NULL. */
+static struct msg_group *msg_group_for(struct req *r, int64_t gid, int64_t me)
+{
+	struct msg_group *g;
+	int rc = msg_group_get(r->w, gid, me, &g);
+
+	if (rc) {
+		if (rc == -ENOMEM)
+			reply_err(r, ST_INTERNAL, "out of memory");
+		else
+			msg_db_failed(r, rc, "reading the group's members");
+		return NULL;
+	}
+	if (!g) {
+		reply_err(r, ST_NOT_FOUND, "no group %" PRId64, gid);
+		return NULL;
+	}
+	if (!msg_group_has(g, me)) {
+		msg_group_put(g);
+		reply_err(r, ST_FORBIDDEN, "you are not a member of group %" PRId64, gid);
+		return NULL;
+	}
+	return g;
+}
+
+void messages_group_send(struct req *r)
+{
+	struct worker *w = r->w;
+	int64_t me = r->s->user_id, gid, conv;
+	struct commit_item ci = {0};
+	struct msg_group *g;
+
+	msg_refresh(msg_worker_of(w));
+	if (!req_id(r, "group_id", &gid) || !msg_read_content(r, &ci))
+		return;
+	g = msg_group_for(r, gid, me);
+	if (!g)
+		return;
+	conv = msg_group_conv(w, gid, true);
+	if (conv < 0) {
+		msg_group_put(g);
+		msg_db_failed(r, (int)conv, "finding the conversation");
+		return;
+	}
+	ci.conversation_id = conv;
+	ci.from_id = me;
+	ci.group_id = gid;
+	msg_send(r, &ci, g);
+}
+
+/* ---- MSG_ACK ------------------------------------------------------------------ */
+
+void messages_ack(struct req *r)
+{
+	struct worker *w = r->w;
+	struct msg_item *it;
+	int64_t *ids;
+	size_t n;
+
+	if (!req_id_array(r, "msg_ids", MSG_ACK_MAX, &ids, &n))
+		return;
+	it = calloc(1, sizeof(*it));
+	if (!it) {
+		free(ids);
+		reply_err(r, ST_INTERNAL, "out of memory");
+		return;
+	}
+	it->ci.kind = COMMIT_ACK;
+	it->ci.from_id = r->s->user_id;
+	it->ci.ack_ids = ids;
+	it->ci.nacks = (uint32_t)n;
+	msg_wait_room(w);
+	it->ci.reply = reply_defer(r);
+	if (!it->ci.reply || !commit_submit(w, &it->ci)) {
+		if (it->ci.reply)
+			reply_complete(w, it->ci.reply, ST_INTERNAL,
+				       reply_error_payload("internal queue full"));
+		free(ids);
+		free(it);
+	}
+}
+
+/* ---- HISTORY ------------------------------------------------------------------- */
+
+void messages_history(struct req *r)
+{
+	struct worker *w = r->w;
+	int64_t me = r->s->user_id, with = 0, gid = 0, before = INT64_MAX,
+		limit = MSG_HISTORY_DEFAULT;
+	bool has_with, has_group, has_before, has_limit;
+	struct db_rows *rows;
+	cJSON *o, *arr;
+	int64_t conv;
+	int rc;
+
+	msg_refresh(msg_worker_of(w));
+	if (!req_opt_id(r, "with", &with, &has_with) ||
+	    !req_opt_id(r, "group_id", &gid, &has_group) ||
+	    !req_opt_id(r, "before_id", &before, &has_before) ||
+	    !req_opt_int(r, "limit", 1, MSG_HISTORY_MAX, &limit, &has_limit))
+		return;
+	if (has_with == has_group) {
+		reply_err(r, ST_BAD_REQUEST, "give exactly one of with and group_id");
+		return;
+	}
+	if (has_with) {
+		rc = msg_are_friends(w, me, with);
+		if (rc < 0) {
+			msg_db_failed(r, rc, "checking the friendship");
+			return;
+		}
+		if (!rc) {
+			msg_not_friends(r, with);
+			return;
+		}
+		conv = msg_pair_conv(w, me, with, false);
+	} else {
+		struct msg_group *g = msg_group_for(r, gid, me);
+
+		if (!g)
+			return;
+		msg_group_put(g);
+		conv = msg_group_conv(w, gid, false);
+	}
+	if (conv < 0) {
+		msg_db_failed(r, (int)conv, "finding the conversation");
+		return;
+	}
+	o = cJSON_CreateObject();
+	arr = cJSON_AddArrayToObject(o, "messages");
+	if (!o || !arr) {
+		cJSON_Delete(o);
+		reply_err(r, ST_INTERNAL, "out of memory");
+		return;
+	}
+	if (conv == 0) {
+		reply_ok(r, o); /* nothing was ever said here */
+		return;
+	}
+	rows =
+	    db_query(w->db,
+		     "SELECT " MSG_COLS " FROM messages WHERE conversation_id = ? AND msg_id < ? "
+		     "ORDER BY msg_id DESC LIMIT ?",
+		     "lll", conv, before, limit);
+	if (!rows) {
+		cJSON_Delete(o);
+		msg_db_failed(r, db_last_error(w->db), "reading the history");
+		return;
+	}
+	for (size_t i = 0; i < db_rows_count(rows); i++) {
+		cJSON *m = msg_row_json(rows, i);
+
+		if (!m) {
+			db_rows_free(rows);
+			cJSON_Delete(o);
+			reply_err(r, ST_INTERNAL, "out of memory");
+			return;
+		}
+		cJSON_AddItemToArray(arr, m);
+	}
+	db_rows_free(rows);
+	reply_ok(r, o);
+}
+
+/* ---- push at login --------------------------------------------------------------- */
+
+/* One source of unacked messages, read in pages oldest first. */
+struct msg_stream {
+	int64_t conv;  /* the group's conversation; 0 for the user's 1:1 rows */
+	int64_t after; /* msg_id of the last row read */
+	struct db_rows *rows;
+	size_t pos;
+	bool done; /* no rows after `after` */
+};
+
+static int msg_stream_fill(struct worker *w, struct msg_stream *st, int64_t uid, int64_t page)
+{
+	db_rows_free(st->rows);
+	st->pos = 0;
+	if (st->conv)
+		/* the member's own messages were never pushed to it */
+		st->rows = db_query(w->db,
+				    "SELECT " MSG_COLS " FROM messages WHERE conversation_id = ? "
+				    "AND msg_id > ? AND from_id <> ? ORDER BY msg_id LIMIT ?",
+				    "llll", st->conv, st->after, uid, page);
+	else
+		st->rows =
+		    db_query(w->db,
+			     "SELECT " MSG_COLS " FROM messages WHERE to_id = ? AND is_read = 0 "
+			     "AND msg_id > ? ORDER BY msg_id LIMIT ?",
+			     "lll", uid, st->after, page);
+	if (!st->rows)
+		return db_last_error(w->db);
+	st->done = (int64_t)db_rows_count(st->rows) < page;
+	return 0;
+}
+
+/* The stream's current row, reading the next page when needed; false at
+ * its end (or on error, *err set). */
+static bool msg_stream_peek(struct worker *w, struct msg_stream *st, int64_t uid, int64_t page,
+			    int *err)
+{
+	if (st->rows && st->pos < db_rows_count(st->rows))
+		return true;
+	if (st->done)
+		return false;
+	*err = msg_stream_fill(w, st, uid, page);
+	if (*err)
+		return false;
+	return db_rows_count(st->rows) > 0;
+}
+
+void messages_push_unacked(struct worker *w, struct session *s)
+{
+	int64_t uid = s->user_id, page;
+	/* stop well below the connection's output cap: the rest waits for
+	 * the next login (after the client has acked what it got) */
+	size_t budget = (size_t)w->pool->cfg->out_limit_bytes / 2, sent_bytes = 0, pushed = 0;
+	struct msg_stream *st = NULL;
+	struct db_rows *groups;
+	size_t nst = 0;
+	int err = 0;
+
+	groups = db_query(w->db,
+			  "SELECT c.id, gm.read_msg_id FROM group_members gm "
+			  "JOIN conversations c ON c.kind = ? AND c.a = gm.group_id AND c.b = 0 "
+			  "WHERE gm.user_id = ?",
+			  "il", MSG_CONV_GROUP, uid);
+	if (!groups) {
+		err = db_last_error(w->db);
+		goto out_failed;
+	}
+	st = calloc(db_rows_count(groups) + 1, sizeof(*st));
+	if (!st) {
+		err = -ENOMEM;
+		goto out_failed;
+	}
+	st[nst++] = (struct msg_stream){0};
+	for (size_t i = 0; i < db_rows_count(groups); i++)
+		st[nst++] = (struct msg_stream){.conv = db_cell_i64(groups, i, 0),
+						.after = db_cell_i64(groups, i, 1)};
+	db_rows_free(groups);
+	page = MSG_UNACKED_ROWS / (int64_t)nst;
+	if (page > MSG_UNACKED_PAGE)
+		page = MSG_UNACKED_PAGE;
+	if (page < MSG_UNACKED_PAGE_MIN)
+		page = MSG_UNACKED_PAGE_MIN;
+
+	/* merge the streams by msg_id: oldest first across all of them */
+	while (sent_bytes < budget) {
+		struct msg_stream *best = NULL;
+		int64_t best_id = 0;
+
+		for (size_t i = 0; i < nst; i++) {
+			int64_t id;
+
+			if (!msg_stream_peek(w, &st[i], uid, page, &err)) {
+				if (err)
+					goto out_failed;
+				continue;
+			}
+			id = db_cell_i64(st[i].rows, st[i].pos, 0);
+			if (!best || id < best_id) {
+				best = &st[i];
+				best_id = id;
+			}
+		}
+		if (!best)
+			break;
+		cJSON *m = msg_row_json(best->rows, best->pos);
+
+		sent_bytes += db_cell_len(best->rows, best->pos, 6) + 160;
+		best->after = best_id;
+		best->pos++;
+		if (!m) {
+			err = -ENOMEM;
+			goto out_failed;
+		}
+		push_to_conn(w, s->conn, CMD_PUSH_MSG, m);
+		counter_inc(msgs_pushed);
+		pushed++;
+	}
+	if (sent_bytes >= budget)
+		log_info("messages: user %" PRId64 " has more unacked messages than one login "
+			 "pushes (%zu sent); the rest follows at its next login",
+			 uid, pushed);
+	goto out_free;
+
+out_failed:
+	if (err != -ENOMEM)
+		counter_inc(mysql_errors);
+	log_warn("messages: pushing unacked messages to user %" PRId64 " stopped after %zu: %s",
+		 uid, pushed, err == -ENOMEM ? "out of memory" : db_errmsg(w->db));
+out_free:
+	for (size_t i = 0; i < nst; i++)
+		db_rows_free(st[i].rows);
+	free(st);
+}
+
+/* ---- start / stop ------------------------------------------------------------------ */
+
+static void msg_worker_destroy(struct msg_worker *mw)
+{
+	if (mw->groups.slots)
+		msg_groups_clear(mw);
+	kmap_destroy(&mw->conv);
+	kmap_destroy(&mw->friends);
+	kmap_destroy(&mw->groups);
+	kmap_destroy(&mw->held);
+	free(mw->dedup);
+	free(mw->delivered);
+	free(mw->ids);
+}
+
+int messages_global_init(struct worker_pool *pool)
+{
+	int ret = ids_init(pool->cfg->node_id);
+
+	if (ret)
+		return ret;
+	msg_workers = calloc((size_t)pool->n, sizeof(*msg_workers));
+	if (!msg_workers)
+		return -ENOMEM;
+	msg_pool = pool;
+	for (int i = 0; i < pool->n; i++) {
+		struct msg_worker *mw = &msg_workers[i];
+
+		if (kmap_init(&mw->conv, 1024, MSG_CONV_CACHE_MAX) ||
+		    kmap_init(&mw->friends, 1024, MSG_FRIEND_CACHE_MAX) ||
+		    kmap_init(&mw->groups, 256, MSG_GROUP_CACHE_MAX) ||
+		    /* a sender per in-flight item at most */
+		    kmap_init(&mw->held, 256, UINT32_MAX / 4) ||
+		    !(mw->dedup = calloc(MSG_DEDUP_SETS * MSG_DEDUP_WAYS, sizeof(*mw->dedup)))) {
+			ret = -ENOMEM;
+			goto out_free;
+		}
+	}
+	ret = commit_start(pool);
+	if (ret)
+		goto out_free;
+	return 0;
+
+out_free:
+	for (int i = 0; i < pool->n; i++)
+		msg_worker_destroy(&msg_workers[i]);
+	free(msg_workers);
+	msg_workers = NULL;
+	return ret;
+}
+
+void messages_global_stop(void)
+{
+	if (!msg_workers)
+		return;
+	/* workers have stopped, and they stop only with nothing in flight */
+	commit_stop();
+	for (int i = 0; i < msg_pool->n; i++)
+		msg_worker_destroy(&msg_workers[i]);
+	free(msg_workers);
+	msg_workers = NULL;
+}

@@ -1,0 +1,348 @@
+/*
+ * test_commit_order.c - the group-commit writer against the real MariaDB:
+ * items come back to the worker that submitted them, in its submission
+ * order, each with the right outcome; rows are really there; a
+ * client_msg_id sent twice (in one batch or later) is stored once and both
+ * answers carry the first msg_id; a msg_id taken by another message fails
+ * only its own row; acks mark 1:1 rows of their recipient only and move a
+ * group member's cursor up, never down.
+ *
+ * The test thread plays both workers of a pool that is set up but never
+ * started (commit.c only needs the workers' ids and wake-up fds). Users
+ * and groups are random ids far above real ones; their rows are deleted
+ * at the end. Without RINGCHAT_MYSQL_SOCKET or a server it exits 77.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ringchat/clock.h"
+#include "ringchat/commit.h"
+#include "ringchat/config.h"
+#include "ringchat/db.h"
+#include "ringchat/ids.h"
+#include "ringchat/protocol.h"
+#include "ringchat/worker.h"
+
+#define SKIP 77
+#define TAKE_TIMEOUT_MS 15000
+
+static struct config cfg;
+static struct worker_pool pool;
+static struct db *db;
+static int64_t user_base; /* this run's users: user_base + 0..99 */
+
+static int64_t user(int k)
+{
+	return user_base + k;
+}
+
+static struct commit_item *msg_item(int64_t from, int64_t to, int64_t group, const char *text,
+				    const char *cmid)
+{
+	struct commit_item *it = calloc(1, sizeof(*it));
+
+	assert_non_null(it);
+	it->kind = COMMIT_INSERT_MSG;
+	it->msg_id = ids_next();
+	it->conversation_id = group ? group : from + to; /* any value: not checked here */
+	it->from_id = from;
+	it->to_id = to;
+	it->group_id = group;
+	it->send_time = (int64_t)clock_epoch_ms();
+	it->type = 0;
+	it->text = text;
+	it->text_len = (uint32_t)strlen(text);
+	if (cmid) {
+		it->cmid = cmid;
+		it->cmid_len = (uint32_t)strlen(cmid);
+	}
+	return it;
+}
+
+static struct commit_item *ack_item(int64_t user_id, const int64_t *ids, uint32_t n)
+{
+	struct commit_item *it = calloc(1, sizeof(*it));
+
+	assert_non_null(it);
+	it->kind = COMMIT_ACK;
+	it->from_id = user_id;
+	it->ack_ids = ids;
+	it->nacks = n;
+	return it;
+}
+
+static void submit(int lane, struct commit_item *it)
+{
+	assert_true(commit_submit(&pool.workers[lane], it));
+}
+
+/* The next item handed back to lane (fails after a timeout). */
+static struct commit_item *take(int lane)
+{
+	int64_t deadline = (int64_t)clock_mono_ms() + TAKE_TIMEOUT_MS;
+	struct commit_item *it;
+
+	while (!(it = commit_take(&pool.workers[lane]))) {
+		if ((int64_t)clock_mono_ms() > deadline)
+			fail_msg("lane %d: nothing handed back in %d ms", lane, TAKE_TIMEOUT_MS);
+		usleep(500);
+	}
+	return it;
+}
+
+static int64_t query_int(const char *sql, int64_t arg)
+{
+	struct db_rows *rows = db_query(db, sql, "l", arg);
+	int64_t v;
+
+	assert_non_null(rows);
+	v = db_rows_count(rows) ? db_cell_i64(rows, 0, 0) : -1;
+	db_rows_free(rows);
+	return v;
+}
+
+/* 600 items from two workers, interleaved: each worker gets its own back,
+ * in order, all stored. */
+static void test_order_per_worker(void **state)
+{
+	enum { N = 600 };
+	struct commit_item *items[N];
+	int next[2] = {0, 0};
+
+	(void)state;
+	for (int i = 0; i < N; i++) {
+		items[i] =
+		    msg_item(user(i % 2), user(10), 0, i % 7 ? "short" : "a longer text", NULL);
+		submit(i % 2, items[i]);
+	}
+	for (int lane = 0; lane < 2; lane++) {
+		for (int k = 0; k < N / 2; k++) {
+			struct commit_item *it = take(lane);
+
+			/* the k-th item this lane submitted */
+			while (next[lane] < N && next[lane] % 2 != lane)
+				next[lane]++;
+			assert_ptr_equal(it, items[next[lane]]);
+			next[lane]++;
+			assert_int_equal(it->status, ST_OK);
+			assert_false(it->stored_other);
+		}
+		assert_int_equal(commit_inflight(&pool.workers[lane]), 0);
+		assert_null(commit_take(&pool.workers[lane]));
+	}
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(
+		    query_int("SELECT from_id FROM messages WHERE msg_id = ?", items[i]->msg_id),
+		    items[i]->from_id);
+		free(items[i]);
+	}
+}
+
+static void test_client_msg_id_once(void **state)
+{
+	struct commit_item *a, *b, *c;
+	char cmid[32];
+
+	(void)state;
+	snprintf(cmid, sizeof(cmid), "once-%lld", (long long)user_base);
+	a = msg_item(user(20), user(21), 0, "first", cmid);
+	b = msg_item(user(20), user(21), 0, "first", cmid);
+	int64_t first = a->msg_id;
+
+	/* likely one batch: the insert fails as a whole and is redone row by row */
+	submit(0, a);
+	submit(0, b);
+	assert_ptr_equal(take(0), a);
+	assert_ptr_equal(take(0), b);
+	assert_int_equal(a->status, ST_OK);
+	assert_false(a->stored_other);
+	assert_int_equal(b->status, ST_OK);
+	assert_true(b->stored_other);
+	assert_int_equal(b->msg_id, first);
+	assert_int_equal(b->send_time, a->send_time);
+
+	/* later, from the other worker (a retry after a reconnect) */
+	c = msg_item(user(20), user(21), 0, "first", cmid);
+	submit(1, c);
+	assert_ptr_equal(take(1), c);
+	assert_int_equal(c->status, ST_OK);
+	assert_true(c->stored_other);
+	assert_int_equal(c->msg_id, first);
+	assert_int_equal(query_int("SELECT COUNT(*) FROM messages WHERE from_id = ?", user(20)), 1);
+	free(a);
+	free(b);
+	free(c);
+}
+
+/* The same msg_id from another sender: that row fails, its neighbours in
+ * the batch are stored. The same msg_id from the same sender (a retry of
+ * a row whose commit was in doubt) is OK. */
+static void test_collision_fails_only_its_row(void **state)
+{
+	struct commit_item *a, *x, *b, *again, *other;
+
+	(void)state;
+	a = msg_item(user(30), user(31), 0, "a", NULL);
+	submit(0, a);
+	assert_ptr_equal(take(0), a);
+	assert_int_equal(a->status, ST_OK);
+
+	x = msg_item(user(32), user(31), 0, "x", NULL);
+	x->msg_id = a->msg_id;
+	b = msg_item(user(33), user(31), 0, "b", NULL);
+	again = msg_item(user(30), user(31), 0, "a", NULL);
+	again->msg_id = a->msg_id;
+	again->send_time = a->send_time;
+	/* the same sender's other message under a repeated msg_id */
+	other = msg_item(user(30), user(31), 0, "other", NULL);
+	other->msg_id = a->msg_id;
+	other->send_time = a->send_time - 1;
+	submit(1, x);
+	submit(1, b);
+	submit(1, again);
+	submit(1, other);
+	assert_ptr_equal(take(1), x);
+	assert_ptr_equal(take(1), b);
+	assert_ptr_equal(take(1), again);
+	assert_ptr_equal(take(1), other);
+	assert_int_equal(x->status, ST_INTERNAL);
+	assert_non_null(x->error);
+	assert_int_equal(b->status, ST_OK);
+	assert_int_equal(again->status, ST_OK);
+	assert_false(again->stored_other);
+	assert_int_equal(other->status, ST_INTERNAL);
+	assert_int_equal(query_int("SELECT from_id FROM messages WHERE msg_id = ?", a->msg_id),
+			 user(30));
+	assert_int_equal(query_int("SELECT COUNT(*) FROM messages WHERE msg_id = ?", b->msg_id), 1);
+	free(a);
+	free(x);
+	free(b);
+	free(again);
+	free(other);
+}
+
+static void test_acks(void **state)
+{
+	int64_t u = user(40), other = user(41), g = user(50);
+	struct commit_item *m1, *m2, *g1, *g2, *g3, *ack;
+	int64_t ids[3];
+
+	(void)state;
+	assert_true(db_exec(db,
+			    "INSERT INTO group_members (group_id, user_id, read_msg_id) "
+			    "VALUES (?, ?, 0)",
+			    "ll", g, u) == 1);
+	m1 = msg_item(other, u, 0, "to u", NULL);
+	m2 = msg_item(u, other, 0, "to other", NULL);
+	g1 = msg_item(other, 0, g, "g1", NULL);
+	g2 = msg_item(other, 0, g, "g2", NULL);
+	g3 = msg_item(other, 0, g, "g3", NULL);
+	/* acks behind the inserts in the same lane: may share their batch */
+	ids[0] = m1->msg_id;
+	ids[1] = m2->msg_id; /* u sent it: not u's to mark */
+	ids[2] = g2->msg_id;
+	ack = ack_item(u, ids, 3);
+	submit(0, m1);
+	submit(0, m2);
+	submit(0, g1);
+	submit(0, g2);
+	submit(0, g3);
+	submit(0, ack);
+	for (int i = 0; i < 6; i++)
+		assert_int_equal(take(0)->status, ST_OK);
+	assert_int_equal(query_int("SELECT is_read FROM messages WHERE msg_id = ?", m1->msg_id), 1);
+	assert_int_equal(query_int("SELECT is_read FROM messages WHERE msg_id = ?", m2->msg_id), 0);
+	assert_int_equal(query_int("SELECT read_msg_id FROM group_members WHERE group_id = ?", g),
+			 g2->msg_id);
+
+	/* an older one again: the cursor stays; ids of nothing are ignored */
+	ids[0] = g1->msg_id;
+	ids[1] = 9007199254740991LL;
+	ack->nacks = 2;
+	submit(1, ack);
+	assert_ptr_equal(take(1), ack);
+	assert_int_equal(ack->status, ST_OK);
+	assert_int_equal(query_int("SELECT read_msg_id FROM group_members WHERE group_id = ?", g),
+			 g2->msg_id);
+	/* its own recipient does mark m2 */
+	ids[0] = m2->msg_id;
+	ack->from_id = other;
+	ack->nacks = 1;
+	submit(1, ack);
+	assert_int_equal(take(1)->status, ST_OK);
+	assert_int_equal(query_int("SELECT is_read FROM messages WHERE msg_id = ?", m2->msg_id), 1);
+	db_exec(db, "DELETE FROM group_members WHERE group_id = ?", "l", g);
+	free(m1);
+	free(m2);
+	free(g1);
+	free(g2);
+	free(g3);
+	free(ack);
+}
+
+static void test_stats(void **state)
+{
+	struct commit_stats st;
+
+	(void)state;
+	commit_stats_get(&st);
+	assert_true(st.batches > 0);
+	assert_true(st.rows >= 600);
+	assert_true(st.max_batch_items >= 1 && st.max_batch_items <= 2u * 64);
+	assert_true(st.failed_items >= 2);
+}
+
+int main(void)
+{
+	const char *socket = getenv("RINGCHAT_MYSQL_SOCKET");
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_order_per_worker),
+	    cmocka_unit_test(test_client_msg_id_once),
+	    cmocka_unit_test(test_collision_fails_only_its_row),
+	    cmocka_unit_test(test_acks),
+	    cmocka_unit_test(test_stats),
+	};
+	int rc;
+
+	if (!socket || !socket[0]) {
+		printf("RINGCHAT_MYSQL_SOCKET not set (scripts/test.sh sets it): skipped\n");
+		return SKIP;
+	}
+	config_defaults(&cfg);
+	snprintf(cfg.mysql_socket, sizeof(cfg.mysql_socket), "%s", socket);
+	cfg.commit_batch_max = 64;
+	cfg.queue_depth = 64;
+	if (db_global_init() || db_thread_init())
+		return 1;
+	db = db_open(&cfg);
+	if (!db)
+		return 1;
+	if (db_ping(db)) {
+		printf("MariaDB at %s does not answer (%s): skipped\n", socket, db_errmsg(db));
+		db_close(db);
+		return SKIP;
+	}
+	srand((unsigned)time(NULL) ^ (unsigned)getpid());
+	/* far above any real id, still an exact double */
+	user_base = ((int64_t)1 << 50) + ((int64_t)(rand() & 0xffffff) << 8);
+	if (ids_init(3) || worker_pool_init(&pool, &cfg, 2, 64) || commit_start(&pool))
+		return 1;
+	rc = cmocka_run_group_tests(tests, NULL, NULL);
+	commit_stop();
+	db_exec(db, "DELETE FROM messages WHERE from_id BETWEEN ? AND ?", "ll", user(0), user(99));
+	worker_pool_destroy(&pool);
+	db_close(db);
+	db_thread_end();
+	db_global_end();
+	return rc;
+}
