@@ -426,8 +426,8 @@ static void auth_session_begin(struct req *r, int64_t uid, const char *token, cJ
 		push_to_conn(w, old, CMD_PUSH_KICKED, k);
 		conn_close_after_flush(w, old);
 		counter_inc(kicks);
-		log_debug("auth: user %" PRId64 " kicked conn=%" PRIu64 " for conn=%" PRIu64, uid,
-			  old, r->conn);
+		log_info("event=kick user=%" PRId64 " conn=%u by_conn=%u", uid, CONN_SLOT(old),
+			 CONN_SLOT(r->conn));
 	}
 #ifdef HAVE_PRESENCE
 	{
@@ -443,6 +443,8 @@ static void auth_session_begin(struct req *r, int64_t uid, const char *token, cJ
 	}
 #endif
 	counter_inc(logins);
+	log_info("event=login user=%" PRId64 " conn=%u via=%s", uid, CONN_SLOT(r->conn),
+		 r->cmd == CMD_RESUME ? "resume" : "password");
 	reply_ok(r, reply);
 
 #ifdef HAVE_FRIENDS
@@ -715,6 +717,7 @@ void auth_logout(struct req *r)
 		explicit_bzero(s->token, sizeof(s->token));
 	}
 	/* The session ends when the connection does: auth_on_close. */
+	log_info("event=logout user=%" PRId64 " conn=%u", s->user_id, CONN_SLOT(r->conn));
 	r->close_after = true;
 	reply_ok(r, NULL);
 }

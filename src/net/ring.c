@@ -506,7 +506,9 @@ static void conn_close(struct ring *r, struct conn *c, const char *why)
 {
 	if (c->state != CONN_OPEN && c->state != CONN_LINGER)
 		return;
-	log_debug("event=close conn=%u reason=\"%s\"", conn_slot(r, c), why);
+	log_info("event=disconnect conn=%u peer=%u.%u.%u.%u:%u reason=\"%s\"", conn_slot(r, c),
+		 c->peer_addr >> 24, (c->peer_addr >> 16) & 255, (c->peer_addr >> 8) & 255,
+		 c->peer_addr & 255, c->peer_port, why);
 	c->state = CONN_CLOSING;
 	if (c->recv_armed || c->send_inflight)
 		cancel_conn_ops(r, c);
@@ -547,6 +549,9 @@ static void on_accept(struct ring *r, struct io_uring_cqe *cqe)
 	r->nopen++;
 	atomic_fetch_add_explicit(&counters.conn_open, 1, memory_order_relaxed);
 	counter_inc(conn_accepted);
+	log_info("event=connect conn=%u peer=%u.%u.%u.%u:%u open=%u", conn_slot(r, c),
+		 c->peer_addr >> 24, (c->peer_addr >> 16) & 255, (c->peer_addr >> 8) & 255,
+		 c->peer_addr & 255, c->peer_port, r->nopen);
 	arm_recv(r, c);
 }
 

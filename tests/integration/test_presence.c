@@ -1,0 +1,169 @@
+/*
+ * test_presence.c - PUSH_PRESENCE and online flags against a real
+ * ringchatd with MariaDB and Redis: a friend logging in, logging out,
+ * dropping its connection, being kicked by a newer login (no offline
+ * push), and the online flag FRIEND_LIST reports.
+ */
+#include "harness.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define PUSH_MS 3000
+#define NO_PUSH_MS 400
+
+static struct node *pr_node;
+
+struct pr_user {
+	struct rc_client *c;
+	int64_t id;
+	char name[TC_NAME_MAX];
+};
+
+static int pr_setup(void **state)
+{
+	(void)state;
+	pr_node = node_start(NULL);
+	return pr_node ? 0 : -1;
+}
+
+static int pr_teardown(void **state)
+{
+	(void)state;
+	return node_stop(pr_node) == 0 ? 0 : -1;
+}
+
+static void pr_befriend(struct pr_user *a, struct pr_user *b)
+{
+	char json[64];
+
+	snprintf(json, sizeof(json), "{\"user_id\":%lld}", (long long)b->id);
+	cJSON_Delete(tc_call_ok(a->c, CMD_FRIEND_REQUEST, "%s", json));
+	cJSON_Delete(tc_expect_push(b->c, CMD_PUSH_FRIEND_REQUEST, PUSH_MS));
+	snprintf(json, sizeof(json), "{\"user_id\":%lld}", (long long)a->id);
+	cJSON_Delete(tc_call_ok(b->c, CMD_FRIEND_ACCEPT, "%s", json));
+	cJSON_Delete(tc_expect_push(a->c, CMD_PUSH_FRIEND_ACCEPTED, PUSH_MS));
+}
+
+/* Waits for PUSH_PRESENCE about user; returns its online flag. */
+static bool pr_expect_presence(struct rc_client *c, int64_t user)
+{
+	cJSON *p = tc_expect_push(c, CMD_PUSH_PRESENCE, PUSH_MS);
+	const cJSON *online = cJSON_GetObjectItemCaseSensitive(p, "online");
+	bool v;
+
+	assert_non_null(p);
+	assert_int_equal(tc_json_int(p, "user_id"), user);
+	assert_true(cJSON_IsBool(online));
+	v = cJSON_IsTrue(online);
+	cJSON_Delete(p);
+	return v;
+}
+
+static struct rc_client *pr_login(const char *name)
+{
+	struct rc_client *c = tc_connect(pr_node);
+	char json[128];
+
+	snprintf(json, sizeof(json), "{\"username\":\"%s\",\"password\":\"%s\"}", name,
+		 TC_PASSWORD);
+	cJSON_Delete(tc_call_ok(c, CMD_LOGIN, "%s", json));
+	return c;
+}
+
+/* The online flag FRIEND_LIST shows for friend id. */
+static bool pr_listed_online(struct rc_client *c, int64_t id)
+{
+	cJSON *list = tc_call_ok(c, CMD_FRIEND_LIST, NULL);
+	const cJSON *f;
+	bool online = false, found = false;
+
+	cJSON_ArrayForEach(f, cJSON_GetObjectItemCaseSensitive(list, "friends"))
+	{
+		if (tc_json_int(f, "user_id") == id) {
+			found = true;
+			online = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(f, "online"));
+		}
+	}
+	cJSON_Delete(list);
+	assert_true(found);
+	return online;
+}
+
+static void test_login_logout_disconnect(void **state)
+{
+	struct pr_user a, b;
+
+	(void)state;
+	a.c = tc_signup_login_as(pr_node, "pra", a.name, &a.id);
+	b.c = tc_signup_login_as(pr_node, "prb", b.name, &b.id);
+	pr_befriend(&a, &b);
+	assert_true(pr_listed_online(a.c, b.id));
+
+	/* LOGOUT: the friend hears "offline", the list agrees. */
+	cJSON_Delete(tc_call_ok(b.c, CMD_LOGOUT, NULL));
+	rc_close(b.c);
+	assert_false(pr_expect_presence(a.c, b.id));
+	assert_false(pr_listed_online(a.c, b.id));
+
+	/* LOGIN: "online". */
+	b.c = pr_login(b.name);
+	assert_true(pr_expect_presence(a.c, b.id));
+	assert_true(pr_listed_online(a.c, b.id));
+
+	/* A dropped connection (no LOGOUT) is an offline too. */
+	rc_close(b.c);
+	assert_false(pr_expect_presence(a.c, b.id));
+	assert_false(pr_listed_online(a.c, b.id));
+	rc_close(a.c);
+}
+
+static void test_kick_sends_no_offline(void **state)
+{
+	struct pr_user a, b;
+	struct rc_client *b2;
+
+	(void)state;
+	a.c = tc_signup_login_as(pr_node, "prka", a.name, &a.id);
+	b.c = tc_signup_login_as(pr_node, "prkb", b.name, &b.id);
+	pr_befriend(&a, &b);
+
+	/* B logs in again elsewhere: the old session is kicked, the friend
+	 * hears B is online (the new session), never offline. */
+	b2 = pr_login(b.name);
+	cJSON_Delete(tc_expect_push(b.c, CMD_PUSH_KICKED, PUSH_MS));
+	assert_true(pr_expect_presence(a.c, b.id));
+	tc_expect_no_push(a.c, CMD_PUSH_PRESENCE, NO_PUSH_MS);
+	assert_true(pr_listed_online(a.c, b.id));
+	rc_close(b.c);
+	tc_expect_no_push(a.c, CMD_PUSH_PRESENCE, NO_PUSH_MS);
+	assert_true(pr_listed_online(a.c, b.id));
+
+	rc_close(b2);
+	assert_false(pr_expect_presence(a.c, b.id));
+	rc_close(a.c);
+}
+
+static void test_not_friends_hear_nothing(void **state)
+{
+	struct pr_user a, b;
+
+	(void)state;
+	a.c = tc_signup_login_as(pr_node, "prna", a.name, &a.id);
+	b.c = tc_signup_login_as(pr_node, "prnb", b.name, &b.id);
+	rc_close(b.c);
+	tc_expect_no_push(a.c, CMD_PUSH_PRESENCE, NO_PUSH_MS);
+	rc_close(a.c);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_login_logout_disconnect),
+		cmocka_unit_test(test_kick_sends_no_offline),
+		cmocka_unit_test(test_not_friends_hear_nothing),
+	};
+
+	harness_init();
+	return harness_done(cmocka_run_group_tests(tests, pr_setup, pr_teardown));
+}
