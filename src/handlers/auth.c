@@ -257,7 +257,7 @@ static void auth_reply_rate_limited(struct req *r, const char *why, uint64_t ret
 {
 	cJSON *o = reply_error_payload("%s", why);
 
-	cJSON_AddNumberToObject(o, "retry_after_ms", (double)retry_ms);
+	json_add_int(o, "retry_after_ms", retry_ms);
 	reply_err_json(r, ST_RATE_LIMITED, o);
 }
 
@@ -512,7 +512,7 @@ static void auth_signup_admitted(struct req *r, const char *name, const char *pa
 		return;
 	}
 	o = cJSON_CreateObject();
-	cJSON_AddNumberToObject(o, "user_id", (double)uid);
+	json_add_int(o, "user_id", uid);
 	reply_ok(r, o);
 	return;
 
@@ -612,7 +612,7 @@ static void auth_login_admitted(struct req *r, const char *name, const char *pas
 	r->s->auth_failures = 0;
 
 	o = cJSON_CreateObject();
-	cJSON_AddNumberToObject(o, "user_id", (double)uid);
+	json_add_int(o, "user_id", uid);
 	cJSON_AddStringToObject(o, "token", token);
 	auth_session_begin(r, uid, token, o);
 	explicit_bzero(token, sizeof(token));
@@ -673,7 +673,7 @@ static void auth_resume_admitted(struct req *r, const char *token)
 		return;
 	}
 	o = cJSON_CreateObject();
-	cJSON_AddNumberToObject(o, "user_id", (double)uid);
+	json_add_int(o, "user_id", uid);
 	auth_session_begin(r, uid, token, o);
 }
 

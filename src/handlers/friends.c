@@ -147,7 +147,7 @@ static void friends_push_accepted(struct worker *w, int64_t to, int64_t friend_i
 {
 	cJSON *o = cJSON_CreateObject();
 
-	cJSON_AddNumberToObject(o, "user_id", (double)friend_id);
+	json_add_int(o, "user_id", friend_id);
 	cJSON_AddStringToObject(o, "username", friend_name);
 	router_push_user(w, to, CMD_PUSH_FRIEND_ACCEPTED, o);
 }
@@ -156,7 +156,7 @@ static cJSON *friends_request_payload(int64_t from, const char *username, const 
 {
 	cJSON *o = cJSON_CreateObject();
 
-	cJSON_AddNumberToObject(o, "from", (double)from);
+	json_add_int(o, "from", from);
 	cJSON_AddStringToObject(o, "username", username);
 	cJSON_AddStringToObject(o, "remark", remark);
 	return o;
@@ -395,10 +395,10 @@ void friends_list(struct req *r)
 		if (!f)
 			goto out_no_memory;
 		cJSON_AddItemToArray(friends, f);
-		if (!cJSON_AddNumberToObject(f, "user_id", (double)ids[i]) ||
+		if (!json_add_int(f, "user_id", ids[i]) ||
 		    !cJSON_AddStringToObject(f, "username", db_cell_str(rows, i, 1)) ||
 		    !cJSON_AddStringToObject(f, "remark", db_cell_str(rows, i, 2)) ||
-		    !cJSON_AddNumberToObject(f, "group", (double)db_cell_i64(rows, i, 3)) ||
+		    !json_add_int(f, "group", db_cell_i64(rows, i, 3)) ||
 		    !cJSON_AddBoolToObject(f, "online", nodes[i] >= 0))
 			goto out_no_memory;
 	}
@@ -408,7 +408,7 @@ void friends_list(struct req *r)
 		if (!p)
 			goto out_no_memory;
 		cJSON_AddItemToArray(pending, p);
-		if (!cJSON_AddNumberToObject(p, "user_id", (double)db_cell_i64(pend, i, 0)) ||
+		if (!json_add_int(p, "user_id", db_cell_i64(pend, i, 0)) ||
 		    !cJSON_AddStringToObject(p, "username", db_cell_str(pend, i, 1)))
 			goto out_no_memory;
 	}

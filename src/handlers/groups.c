@@ -143,7 +143,7 @@ void groups_create(struct req *r)
 		goto out_db_failed;
 	groups_changed();
 	out = cJSON_CreateObject();
-	cJSON_AddNumberToObject(out, "group_id", (double)group_id);
+	json_add_int(out, "group_id", group_id);
 	reply_ok(r, out);
 	return;
 
@@ -196,7 +196,7 @@ void groups_dissolve(struct req *r)
 	if (ids && o) {
 		for (size_t i = 0; i < n; i++)
 			ids[i] = db_cell_i64(rows, i, 0);
-		cJSON_AddNumberToObject(o, "group_id", (double)group_id);
+		json_add_int(o, "group_id", group_id);
 		router_push_users(w, ids, n, me, CMD_PUSH_GROUP_DISSOLVED, o, NULL);
 	} else {
 		log_warn("groups: out of memory: group %" PRId64 " dissolved without pushes",
@@ -387,7 +387,7 @@ void groups_members(struct req *r)
 		if (!m)
 			goto out_no_memory;
 		cJSON_AddItemToArray(members, m);
-		if (!cJSON_AddNumberToObject(m, "user_id", (double)ids[i]) ||
+		if (!json_add_int(m, "user_id", ids[i]) ||
 		    !cJSON_AddStringToObject(m, "username", db_cell_str(rows, i, 2)) ||
 		    !cJSON_AddBoolToObject(m, "online", nodes[i] >= 0))
 			goto out_no_memory;
@@ -430,9 +430,9 @@ void groups_list(struct req *r)
 		if (!g)
 			goto out_no_memory;
 		cJSON_AddItemToArray(groups, g);
-		if (!cJSON_AddNumberToObject(g, "group_id", (double)db_cell_i64(rows, i, 0)) ||
+		if (!json_add_int(g, "group_id", db_cell_i64(rows, i, 0)) ||
 		    !cJSON_AddStringToObject(g, "name", db_cell_str(rows, i, 1)) ||
-		    !cJSON_AddNumberToObject(g, "owner", (double)db_cell_i64(rows, i, 2)))
+		    !json_add_int(g, "owner", db_cell_i64(rows, i, 2)))
 			goto out_no_memory;
 	}
 	db_rows_free(rows);

@@ -586,19 +586,6 @@ static void msg_held_dec(struct msg_worker *mw, int64_t from)
 
 /* ---- JSON -------------------------------------------------------------------- */
 
-/*
- * Adds an integer member as raw JSON text: cJSON would print it as a double
- * ("%1.15g", then sscanf to check, then "%1.17g"), which was a tenth of the
- * node's CPU time at full send rate. Every value here is an integer below
- * 2^53, so the decimal text is exactly what a double would print.
- */
-static void msg_add_int(cJSON *o, const char *key, int64_t v)
-{
-	char buf[24];
-
-	snprintf(buf, sizeof(buf), "%" PRId64, v);
-	cJSON_AddRawToObject(o, key, buf);
-}
 
 static cJSON *msg_json(int64_t msg_id, int64_t conv, int64_t from, int64_t to, int64_t group_id,
 		       int type, const char *text, int64_t send_time)
@@ -607,16 +594,16 @@ static cJSON *msg_json(int64_t msg_id, int64_t conv, int64_t from, int64_t to, i
 
 	if (!o)
 		return NULL;
-	msg_add_int(o, "msg_id", msg_id);
-	msg_add_int(o, "conversation_id", conv);
-	msg_add_int(o, "from", from);
+	json_add_int(o, "msg_id", msg_id);
+	json_add_int(o, "conversation_id", conv);
+	json_add_int(o, "from", from);
 	if (group_id)
-		msg_add_int(o, "group_id", group_id);
+		json_add_int(o, "group_id", group_id);
 	else
-		msg_add_int(o, "to", to);
-	msg_add_int(o, "type", type);
+		json_add_int(o, "to", to);
+	json_add_int(o, "type", type);
 	cJSON_AddStringToObject(o, "text", text);
-	msg_add_int(o, "send_time", send_time);
+	json_add_int(o, "send_time", send_time);
 	return o;
 }
 
@@ -641,9 +628,9 @@ static cJSON *msg_result_json(int64_t msg_id, int64_t conv, int64_t send_time)
 
 	if (!o)
 		return NULL;
-	msg_add_int(o, "msg_id", msg_id);
-	msg_add_int(o, "conversation_id", conv);
-	msg_add_int(o, "send_time", send_time);
+	json_add_int(o, "msg_id", msg_id);
+	json_add_int(o, "conversation_id", conv);
+	json_add_int(o, "send_time", send_time);
 	return o;
 }
 

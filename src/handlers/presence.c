@@ -13,6 +13,7 @@
 #include "ringchat/log.h"
 #include "ringchat/presence.h"
 #include "ringchat/protocol.h"
+#include "ringchat/request.h"
 #include "ringchat/router.h"
 #include "ringchat/worker.h"
 
@@ -183,7 +184,7 @@ int presence_notify_friends(struct worker *w, int64_t uid, bool online)
 		ids[i] = db_cell_i64(rows, i, 0);
 	db_rows_free(rows);
 	o = cJSON_CreateObject();
-	cJSON_AddNumberToObject(o, "user_id", (double)uid);
+	json_add_int(o, "user_id", uid);
 	cJSON_AddBoolToObject(o, "online", online);
 	router_push_users(w, ids, n, uid, CMD_PUSH_PRESENCE, o, NULL);
 	cJSON_Delete(o);
