@@ -250,6 +250,20 @@ void reply_err(struct req *r, uint32_t code, const char *fmt, ...)
 	reply_send(r, code, o);
 }
 
+void reply_db_failed(struct req *r, const char *module, const char *what)
+{
+	static struct log_gate gate;
+
+	counter_inc(mysql_errors);
+#ifdef HAVE_STORE
+	log_limited(&gate, LOG_WARN, "%s: %s failed: %s", module, what, db_errmsg(r->w->db));
+	db_rollback(r->w->db);
+#else
+	log_limited(&gate, LOG_WARN, "%s: %s failed", module, what);
+#endif
+	reply_err(r, ST_INTERNAL, "storage error while %s; retry later", what);
+}
+
 void reply_err_json(struct req *r, uint32_t code, cJSON *payload)
 {
 	reply_send(r, code, payload);

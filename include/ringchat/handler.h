@@ -65,6 +65,13 @@ void reply_err(struct req *r, uint32_t code, const char *fmt, ...)
 void reply_err_json(struct req *r, uint32_t code, cJSON *payload);
 
 /*
+ * A storage call failed: counts it, logs "<module>: <what> failed: <db
+ * error>" (rate-limited: an outage fails every request), rolls back any
+ * open transaction of the worker's MariaDB link and answers 12 INTERNAL.
+ */
+void reply_db_failed(struct req *r, const char *module, const char *what);
+
+/*
  * Reserves the reply slot of r; r counts as replied. Complete it later on
  * the same worker with reply_complete (payload NULL = {}, or an error code
  * with {"error"} built by the caller via reply_error_payload).

@@ -7,9 +7,11 @@
  * no more than PIPE_BUF, so a line written to a pipe is also atomic; a
  * longer message is cut and ends in "...".
  */
+
 #include "ringchat/log.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -85,4 +87,22 @@ void log_write(enum log_level lvl, const char *fmt, ...)
 		off += (size_t)n;
 	}
 	errno = saved_errno;
+}
+
+_Bool log_gate_pass(struct log_gate *g, unsigned long long *held)
+{
+	struct timespec ts;
+	unsigned long long now, last;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now = (unsigned long long)ts.tv_sec * 1000ull + (unsigned long long)ts.tv_nsec / 1000000ull;
+	last = atomic_load_explicit(&g->at_ms, memory_order_relaxed);
+	if ((last && now - last < LOG_GATE_EVERY_MS) ||
+	    !atomic_compare_exchange_strong_explicit(&g->at_ms, &last, now ? now : 1,
+						     memory_order_relaxed, memory_order_relaxed)) {
+		atomic_fetch_add_explicit(&g->held, 1, memory_order_relaxed);
+		return 0;
+	}
+	*held = atomic_exchange_explicit(&g->held, 0, memory_order_relaxed);
+	return 1;
 }

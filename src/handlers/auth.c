@@ -34,7 +34,7 @@
  * A refused request gets 8 RATE_LIMITED at once, with a retry_after_ms
  * drawn from AUTH_SHED_RETRY_MIN_MS..AUTH_SHED_RETRY_MAX_MS so the retries
  * of a reconnect storm spread out instead of coming back together.
- * Refusals are counted and logged (at most one line per AUTH_LOG_EVERY_MS,
+ * Refusals are counted and logged (at most one line per LOG_GATE_EVERY_MS,
  * like every line here that a storm or an outage would repeat).
  *
  * Failed logins. Wrong passwords are limited per username and per client
@@ -94,7 +94,6 @@
 #define AUTH_SHED_QUEUE_ITEMS 256u
 #define AUTH_SHED_RETRY_MIN_MS 100
 #define AUTH_SHED_RETRY_MAX_MS 1000
-#define AUTH_LOG_EVERY_MS 10000 /* a repeated log line at most this often */
 
 /* Redis keys: prefix + at most a 32-byte name or a dotted IPv4 or a token. */
 #define AUTH_KEY_BYTES 64
@@ -120,44 +119,9 @@ static char auth_dummy_hash[PASSWD_HASH_SIZE];
 
 /* ---- rate-limited log lines ----------------------------------------------- */
 
-/*
- * A line that every request of a storm would write (each login during a
- * storage outage, each shed login) passes a gate: at most one line per
- * AUTH_LOG_EVERY_MS per gate, telling how many were held back. Relaxed
- * atomics: the gate orders nothing but log lines, and a lost race only
- * shifts a count from one line to the next.
- */
-struct auth_log_gate {
-	_Atomic uint64_t at_ms; /* mono ms of the last line written, 0 = never */
-	_Atomic uint64_t held;	/* lines held back since */
-};
-
-static struct auth_log_gate auth_gate_storage, auth_gate_shed, auth_gate_locked, auth_gate_presence;
-
-/* True when the caller may write its line now; *held gets how many lines
- * were held back before it. */
-static bool auth_log_pass(struct auth_log_gate *g, uint64_t *held)
-{
-	uint64_t now = clock_mono_ms();
-	uint64_t last = atomic_load_explicit(&g->at_ms, memory_order_relaxed);
-
-	if ((last && now - last < AUTH_LOG_EVERY_MS) ||
-	    !atomic_compare_exchange_strong_explicit(&g->at_ms, &last, now ? now : 1,
-						     memory_order_relaxed, memory_order_relaxed)) {
-		atomic_fetch_add_explicit(&g->held, 1, memory_order_relaxed);
-		return false;
-	}
-	*held = atomic_exchange_explicit(&g->held, 0, memory_order_relaxed);
-	return true;
-}
-
-#define auth_log_limited(gate, lvl, fmt, ...)                                                      \
-	do {                                                                                       \
-		uint64_t held_;                                                                    \
-		if ((lvl) >= log_min_level && auth_log_pass((gate), &held_))                       \
-			log_write((lvl), fmt " (%" PRIu64 " more like it held back)", __VA_ARGS__, \
-				  held_);                                                          \
-	} while (0)
+/* Lines every request of an outage or a storm would repeat go through
+ * rate-limited gates (log.h). */
+static struct log_gate auth_gate_storage, auth_gate_shed, auth_gate_locked, auth_gate_presence;
 
 /* ---- helpers ------------------------------------------------------------- */
 
@@ -174,7 +138,7 @@ static void auth_storage_error(struct req *r)
 static void auth_db_failed(struct req *r, const char *what)
 {
 	counter_inc(mysql_errors);
-	auth_log_limited(&auth_gate_storage, LOG_WARN, "auth: %s failed: %s", what,
+	log_limited(&auth_gate_storage, LOG_WARN, "auth: %s failed: %s", what,
 			 db_errmsg(r->w->db));
 	auth_storage_error(r);
 }
@@ -182,7 +146,7 @@ static void auth_db_failed(struct req *r, const char *what)
 static void auth_kv_failed(struct req *r, const char *what)
 {
 	counter_inc(redis_errors);
-	auth_log_limited(&auth_gate_storage, LOG_WARN, "auth: %s failed: %s", what,
+	log_limited(&auth_gate_storage, LOG_WARN, "auth: %s failed: %s", what,
 			 kv_errmsg(r->w->kv));
 	auth_storage_error(r);
 }
@@ -282,7 +246,7 @@ static bool auth_enter(struct req *r)
 		atomic_fetch_sub_explicit(&auth_inflight, 1, memory_order_relaxed);
 	}
 	counter_inc(login_shed);
-	auth_log_limited(&auth_gate_shed, LOG_WARN,
+	log_limited(&auth_gate_shed, LOG_WARN,
 			 "auth: login shed (node busy), %" PRIu64 " since start",
 			 atomic_load_explicit(&counters.login_shed, memory_order_relaxed));
 	retry_ms = AUTH_SHED_RETRY_MIN_MS +
@@ -356,7 +320,7 @@ static int auth_fail_check(struct req *r, const char *name)
 	else if (pttl <= 0) /* no TTL (cannot happen with auth_fail_lua) */
 		pttl = (long long)cfg->login_fail_window_s * 1000;
 	counter_inc(login_locked);
-	auth_log_limited(&auth_gate_locked, LOG_INFO,
+	log_limited(&auth_gate_locked, LOG_INFO,
 			 "auth: login refused, %s over %d failures (retry in %lld ms)", over,
 			 cfg->login_fail_limit, pttl);
 	auth_reply_rate_limited(r, "too many failed logins, retry later", (uint64_t)pttl);
@@ -388,7 +352,7 @@ static void auth_fail_record(struct req *r, const char *name)
 
 		if (!rep || rep->type == REDIS_REPLY_ERROR) {
 			counter_inc(redis_errors);
-			auth_log_limited(&auth_gate_storage, LOG_WARN,
+			log_limited(&auth_gate_storage, LOG_WARN,
 					 "auth: cannot count a failed login: %s",
 					 rep ? rep->str : kv_errmsg(kv));
 		}
@@ -436,7 +400,7 @@ static void auth_session_begin(struct req *r, int64_t uid, const char *token, cJ
 		/* Presence is soft state: if Redis fails now, the session still
 		 * stands and presence_refresh restores the entry later. */
 		if (presence_set_online(w, uid, r->conn, &prev_node))
-			auth_log_limited(&auth_gate_presence, LOG_WARN,
+			log_limited(&auth_gate_presence, LOG_WARN,
 					 "auth: presence of user %" PRId64 " not recorded", uid);
 		/* A prev_node other than ours: the cluster layer kicks sessions
 		 * on other nodes. */
@@ -455,7 +419,7 @@ static void auth_session_begin(struct req *r, int64_t uid, const char *token, cJ
 #endif
 #ifdef HAVE_PRESENCE
 	if (presence_notify_friends(w, uid, true))
-		auth_log_limited(&auth_gate_presence, LOG_WARN,
+		log_limited(&auth_gate_presence, LOG_WARN,
 				 "auth: online presence of user %" PRId64 " not sent", uid);
 #endif
 }
@@ -518,7 +482,7 @@ static void auth_signup_admitted(struct req *r, const char *name, const char *pa
 
 out_rollback:
 	counter_inc(mysql_errors);
-	auth_log_limited(&auth_gate_storage, LOG_WARN, "auth: signup insert failed: %s",
+	log_limited(&auth_gate_storage, LOG_WARN, "auth: signup insert failed: %s",
 			 db_errmsg(db));
 	db_rollback(db);
 	auth_storage_error(r);
@@ -733,7 +697,7 @@ void auth_on_close(struct worker *w, struct session *s)
 	 * still online. -1 (Redis down): nothing newer is known, say offline. */
 	if (presence_set_offline(w, s->user_id, s->conn) != 0 &&
 	    presence_notify_friends(w, s->user_id, false))
-		auth_log_limited(&auth_gate_presence, LOG_WARN,
+		log_limited(&auth_gate_presence, LOG_WARN,
 				 "auth: offline presence of user %" PRId64 " not sent", s->user_id);
 #else
 	(void)w;

@@ -74,12 +74,7 @@ static void friends_changed(void)
  * the rollback, which would replace it. */
 static void friends_db_failed(struct req *r, const char *what)
 {
-	struct db *db = r->w->db;
-
-	counter_inc(mysql_errors);
-	log_warn("friends: %s for user %" PRId64 ": %s", what, r->s->user_id, db_errmsg(db));
-	db_rollback(db);
-	reply_err(r, ST_INTERNAL, "storage error while %s; retry later", what);
+	reply_db_failed(r, "friends", what);
 }
 
 /*

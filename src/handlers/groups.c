@@ -67,12 +67,7 @@ static void groups_changed(void)
  * the rollback, which would replace it. */
 static void groups_db_failed(struct req *r, const char *what)
 {
-	struct db *db = r->w->db;
-
-	counter_inc(mysql_errors);
-	log_warn("groups: %s for user %" PRId64 ": %s", what, r->s->user_id, db_errmsg(db));
-	db_rollback(db);
-	reply_err(r, ST_INTERNAL, "storage error while %s; retry later", what);
+	reply_db_failed(r, "groups", what);
 }
 
 /*
@@ -95,6 +90,33 @@ static int groups_lock(struct worker *w, int64_t group_id, int64_t *owner)
 	}
 	db_rows_free(rows);
 	return ret;
+}
+
+/*
+ * Starts a transaction and locks the live group's row. Returns 1 when
+ * locked (*owner set); otherwise it has answered (5 NOT_FOUND for a
+ * missing or dissolved group, 12 INTERNAL), ended the transaction and
+ * returns 0.
+ */
+static int groups_begin_locked(struct req *r, int64_t group_id, int64_t *owner)
+{
+	int ret;
+
+	if (db_begin(r->w->db)) {
+		groups_db_failed(r, "locking the group");
+		return 0;
+	}
+	ret = groups_lock(r->w, group_id, owner);
+	if (ret < 0) {
+		groups_db_failed(r, "locking the group");
+		return 0;
+	}
+	if (ret == 0) {
+		db_rollback(r->w->db);
+		reply_err(r, ST_NOT_FOUND, "no group %" PRId64, group_id);
+		return 0;
+	}
+	return 1;
 }
 
 /*
@@ -159,20 +181,11 @@ void groups_dissolve(struct req *r)
 	int64_t me = r->s->user_id, group_id, owner = 0, *ids = NULL;
 	size_t n;
 	cJSON *o;
-	int ret;
 
 	if (!req_id(r, "group_id", &group_id))
 		return;
-	if (db_begin(db))
-		goto out_db_failed;
-	ret = groups_lock(w, group_id, &owner);
-	if (ret < 0)
-		goto out_db_failed;
-	if (ret == 0) {
-		db_rollback(db);
-		reply_err(r, ST_NOT_FOUND, "no group %" PRId64, group_id);
+	if (groups_begin_locked(r, group_id, &owner) != 1)
 		return;
-	}
 	if (owner != me) {
 		db_rollback(db);
 		reply_err(r, ST_FORBIDDEN, "only the owner may dissolve group %" PRId64, group_id);
@@ -219,20 +232,11 @@ void groups_join(struct req *r)
 	struct db_rows *rows;
 	int64_t me = r->s->user_id, group_id, owner, count, already, newest = 0;
 	int cap = w->pool->cfg->group_member_cap;
-	int ret;
 
 	if (!req_id(r, "group_id", &group_id))
 		return;
-	if (db_begin(db))
-		goto out_db_failed;
-	ret = groups_lock(w, group_id, &owner);
-	if (ret < 0)
-		goto out_db_failed;
-	if (ret == 0) {
-		db_rollback(db);
-		reply_err(r, ST_NOT_FOUND, "no group %" PRId64, group_id);
+	if (groups_begin_locked(r, group_id, &owner) != 1)
 		return;
-	}
 	/* Size and our own membership in one pass over the group's members. */
 	rows = db_query(db,
 			"SELECT COUNT(*), COALESCE(SUM(user_id = ?), 0) FROM group_members "
@@ -274,20 +278,11 @@ void groups_quit(struct req *r)
 	struct db *db = w->db;
 	struct db_rows *rows;
 	int64_t me = r->s->user_id, group_id, owner = 0, n;
-	int ret;
 
 	if (!req_id(r, "group_id", &group_id))
 		return;
-	if (db_begin(db))
-		goto out_db_failed;
-	ret = groups_lock(w, group_id, &owner);
-	if (ret < 0)
-		goto out_db_failed;
-	if (ret == 0) {
-		db_rollback(db);
-		reply_err(r, ST_NOT_FOUND, "no group %" PRId64, group_id);
+	if (groups_begin_locked(r, group_id, &owner) != 1)
 		return;
-	}
 	/* Read before deleting: a DELETE of a missing row would gap-lock. */
 	n = db_exec(db, "SELECT 1 FROM group_members WHERE group_id = ? AND user_id = ?", "ll",
 		    group_id, me);

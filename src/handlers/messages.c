@@ -92,7 +92,6 @@
 #define MSG_DEDUP_SETS 1024 /* retry cache: sets x ways entries per worker */
 #define MSG_DEDUP_WAYS 4
 #define MSG_ROOM_WAIT_US 200	   /* pause while the writer's lane is full */
-#define MSG_WARN_INTERVAL_MS 10000 /* storage warnings, per worker */
 
 #define MSG_CONV_PAIR 1
 #define MSG_CONV_GROUP 2
@@ -259,8 +258,6 @@ struct msg_worker {
 	uint64_t epoch_seen;
 	struct msg_dedup *dedup; /* MSG_DEDUP_SETS * MSG_DEDUP_WAYS */
 	uint64_t dedup_clock;
-	uint64_t warn_ms; /* last storage warning logged, mono ms */
-	uint64_t warn_suppressed;
 	bool *delivered; /* scratch for router_push_users */
 	int64_t *ids;	 /* scratch: recipients of a late push */
 	size_t scratch_cap;
@@ -634,34 +631,15 @@ static cJSON *msg_result_json(int64_t msg_id, int64_t conv, int64_t send_time)
 	return o;
 }
 
-/* A warning, at most one per worker per MSG_WARN_INTERVAL_MS: an outage
- * fails every request, and the log should say so once, with a count. */
-static void msg_warn(struct msg_worker *mw, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+/* Storage warnings: every message of an outage would repeat them. */
+static struct log_gate msg_gate;
 
-static void msg_warn(struct msg_worker *mw, const char *fmt, ...)
-{
-	uint64_t now = clock_mono_ms();
-	char buf[512];
-	va_list ap;
-
-	if (mw->warn_ms && now - mw->warn_ms < MSG_WARN_INTERVAL_MS) {
-		mw->warn_suppressed++;
-		return;
-	}
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	log_warn("messages: %s (%" PRIu64 " similar warnings not logged)", buf,
-		 mw->warn_suppressed);
-	mw->warn_ms = now;
-	mw->warn_suppressed = 0;
-}
+#define msg_warn(fmt, ...) log_limited(&msg_gate, LOG_WARN, "messages: " fmt, __VA_ARGS__)
 
 static void msg_db_failed(struct req *r, int rc, const char *what)
 {
 	counter_inc(mysql_errors);
-	msg_warn(msg_worker_of(r->w), "%s failed: %s", what, db_errmsg(r->w->db));
+	msg_warn("%s failed: %s", what, db_errmsg(r->w->db));
 	reply_err(r, ST_INTERNAL, "storage %s while %s; try again",
 		  rc == DB_ERR_DOWN ? "unavailable" : "error", what);
 }
@@ -784,7 +762,7 @@ static void msg_complete(struct worker *w, struct msg_item *it)
 		if (!(it->flags & MSG_RELAY))
 			counter_inc(msgs_accepted);
 	} else if (it->flags & MSG_RELAY) {
-		msg_warn(mw, "relay: message %" PRId64 " for an offline recipient not stored: %s",
+		msg_warn("relay: message %" PRId64 " for an offline recipient not stored: %s",
 			 ci->msg_id, ci->error);
 	}
 	if (ci->reply)
