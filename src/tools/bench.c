@@ -235,6 +235,7 @@ struct bench_opts {
 	enum bench_target target;
 	const char *redis_host;
 	uint16_t redis_port;
+	long redis_pid;	 /* CPU of the Redis runs; 0 = none */
 	char prefix[16]; /* usernames are prefix_<n>: unique per run */
 	/* Which options were given, for per-scenario defaults. */
 	bool set_window, set_connections, set_duration, set_warmup;
@@ -466,7 +467,8 @@ static int bench_connect_all(const char *host, uint16_t port, const struct socka
 				/* The port is chosen at connect(), per destination. */
 				setsockopt(fds[i], IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one,
 					   sizeof(one));
-				if (bind(fds[i], (const struct sockaddr *)src, sizeof(*src)) == -1) {
+				if (bind(fds[i], (const struct sockaddr *)src, sizeof(*src)) ==
+				    -1) {
 					rc = -errno;
 					i++;
 					goto out_close_fds;
@@ -536,7 +538,6 @@ static void bench_progress(uint64_t t0, const char *fmt, ...)
 	va_end(ap);
 	fputc('\n', stderr);
 }
-
 
 /* ---------------------------------------------------------------------
  * The ping load: threads, connections, frames.
@@ -790,7 +791,8 @@ static void bench_report(const struct bench_opts *o, const struct bench_result *
 	double rps = r->seconds > 0 ? (double)r->requests / r->seconds : 0;
 	FILE *out = bench_text_out(o);
 
-	fprintf(out, "%s: %d connections, window %d, %d thread%s, %.2f s measured after %d s warm-up\n",
+	fprintf(out,
+		"%s: %d connections, window %d, %d thread%s, %.2f s measured after %d s warm-up\n",
 		o->scenario, o->connections, o->window, o->threads, o->threads == 1 ? "" : "s",
 		r->seconds, o->warmup_s);
 	fprintf(out,
@@ -867,8 +869,8 @@ static int bench_scenario_ping(const struct bench_opts *o)
 		t->measure_start_ns = start;
 		t->measure_end_ns = end;
 		/* --requests split evenly, the remainder to the first threads. */
-		t->quota = o->requests ? o->requests / o->threads + (i < o->requests % o->threads)
-				       : -1;
+		t->quota =
+		    o->requests ? o->requests / o->threads + (i < o->requests % o->threads) : -1;
 		t->ep = epoll_create1(EPOLL_CLOEXEC);
 		if (t->ep == -1) {
 			perror("ringchat-bench: epoll_create1");
@@ -919,8 +921,8 @@ static int bench_scenario_ping(const struct bench_opts *o)
 
 			all = true;
 			for (i = 0; i < started; i++) {
-				all = all && atomic_load_explicit(&threads[i].done,
-								  memory_order_acquire);
+				all = all &&
+				      atomic_load_explicit(&threads[i].done, memory_order_acquire);
 				sum += atomic_load_explicit(&threads[i].prog, memory_order_relaxed);
 			}
 			if (!all && now >= next_progress && now > last_t) {
@@ -978,7 +980,6 @@ out_free:
 	free(threads);
 	return rc;
 }
-
 
 /* ---------------------------------------------------------------------
  * Generic connections of the message scenarios: a growable read buffer,
@@ -1204,8 +1205,8 @@ static struct bconn *bconns_open(const char *host, uint16_t port, int n, bool re
 		goto out_free;
 	err = bench_connect_all(host, port, NULL, fds, n);
 	if (err) {
-		fprintf(stderr, "ringchat-bench: cannot open %d connections to %s:%u: %s\n", n, host,
-			port, strerror(-err));
+		fprintf(stderr, "ringchat-bench: cannot open %d connections to %s:%u: %s\n", n,
+			host, port, strerror(-err));
 		goto out_free;
 	}
 	for (i = 0; i < n; i++) {
@@ -1385,12 +1386,14 @@ static int bsteps_run(struct bsteps *s)
 			break;
 		now = bench_now_ns();
 		if (now > deadline) {
-			fprintf(stderr, "ringchat-bench: %s: not done after %d s (%d of %d finished)\n",
+			fprintf(stderr,
+				"ringchat-bench: %s: not done after %d s (%d of %d finished)\n",
 				s->what, BENCH_SETUP_TIMEOUT_S, finished, s->n);
 			goto out_close_ep;
 		}
 		if (now >= next_progress) {
-			bench_progress(t0, "%s: %d of %d connections done, %" PRIu64 " RATE_LIMITED",
+			bench_progress(t0,
+				       "%s: %d of %d connections done, %" PRIu64 " RATE_LIMITED",
 				       s->what, finished, s->n, s->rate_limited);
 			next_progress += BENCH_PROGRESS_NS;
 		}
@@ -1456,7 +1459,7 @@ static int bsteps_run(struct bsteps *s)
 			}
 			bconn_consume(c, off);
 			continue;
-out_lost:
+		out_lost:
 			fprintf(stderr, "ringchat-bench: %s: connection %d lost: %s\n", s->what,
 				c->index, r == -ENOTCONN ? "closed by the node" : strerror(-r));
 			goto out_close_ep;
@@ -1605,12 +1608,12 @@ static int users_phase_run(struct users_ctx *x, enum users_phase ph, const char 
 		return -1;
 	if (rate_limited)
 		*rate_limited += s.rate_limited;
-	fprintf(stderr, "ringchat-bench: %s: %" PRIu64 " requests in %.2f s (%" PRIu64
-			" RATE_LIMITED retries)\n",
+	fprintf(stderr,
+		"ringchat-bench: %s: %" PRIu64 " requests in %.2f s (%" PRIu64
+		" RATE_LIMITED retries)\n",
 		what, s.steps_done, s.seconds, s.rate_limited);
 	return 0;
 }
-
 
 /* ---------------------------------------------------------------------
  * Message load (chat, group, offline's sender), on Ringchat or Redis.
@@ -1836,8 +1839,8 @@ static void load_on_redis(struct load_thread *t, struct bconn *c, redisReply *r,
 	if (c->role == ROLE_SENDER) {
 		/* PUBLISH answers with the number of subscribers reached. */
 		load_answer(t, c,
-			    r->type == REDIS_REPLY_INTEGER && r->integer > 0 ? ST_OK : ST_NOT_FOUND, 0,
-			    now);
+			    r->type == REDIS_REPLY_INTEGER && r->integer > 0 ? ST_OK : ST_NOT_FOUND,
+			    0, now);
 		return;
 	}
 	if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
@@ -1929,7 +1932,8 @@ static void *load_main(void *arg)
 				struct bconn *c = t->conns[i];
 
 				if (c->role == ROLE_SENDER && !c->dead &&
-				    c->inflight < (uint32_t)t->spec->window && c->next_due_ns < first)
+				    c->inflight < (uint32_t)t->spec->window &&
+				    c->next_due_ns < first)
 					first = c->next_due_ns;
 			}
 			ts.tv_nsec = first > now ? (long)(first - now) : 0;
@@ -2086,15 +2090,14 @@ static int load_run(const struct bench_opts *o, const struct load_spec *sp, stru
 			double dt = (double)(now - last_t) / 1e9;
 
 			for (i = 0; i < started; i++) {
-				okc += atomic_load_explicit(&threads[i].prog_ok,
-							    memory_order_relaxed);
+				okc +=
+				    atomic_load_explicit(&threads[i].prog_ok, memory_order_relaxed);
 				dlv += atomic_load_explicit(&threads[i].prog_dlv,
 							    memory_order_relaxed);
 			}
-			bench_progress(t0, "sent OK %" PRIu64 " (%.0f/s)  delivered %" PRIu64
-					   " (%.0f/s)",
-				       okc, (double)(okc - last_ok) / dt, dlv,
-				       (double)(dlv - last_dlv) / dt);
+			bench_progress(
+			    t0, "sent OK %" PRIu64 " (%.0f/s)  delivered %" PRIu64 " (%.0f/s)", okc,
+			    (double)(okc - last_ok) / dt, dlv, (double)(dlv - last_dlv) / dt);
 			last_ok = okc;
 			last_dlv = dlv;
 			last_t = now;
@@ -2135,7 +2138,6 @@ out_free:
 	free(threads);
 	return rc;
 }
-
 
 /* ---------------------------------------------------------------------
  * chat and group, on Ringchat or on Redis pub/sub.
@@ -2204,7 +2206,8 @@ static int redis_subscribe_all(struct bconn *conns, int n, const char *prefix)
 				if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
 				    strcmp(rep->element[0]->str ? rep->element[0]->str : "",
 					   "subscribe")) {
-					fprintf(stderr, "ringchat-bench: redis: SUBSCRIBE refused\n");
+					fprintf(stderr,
+						"ringchat-bench: redis: SUBSCRIBE refused\n");
 					freeReplyObject(reply);
 					free(pfd);
 					return -1;
@@ -2220,8 +2223,8 @@ static int redis_subscribe_all(struct bconn *conns, int n, const char *prefix)
 }
 
 struct msg_setup {
-	int n;	      /* connections */
-	int members;  /* group: connections per group; chat: 2 */
+	int n;	     /* connections */
+	int members; /* group: connections per group; chat: 2 */
 	bool group;
 };
 
@@ -2311,8 +2314,9 @@ static void msg_report(const struct bench_opts *o, bool redis, const struct msg_
 		fprintf(out, "  window %d per sender\n", o->window);
 	fprintf(out, "  setup %.2f s (%" PRIu64 " RATE_LIMITED retries)\n", setup_s, setup_rl);
 	fprintf(out,
-		"  sent OK %" PRIu64 " (%.1f msgs/s)  delivered %" PRIu64 " (%.1f msgs/s)  errors %" PRIu64
-		"  RATE_LIMITED %" PRIu64 "  lost connections %" PRIu64 "\n",
+		"  sent OK %" PRIu64 " (%.1f msgs/s)  delivered %" PRIu64
+		" (%.1f msgs/s)  errors %" PRIu64 "  RATE_LIMITED %" PRIu64
+		"  lost connections %" PRIu64 "\n",
 		r->ok, (double)r->ok / secs, r->delivered, (double)r->delivered / secs, r->errors,
 		r->rate_limited, r->lost);
 	hist_text(out, redis ? "send->reply" : "send->OK", &r->ok_hist);
@@ -2321,16 +2325,16 @@ static void msg_report(const struct bench_opts *o, bool redis, const struct msg_
 	fflush(out);
 	if (!o->json)
 		return;
-	printf("{\"scenario\":\"%s\",\"target\":\"%s\",\"connections\":%d,\"senders\":%d", o->scenario,
-	       redis ? "redis" : "ringchat", ms->n, senders);
+	printf("{\"scenario\":\"%s\",\"target\":\"%s\",\"connections\":%d,\"senders\":%d",
+	       o->scenario, redis ? "redis" : "ringchat", ms->n, senders);
 	if (ms->group)
 		printf(",\"groups\":%d,\"members\":%d", ms->n / ms->members, ms->members);
 	printf(",\"window\":%d,\"rate\":%.0f,\"size\":%d,\"threads\":%d,\"duration_s\":%d,"
 	       "\"seconds\":%.3f,\"setup_s\":%.2f,\"setup_rate_limited\":%" PRIu64
 	       ",\"sent_ok\":%" PRIu64 ",\"sent_per_s\":%.1f,\"delivered\":%" PRIu64
 	       ",\"delivered_per_s\":%.1f",
-	       o->window, o->rate, o->size, o->threads, o->duration_s, secs, setup_s, setup_rl, r->ok,
-	       (double)r->ok / secs, r->delivered, (double)r->delivered / secs);
+	       o->window, o->rate, o->size, o->threads, o->duration_s, secs, setup_s, setup_rl,
+	       r->ok, (double)r->ok / secs, r->delivered, (double)r->delivered / secs);
 	hist_json(stdout, "ok_", &r->ok_hist);
 	hist_json(stdout, "dlv_", &r->dlv_hist);
 	printf(",\"errors\":%" PRIu64 ",\"rate_limited\":%" PRIu64 ",\"ack_errors\":%" PRIu64
@@ -2380,12 +2384,17 @@ out_free:
 
 static int msg_scenario(const struct bench_opts *o, const struct msg_setup *ms)
 {
+	struct bench_opts ro = *o;
 	int rc = 0;
 
 	if (o->target != TARGET_REDIS)
 		rc |= msg_scenario_one(o, ms, false);
-	if (o->target != TARGET_RINGCHAT)
-		rc |= msg_scenario_one(o, ms, true);
+	if (o->target != TARGET_RINGCHAT) {
+		/* The Redis run's CPU is redis-server's (--redis-pid), not the node's. */
+		ro.nserver_pids = o->redis_pid ? 1 : 0;
+		ro.server_pids[0] = o->redis_pid;
+		rc |= msg_scenario_one(&ro, ms, true);
+	}
 	return rc;
 }
 
@@ -2410,7 +2419,6 @@ static int bench_scenario_group(const struct bench_opts *o)
 	}
 	return msg_scenario(o, &ms);
 }
-
 
 /* ---------------------------------------------------------------------
  * login and signup storms.
@@ -2466,8 +2474,8 @@ static void *probe_main(void *arg)
 }
 
 /* Signs up users 0..users-1 over `conns` connections. 0 or -1. */
-static int bench_signup_users(const struct bench_opts *o, int users, int nconns,
-			      struct bsteps *s, struct users_ctx *x)
+static int bench_signup_users(const struct bench_opts *o, int users, int nconns, struct bsteps *s,
+			      struct users_ctx *x)
 {
 	struct bconn *conns;
 	int rc;
@@ -2521,7 +2529,8 @@ static int bench_scenario_signup(const struct bench_opts *o)
 	if (o->json) {
 		printf("{\"scenario\":\"signup\",\"users\":%d,\"connections\":%d,\"seconds\":%.3f,"
 		       "\"signups\":%" PRIu64 ",\"signups_per_s\":%.1f,\"rate_limited\":%" PRIu64,
-		       o->users, o->connections, s.seconds, s.steps_done, rate, s.rate_limited);
+		       o->users, o->connections < o->users ? o->connections : o->users, s.seconds,
+		       s.steps_done, rate, s.rate_limited);
 		hist_json(stdout, "", h);
 		bench_cpu_json(stdout, &cpu, (double)s.steps_done, "signups");
 		printf("}\n");
@@ -2583,8 +2592,8 @@ static int bench_scenario_login(const struct bench_opts *o)
 	rate = s.seconds > 0 ? (double)s.steps_done / s.seconds : 0;
 	fprintf(out, "login: %d users, at most %d logins in flight, %.2f s\n", o->users,
 		o->connections, s.seconds);
-	fprintf(out, "  logins %" PRIu64 " (%.1f/s)  RATE_LIMITED %" PRIu64 "\n", s.steps_done, rate,
-		s.rate_limited);
+	fprintf(out, "  logins %" PRIu64 " (%.1f/s)  RATE_LIMITED %" PRIu64 "\n", s.steps_done,
+		rate, s.rate_limited);
 	hist_text(out, "login latency", h);
 	hist_text(out, "probe PING idle", &probe->hist[0]);
 	hist_text(out, "probe PING storm", &probe->hist[1]);
@@ -2611,7 +2620,6 @@ out_free:
 	free(h);
 	return rc;
 }
-
 
 /* ---------------------------------------------------------------------
  * offline: A and B are friends; B goes offline; A stores M messages for
@@ -2685,7 +2693,8 @@ static int offline_drain(const struct bench_opts *o, long want, struct drain_res
 		n = epoll_wait(ep, &ev, 1, 10);
 		now = bench_now_ns();
 		if (now > deadline) {
-			fprintf(stderr, "ringchat-bench: offline: %ld of %ld messages after %.0f s\n",
+			fprintf(stderr,
+				"ringchat-bench: offline: %ld of %ld messages after %.0f s\n",
 				d->got, want, (double)(now - t0) / 1e9);
 			goto out_close;
 		}
@@ -2705,8 +2714,10 @@ static int offline_drain(const struct bench_opts *o, long want, struct drain_res
 			while ((k = bconn_frame(&b, &off, &h, &p)) == 1) {
 				if (h.seq == login_seq) {
 					if (h.code != ST_OK) {
-						fprintf(stderr, "ringchat-bench: offline: LOGIN: %s: %.*s\n",
-							rc_status_name(h.code), (int)h.len, p);
+						fprintf(
+						    stderr,
+						    "ringchat-bench: offline: LOGIN: %s: %.*s\n",
+						    rc_status_name(h.code), (int)h.len, p);
 						goto out_close;
 					}
 					d->login_s = (double)(now - t0) / 1e9;
@@ -2773,8 +2784,9 @@ static int bench_scenario_offline(const struct bench_opts *o)
 	if (load_run(o, &sp, conns, 1, 0, true, res))
 		goto out_free;
 	if (res->ok != (uint64_t)o->messages) {
-		fprintf(stderr, "ringchat-bench: offline: %" PRIu64 " of %d sends OK (%" PRIu64
-				" errors)\n",
+		fprintf(stderr,
+			"ringchat-bench: offline: %" PRIu64 " of %d sends OK (%" PRIu64
+			" errors)\n",
 			res->ok, o->messages, res->errors);
 		goto out_free;
 	}
@@ -2784,9 +2796,11 @@ static int bench_scenario_offline(const struct bench_opts *o)
 	bench_cpu_end(o, &cpu);
 	store_rate = res->seconds > 0 ? (double)res->ok / res->seconds : 0;
 	drain_rate = d.all_s > 0 ? (double)d.got / d.all_s : 0;
-	fprintf(out, "offline: %d messages of %d bytes stored for an offline user, then its login\n",
+	fprintf(out,
+		"offline: %d messages of %d bytes stored for an offline user, then its login\n",
 		o->messages, o->size);
-	fprintf(out, "  store %.2f s (%.1f msgs/s, window %d, %" PRIu64 " RATE_LIMITED and resent)\n",
+	fprintf(out,
+		"  store %.2f s (%.1f msgs/s, window %d, %" PRIu64 " RATE_LIMITED and resent)\n",
 		res->seconds, store_rate, o->window, res->rate_limited);
 	hist_text(out, "send->OK", &res->ok_hist);
 	fprintf(out,
@@ -2813,7 +2827,6 @@ out_free:
 	free(res);
 	return rc;
 }
-
 
 /* ---------------------------------------------------------------------
  * connections: N idle connections, each answered one PING, held for the
@@ -2970,8 +2983,10 @@ static int bench_scenario_connections(const struct bench_opts *o)
 		ssize_t r;
 		struct pollfd p = {.fd = report[k], .events = POLLIN};
 
-		if (poll(&p, 1, 180000) != 1 || (r = read(report[k], line, sizeof(line) - 1)) <= 0) {
-			fprintf(stderr, "ringchat-bench: connections: child %d gave no report\n", k);
+		if (poll(&p, 1, 180000) != 1 ||
+		    (r = read(report[k], line, sizeof(line) - 1)) <= 0) {
+			fprintf(stderr, "ringchat-bench: connections: child %d gave no report\n",
+				k);
 			goto out_release;
 		}
 		line[r] = '\0';
@@ -2998,22 +3013,26 @@ static int bench_scenario_connections(const struct bench_opts *o)
 		if (bench_now_ns() < hold_end)
 			bench_progress(t0, "holding %d connections", ok);
 	}
-	fprintf(out, "connections: %d requested over %d process%s, %d open and answered a PING, "
-		     "%d failed\n",
+	fprintf(out,
+		"connections: %d requested over %d process%s, %d open and answered a PING, "
+		"%d failed\n",
 		n, nchild, nchild == 1 ? "" : "es", ok, failed);
 	fprintf(out, "  opened in %.2f s (%.0f connections/s), held %d s\n", open_s,
 		open_s > 0 ? ok / open_s : 0, o->duration_s);
 	if (rss0 > 0 && rss1 > 0)
-		fprintf(out, "  server RSS %.1f MiB before, %.1f MiB after: %.0f bytes per connection\n",
+		fprintf(out,
+			"  server RSS %.1f MiB before, %.1f MiB after: %.0f bytes per connection\n",
 			rss0 / 1048576.0, rss1 / 1048576.0, ok ? (double)(rss1 - rss0) / ok : 0);
 	fflush(out);
 	if (o->json) {
-		printf("{\"scenario\":\"connections\",\"connections\":%d,\"processes\":%d,\"open\":%d,"
-		       "\"failed\":%d,\"open_s\":%.3f,\"held_s\":%d",
-		       n, nchild, ok, failed, open_s, o->duration_s);
+		printf(
+		    "{\"scenario\":\"connections\",\"connections\":%d,\"processes\":%d,\"open\":%d,"
+		    "\"failed\":%d,\"open_s\":%.3f,\"held_s\":%d",
+		    n, nchild, ok, failed, open_s, o->duration_s);
 		if (rss0 > 0 && rss1 > 0)
-			printf(",\"rss_before\":%lld,\"rss_after\":%lld,\"bytes_per_connection\":%.0f",
-			       rss0, rss1, ok ? (double)(rss1 - rss0) / ok : 0);
+			printf(
+			    ",\"rss_before\":%lld,\"rss_after\":%lld,\"bytes_per_connection\":%.0f",
+			    rss0, rss1, ok ? (double)(rss1 - rss0) / ok : 0);
 		printf("}\n");
 		fflush(stdout);
 	}
@@ -3027,7 +3046,6 @@ out_release:
 		waitpid(pids[k], NULL, 0);
 	return rc;
 }
-
 
 /* ---------------------------------------------------------------------
  * Scenarios and command line.
@@ -3046,12 +3064,10 @@ static const struct bench_scenario bench_scenarios[] = {
      0},
     {"chat", "users in pairs sending 1:1 messages (--target redis: the same on pub/sub)",
      bench_scenario_chat, 4, 0, 0},
-    {"group", "groups of members, one sender per group (fan-out)", bench_scenario_group, 4, 0,
-     0},
+    {"group", "groups of members, one sender per group (fan-out)", bench_scenario_group, 4, 0, 0},
     {"login", "login storm of --users over --connections in flight, with a PING probe",
      bench_scenario_login, 0, 200, 0},
-    {"signup", "--users signups over --connections connections", bench_scenario_signup, 0, 64,
-     0},
+    {"signup", "--users signups over --connections connections", bench_scenario_signup, 0, 64, 0},
     {"connections", "--connections idle connections, the node's memory per connection",
      bench_scenario_connections, 0, 10000, 5},
     {"offline", "--messages stored for an offline user, then the drain at its login",
@@ -3066,32 +3082,34 @@ static void bench_usage(FILE *out)
 		     "scenarios:\n");
 	for (i = 0; i < sizeof(bench_scenarios) / sizeof(bench_scenarios[0]); i++)
 		fprintf(out, "  %-12s %s\n", bench_scenarios[i].name, bench_scenarios[i].help);
-	fprintf(out,
-		"options:\n"
-		"  --host H            node address (127.0.0.1)\n"
-		"  --port P            node client port (required but for --target redis)\n"
-		"  --connections N     ping: connections (1000); login: logins in flight (200);\n"
-		"                      signup: connections (64); connections: how many (10000)\n"
-		"  --window W          requests in flight per connection (ping 16, chat/group 4,\n"
-		"                      offline 64)\n"
-		"  --duration S        measured seconds (10; connections: seconds held, 5)\n"
-		"  --warmup S          seconds before measuring (1)\n"
-		"  --threads T         load threads (2)\n"
-		"  --requests N        ping: stop after N PINGs in all (--duration still caps)\n"
-		"  --users U           chat: users, in pairs (1000); login, signup: users (1000)\n"
-		"  --groups G          group: groups (10)\n"
-		"  --members N         group: members per group, the sender included (50)\n"
-		"  --messages M        offline: messages stored (10000)\n"
-		"  --size B            message text bytes, %d..%d (64)\n"
-		"  --rate R            chat/group: R msgs/s in all, open loop (default closed loop)\n"
-		"  --target T          chat/group: ringchat, redis or both (ringchat)\n"
-		"  --redis-host H      --target redis: Redis address (127.0.0.1)\n"
-		"  --redis-port P      --target redis: Redis port (16379)\n"
-		"  --prefix S          usernames are S_<n> (default: unique per run)\n"
-		"  --server-pid P[,P]  report the CPU time of these processes while measuring\n"
-		"                      (connections: the first one's RSS)\n"
-		"  --json              the summary on stderr, one JSON line on stdout\n",
-		BENCH_STAMP_BYTES + 1, BENCH_TEXT_MAX);
+	fprintf(
+	    out,
+	    "options:\n"
+	    "  --host H            node address (127.0.0.1)\n"
+	    "  --port P            node client port (required but for --target redis)\n"
+	    "  --connections N     ping: connections (1000); login: logins in flight (200);\n"
+	    "                      signup: connections (64); connections: how many (10000)\n"
+	    "  --window W          requests in flight per connection (ping 16, chat/group 4,\n"
+	    "                      offline 64)\n"
+	    "  --duration S        measured seconds (10; connections: seconds held, 5)\n"
+	    "  --warmup S          seconds before measuring (1)\n"
+	    "  --threads T         load threads (2)\n"
+	    "  --requests N        ping: stop after N PINGs in all (--duration still caps)\n"
+	    "  --users U           chat: users, in pairs (1000); login, signup: users (1000)\n"
+	    "  --groups G          group: groups (10)\n"
+	    "  --members N         group: members per group, the sender included (50)\n"
+	    "  --messages M        offline: messages stored (10000)\n"
+	    "  --size B            message text bytes, %d..%d (64)\n"
+	    "  --rate R            chat/group: R msgs/s in all, open loop (default closed loop)\n"
+	    "  --target T          chat/group: ringchat, redis or both (ringchat)\n"
+	    "  --redis-host H      --target redis: Redis address (127.0.0.1)\n"
+	    "  --redis-port P      --target redis: Redis port (16379)\n"
+	    "  --redis-pid PID     --target redis/both: redis-server's CPU for the Redis run\n"
+	    "  --prefix S          usernames are S_<n> (default: unique per run)\n"
+	    "  --server-pid P[,P]  report the CPU time of these processes while measuring\n"
+	    "                      (connections: the first one's RSS)\n"
+	    "  --json              the summary on stderr, one JSON line on stdout\n",
+	    BENCH_STAMP_BYTES + 1, BENCH_TEXT_MAX);
 }
 
 /* Parses an integer option in [min, max]; exits 2 naming it otherwise. */
@@ -3148,6 +3166,7 @@ int main(int argc, char **argv)
 	    {"target", required_argument, NULL, 'T'},
 	    {"redis-host", required_argument, NULL, 'H'},
 	    {"redis-port", required_argument, NULL, 'P'},
+	    {"redis-pid", required_argument, NULL, 'R'},
 	    {"prefix", required_argument, NULL, 'x'},
 	    {"help", no_argument, NULL, '?'},
 	    {NULL, 0, NULL, 0},
@@ -3243,8 +3262,9 @@ int main(int argc, char **argv)
 			errno = 0;
 			o.rate = strtod(optarg, &end);
 			if (errno || end == optarg || *end || o.rate <= 0 || o.rate > 1e8) {
-				fprintf(stderr, "ringchat-bench: --rate: '%s' is not a rate in "
-						"msgs/s\n",
+				fprintf(stderr,
+					"ringchat-bench: --rate: '%s' is not a rate in "
+					"msgs/s\n",
 					optarg);
 				return 2;
 			}
@@ -3257,7 +3277,8 @@ int main(int argc, char **argv)
 			else if (!strcmp(optarg, "both"))
 				o.target = TARGET_BOTH;
 			else {
-				fprintf(stderr, "ringchat-bench: --target: ringchat, redis or both\n");
+				fprintf(stderr,
+					"ringchat-bench: --target: ringchat, redis or both\n");
 				return 2;
 			}
 			break;
@@ -3267,11 +3288,15 @@ int main(int argc, char **argv)
 		case 'P':
 			o.redis_port = (uint16_t)bench_int_arg("redis-port", optarg, 1, 65535);
 			break;
+		case 'R':
+			o.redis_pid = bench_int_arg("redis-pid", optarg, 1, 1L << 30);
+			break;
 		case 'x':
 			if (strlen(optarg) < 1 || strlen(optarg) > 12 ||
 			    strspn(optarg, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 					   "0123456789_.-") != strlen(optarg)) {
-				fprintf(stderr, "ringchat-bench: --prefix: 1..12 of A-Z a-z 0-9 _ . -\n");
+				fprintf(stderr,
+					"ringchat-bench: --prefix: 1..12 of A-Z a-z 0-9 _ . -\n");
 				return 2;
 			}
 			snprintf(o.prefix, sizeof(o.prefix), "%s", optarg);
@@ -3285,8 +3310,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ringchat-bench: unexpected argument '%s'\n", argv[optind]);
 		return 2;
 	}
-	if (o.port == 0 && !(o.target == TARGET_REDIS && (!strcmp(o.scenario, "chat") ||
-							   !strcmp(o.scenario, "group")))) {
+	if (o.port == 0 && !(o.target == TARGET_REDIS &&
+			     (!strcmp(o.scenario, "chat") || !strcmp(o.scenario, "group")))) {
 		fprintf(stderr, "ringchat-bench: --port is required\n");
 		return 2;
 	}

@@ -1,0 +1,250 @@
+/*
+ * test_metrics.c - GET /metrics on the admin port of a real ringchatd, as a
+ * Prometheus scraper sees it: a raw HTTP/1.0 request, a 200 with the text
+ * format whose counters follow the requests the test made, and 404 for any
+ * other path.
+ */
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* Whole responses are small (a few KiB); anything bigger is a bug. */
+#define METRICS_RESP_MAX (1u << 20)
+#define METRICS_TIMEOUT_MS 5000
+
+struct metrics_state {
+	struct node *node;
+};
+
+/*
+ * Sends request (verbatim) to the admin port and reads until the node
+ * closes. Returns the malloc'd NUL-terminated response; fails the test on
+ * any socket error or timeout.
+ */
+static char *metrics_http(struct node *n, const char *request)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	int64_t deadline = tc_now_ms() + METRICS_TIMEOUT_MS;
+	size_t used = 0, left = strlen(request);
+	const char *p = request;
+	char *buf;
+	int fd;
+
+	sa.sin_port = htons(node_admin_port(n));
+	if (sa.sin_port == 0)
+		fail_msg("the node never logged its admin listener");
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == -1)
+		fail_msg("connect to the admin port %u: %s", ntohs(sa.sin_port), strerror(errno));
+	while (left > 0) {
+		ssize_t w = send(fd, p, left, MSG_NOSIGNAL);
+
+		if (w == -1 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			fail_msg("send to the admin port: %s", strerror(errno));
+		p += w;
+		left -= (size_t)w;
+	}
+	buf = malloc(METRICS_RESP_MAX);
+	assert_non_null(buf);
+	for (;;) {
+		struct pollfd pfd = {.fd = fd, .events = POLLIN};
+		int64_t wait = deadline - tc_now_ms();
+		ssize_t r;
+
+		if (wait <= 0)
+			fail_msg("no complete response in %d ms (got %zu bytes)",
+				 METRICS_TIMEOUT_MS, used);
+		if (poll(&pfd, 1, (int)wait) <= 0)
+			continue;
+		r = recv(fd, buf + used, METRICS_RESP_MAX - 1 - used, 0);
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r == -1)
+			fail_msg("recv from the admin port: %s", strerror(errno));
+		if (r == 0)
+			break;
+		used += (size_t)r;
+		if (used >= METRICS_RESP_MAX - 1)
+			fail_msg("response larger than %u bytes", METRICS_RESP_MAX);
+	}
+	close(fd);
+	buf[used] = '\0';
+	return buf;
+}
+
+/* The body after the blank line that ends the head; fails if there is none. */
+static const char *metrics_body(const char *resp)
+{
+	const char *b = strstr(resp, "\r\n\r\n");
+
+	if (!b)
+		fail_msg("no end of the response head in: %.200s", resp);
+	return b + 4;
+}
+
+/*
+ * Value of the sample line "name value" (name may carry {labels}) in a
+ * Prometheus text body; fails the test when the line is missing.
+ */
+static unsigned long long metrics_value(const char *body, const char *name)
+{
+	size_t nlen = strlen(name);
+	const char *p = body;
+	char *end;
+	unsigned long long v;
+
+	for (;;) {
+		p = strstr(p, name);
+		if (!p)
+			fail_msg("no sample \"%s\" in the metrics", name);
+		/* A whole sample name at the start of a line, then a space. */
+		if ((p == body || p[-1] == '\n') && p[nlen] == ' ')
+			break;
+		p += nlen;
+	}
+	errno = 0;
+	v = strtoull(p + nlen + 1, &end, 10);
+	if (errno || end == p + nlen + 1 || (*end != '\n' && *end != '\0'))
+		fail_msg("sample \"%s\" has no integer value", name);
+	return v;
+}
+
+static int metrics_setup(void **state)
+{
+	struct metrics_state *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return -1;
+	s->node = node_start(NULL);
+	if (!s->node) {
+		free(s);
+		return -1;
+	}
+	*state = s;
+	return 0;
+}
+
+static int metrics_teardown(void **state)
+{
+	struct metrics_state *s = *state;
+
+	if (s && s->node)
+		node_stop(s->node);
+	free(s);
+	return 0;
+}
+
+/* Counters follow what a client did: frames, PINGs by command, status. */
+static void test_metrics_counts_requests(void **state)
+{
+	struct metrics_state *s = *state;
+	struct rc_client *c = tc_connect(s->node);
+	char *resp;
+	const char *body;
+	int i;
+
+	for (i = 0; i < 7; i++)
+		cJSON_Delete(tc_call_ok(c, CMD_PING, NULL));
+	/* Not logged in: one response with that status. */
+	assert_int_equal(tc_call_code(c, CMD_FRIEND_LIST, NULL), ST_NOT_LOGGED_IN);
+
+	resp = metrics_http(s->node, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n");
+	if (strncmp(resp, "HTTP/1.0 200", 12) != 0)
+		fail_msg("expected a 200, got: %.200s", resp);
+	if (!strstr(resp, "Content-Type: text/plain"))
+		fail_msg("no text/plain content type in: %.300s", resp);
+	body = metrics_body(resp);
+	assert_non_null(strstr(body, "# TYPE ringchat_frames_in_total counter\n"));
+	assert_non_null(strstr(body, "# TYPE ringchat_connections gauge\n"));
+	/* 8 frames came from the client, and nothing else talked to the node. */
+	assert_true(metrics_value(body, "ringchat_frames_in_total") >= 8);
+	assert_int_equal(metrics_value(body, "ringchat_requests_total{cmd=\"PING\"}"), 7);
+	assert_int_equal(metrics_value(body, "ringchat_requests_total{cmd=\"FRIEND_LIST\"}"), 1);
+	assert_int_equal(metrics_value(body, "ringchat_responses_total{status=\"NOT_LOGGED_IN\"}"),
+			 1);
+	assert_true(metrics_value(body, "ringchat_responses_total{status=\"OK\"}") >= 7);
+	/* The admin connection is not a client connection. */
+	assert_int_equal(metrics_value(body, "ringchat_connections"), 1);
+	free(resp);
+
+	/* The gauge goes back down once the client leaves. */
+	rc_close(c);
+	for (i = 0;; i++) {
+		unsigned long long open;
+
+		resp = metrics_http(s->node, "GET /metrics HTTP/1.0\r\n\r\n");
+		open = metrics_value(metrics_body(resp), "ringchat_connections");
+		free(resp);
+		if (open == 0)
+			break;
+		if (i >= 100)
+			fail_msg("ringchat_connections still %llu 2 s after the close", open);
+		tc_sleep_ms(20);
+	}
+}
+
+/* The PING count keeps counting across scrapes (a counter, not a gauge). */
+static void test_metrics_counter_grows(void **state)
+{
+	struct metrics_state *s = *state;
+	struct rc_client *c = tc_connect(s->node);
+	unsigned long long before, after;
+	char *resp;
+	int i;
+
+	resp = metrics_http(s->node, "GET /metrics HTTP/1.0\r\n\r\n");
+	before = metrics_value(metrics_body(resp), "ringchat_requests_total{cmd=\"PING\"}");
+	free(resp);
+	for (i = 0; i < 3; i++)
+		cJSON_Delete(tc_call_ok(c, CMD_PING, NULL));
+	resp = metrics_http(s->node, "GET /metrics?x=1 HTTP/1.0\r\n\r\n");
+	after = metrics_value(metrics_body(resp), "ringchat_requests_total{cmd=\"PING\"}");
+	free(resp);
+	assert_int_equal(after, before + 3);
+	rc_close(c);
+}
+
+/* Only /metrics is served: another path is a 404 and no metrics leak. */
+static void test_metrics_other_path_404(void **state)
+{
+	struct metrics_state *s = *state;
+	char *resp = metrics_http(s->node, "GET /other HTTP/1.0\r\n\r\n");
+
+	if (strncmp(resp, "HTTP/1.0 404", 12) != 0)
+		fail_msg("expected a 404 for /other, got: %.200s", resp);
+	assert_null(strstr(resp, "ringchat_frames_in_total"));
+	free(resp);
+
+	resp = metrics_http(s->node, "GET /metricsfoo HTTP/1.0\r\n\r\n");
+	if (strncmp(resp, "HTTP/1.0 404", 12) != 0)
+		fail_msg("expected a 404 for /metricsfoo, got: %.200s", resp);
+	free(resp);
+
+	/* The admin listener is still up after the 404s. */
+	resp = metrics_http(s->node, "GET /metrics HTTP/1.0\r\n\r\n");
+	assert_int_equal(strncmp(resp, "HTTP/1.0 200", 12), 0);
+	free(resp);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_metrics_counts_requests),
+	    cmocka_unit_test(test_metrics_counter_grows),
+	    cmocka_unit_test(test_metrics_other_path_404),
+	};
+
+	harness_init();
+	return harness_done(cmocka_run_group_tests(tests, metrics_setup, metrics_teardown));
+}
