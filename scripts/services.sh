@@ -182,7 +182,7 @@ max_allowed_packet = 64M
 performance_schema = OFF
 
 default-storage-engine = InnoDB
-innodb_buffer_pool_size = 256M
+innodb_buffer_pool_size = 1G
 # A large redo log lets bursts of commits go by without checkpoint stalls.
 innodb_log_file_size = 256M
 innodb_log_buffer_size = 16M
