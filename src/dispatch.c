@@ -378,6 +378,12 @@ static void session_end(struct worker *w, struct session *s)
 #else
 	(void)w;
 #endif
+	while (s->held_head) {
+		struct in_msg *m = s->held_head;
+
+		s->held_head = m->next;
+		free(m); /* the connection is gone: nobody to answer */
+	}
 	while (p) {
 		struct pending_reply *next = p->next;
 
@@ -448,6 +454,26 @@ static cJSON *parse_object(const uint8_t *p, uint32_t n)
 	return o;
 }
 
+void session_hold(struct session *s)
+{
+	s->held = true;
+}
+
+void session_resume(struct worker *w, struct session *s)
+{
+	uint64_t conn = s->conn;
+
+	s->held = false;
+	while (!s->held && s->conn == conn && s->held_head) {
+		struct in_msg *m = s->held_head;
+
+		s->held_head = m->next;
+		if (!s->held_head)
+			s->held_tail = NULL;
+		dispatch_in(w, m);
+	}
+}
+
 /* Token bucket per connection: rate_msgs_per_s refill, rate_burst depth.
  * Returns 0 when allowed, else the milliseconds until a token is due. */
 static uint64_t rate_take(const struct config *cfg, struct session *s, uint64_t now)
@@ -486,6 +512,15 @@ void dispatch_in(struct worker *w, struct in_msg *m)
 	if (m->kind == IN_CLOSED) {
 		session_end(w, s);
 		free(m);
+		return;
+	}
+	if (s->held) {
+		m->next = NULL;
+		if (s->held_tail)
+			s->held_tail->next = m;
+		else
+			s->held_head = m;
+		s->held_tail = m;
 		return;
 	}
 	if (m->kind == IN_BAD_FRAME) {

@@ -77,6 +77,56 @@ void worker_wake(struct worker *w)
 	wake_if_sleeping(&w->sleeping, w->wake_fd, false);
 }
 
+struct worker_task {
+	struct worker_task *next;
+	void (*fn)(struct worker *w, void *arg);
+	void *arg;
+};
+
+int worker_post(struct worker *w, void (*fn)(struct worker *w, void *arg), void *arg)
+{
+	struct worker_task *t = malloc(sizeof(*t));
+
+	if (!t)
+		return -ENOMEM;
+	t->next = NULL;
+	t->fn = fn;
+	t->arg = arg;
+	pthread_mutex_lock(&w->post_lock);
+	if (w->post_tail)
+		w->post_tail->next = t;
+	else
+		w->post_head = t;
+	w->post_tail = t;
+	/* release pairs with the acquire in run_posted: the list is there */
+	atomic_store_explicit(&w->post_pending, true, memory_order_release);
+	pthread_mutex_unlock(&w->post_lock);
+	worker_wake(w);
+	return 0;
+}
+
+/* Runs the tasks posted to w. Returns true if there were any. */
+static bool run_posted(struct worker *w)
+{
+	struct worker_task *t;
+
+	if (!atomic_load_explicit(&w->post_pending, memory_order_acquire))
+		return false;
+	pthread_mutex_lock(&w->post_lock);
+	t = w->post_head;
+	w->post_head = w->post_tail = NULL;
+	atomic_store_explicit(&w->post_pending, false, memory_order_relaxed);
+	pthread_mutex_unlock(&w->post_lock);
+	while (t) {
+		struct worker_task *next = t->next;
+
+		t->fn(w, t->arg);
+		free(t);
+		t = next;
+	}
+	return true;
+}
+
 void worker_send_out(struct worker *w, struct out_msg *m)
 {
 	struct worker_pool *p = w->pool;
@@ -118,6 +168,8 @@ static void *worker_main(void *arg)
 			dispatch_in(w, m);
 			did = true;
 		}
+		if (run_posted(w))
+			did = true;
 		if (dispatch_poll(w))
 			did = true;
 		atomic_fetch_sub_explicit(&p->busy, 1, memory_order_seq_cst);
@@ -131,7 +183,8 @@ static void *worker_main(void *arg)
 		 * the queue; a producer pushes, fences, reads the flag. */
 		atomic_store_explicit(&w->sleeping, 1, memory_order_seq_cst);
 		atomic_thread_fence(memory_order_seq_cst);
-		if (spsc_size(&w->in) || atomic_load_explicit(&p->stopping, memory_order_acquire)) {
+		if (spsc_size(&w->in) || atomic_load_explicit(&w->post_pending, memory_order_seq_cst) ||
+		    atomic_load_explicit(&p->stopping, memory_order_acquire)) {
 			atomic_store_explicit(&w->sleeping, 0, memory_order_relaxed);
 			continue;
 		}
@@ -166,6 +219,7 @@ int worker_pool_init(struct worker_pool *p, const struct config *cfg, int n, uin
 
 		w->id = i;
 		w->pool = p;
+		pthread_mutex_init(&w->post_lock, NULL);
 		w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 		if (w->wake_fd == -1 || spsc_init(&w->in, (uint32_t)cfg->queue_depth) ||
 		    spsc_init(&w->out, (uint32_t)cfg->queue_depth))
@@ -216,6 +270,13 @@ void worker_pool_destroy(struct worker_pool *p)
 					free(m);
 			spsc_destroy(&w->in);
 			spsc_destroy(&w->out);
+			while (w->post_head) {
+				struct worker_task *t = w->post_head;
+
+				w->post_head = t->next;
+				free(t); /* its arg is the poster's; the node is exiting */
+			}
+			pthread_mutex_destroy(&w->post_lock);
 			if (w->wake_fd > 0)
 				close(w->wake_fd);
 		}

@@ -53,6 +53,8 @@ struct session {
 	double rate_tokens;       /* request token bucket */
 	uint64_t rate_last_ms;
 	struct pending_reply *pend_head, *pend_tail; /* replies held in order */
+	bool held;                /* session_hold: later frames wait */
+	struct in_msg *held_head, *held_tail;        /* frames waiting, in order */
 };
 
 /* Sends an OK response with payload (NULL means {}). */
@@ -81,6 +83,25 @@ void reply_complete(struct worker *w, struct pending_reply *p, uint32_t code,
 		    cJSON *payload);
 cJSON *reply_error_payload(const char *fmt, ...)
 	__attribute__((format(printf, 1, 2)));
+
+/*
+ * Holds the connection's later frames: they queue in the session instead
+ * of running, until session_resume. For a request whose outcome is decided
+ * off the worker (a password hashed on the hasher thread): the requests
+ * after it must see what it did (a pipelined FRIEND_LIST after LOGIN must
+ * not be NOT_LOGGED_IN). Worker thread of the session only.
+ */
+void session_hold(struct session *s);
+/* Releases the hold and runs the queued frames in order (they may hold
+ * again). Worker thread only; s must still be the same connection's. */
+void session_resume(struct worker *w, struct session *s);
+
+/*
+ * Any thread: runs fn(w, arg) on worker w's thread, soon, in post order.
+ * For completions of work done elsewhere (the hasher). Returns 0, or
+ * -ENOMEM (fn will not run). arg is owned by fn from then on.
+ */
+int worker_post(struct worker *w, void (*fn)(struct worker *w, void *arg), void *arg);
 
 /* Sends a push frame (seq 0) to a connection on this node, any worker's.
  * Pushes do not wait behind deferred replies: they may overtake them. */

@@ -31,6 +31,7 @@
 struct db;
 struct kv;
 struct session;
+struct worker_task;
 
 /* conn reference: slot in the low 32 bits, generation in the high 32. */
 #define CONN_REF(slot, gen) (((uint64_t)(gen) << 32) | (uint32_t)(slot))
@@ -48,6 +49,7 @@ enum in_kind {
 
 /* I/O thread → worker. Allocated by the I/O thread, freed by the worker. */
 struct in_msg {
+	struct in_msg *next; /* worker-side: a held session's queue */
 	uint64_t conn;
 	uint8_t kind;
 	uint16_t peer_port;
@@ -80,6 +82,11 @@ struct worker {
 	struct db *db;
 	struct kv *kv;
 	void *ext;            /* handler modules' per-worker state */
+	/* worker_post: tasks from other threads (handler.h). Low rate (one
+	 * per login), so a mutex is fine; the flag spares the lock when empty. */
+	pthread_mutex_t post_lock;
+	struct worker_task *post_head, *post_tail;
+	_Atomic bool post_pending;
 };
 
 struct worker_pool {
