@@ -53,6 +53,9 @@ struct session {
 	double rate_tokens;       /* request token bucket */
 	uint64_t rate_last_ms;
 	struct pending_reply *pend_head, *pend_tail; /* replies held in order */
+	int64_t stored_pushed_max; /* largest stored msg_id pushed at login: in
+				    * durability relay, acks of later ids (live
+				    * pushes, never stored) need no write */
 	bool held;                /* session_hold: later frames wait */
 	struct in_msg *held_head, *held_tail;        /* frames waiting, in order */
 };
