@@ -12,6 +12,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "ringchat/clock.h"
 #include "ringchat/counters.h"
 #include "ringchat/dispatch.h"
 #include "ringchat/handler.h"
@@ -19,6 +20,7 @@
 #include "ringchat/worker.h"
 
 #define WORKER_POLL_MS 200 /* upper bound on the periodic work's delay */
+#define WORKER_STOP_GRACE_MS 10000 /* at stop, wait this long for deferred replies */
 
 static void eventfd_kick(int fd)
 {
@@ -176,8 +178,13 @@ static void *worker_main(void *arg)
 		if (did)
 			continue;
 		if (atomic_load_explicit(&p->stopping, memory_order_acquire) &&
-		    !spsc_size(&w->in) && !dispatch_has_work(w))
-			break;
+		    !spsc_size(&w->in) && !dispatch_has_work(w) &&
+		    !atomic_load_explicit(&w->post_pending, memory_order_acquire) &&
+		    (!atomic_load_explicit(&p->deferred, memory_order_acquire) ||
+		     clock_mono_ms() > atomic_load_explicit(&p->stop_deadline_ms,
+							    memory_order_relaxed)))
+			break; /* deferred replies (a login on the hasher) get a
+				* bounded time to complete on this thread */
 
 		/* Dekker with wake_if_sleeping: set the flag, fence, re-check
 		 * the queue; a producer pushes, fences, reads the flag. */
@@ -247,6 +254,8 @@ int worker_pool_start(struct worker_pool *p)
 
 void worker_pool_stop(struct worker_pool *p)
 {
+	atomic_store_explicit(&p->stop_deadline_ms, clock_mono_ms() + WORKER_STOP_GRACE_MS,
+			      memory_order_relaxed);
 	atomic_store_explicit(&p->stopping, true, memory_order_release);
 	for (int i = 0; i < p->n; i++)
 		eventfd_kick(p->workers[i].wake_fd);

@@ -48,6 +48,7 @@ struct config {
 	char redis_socket[256];      /* used instead of host:port when set */
 	/* accounts */
 	int hash_cost;               /* yescrypt cost factor (1..11) */
+	int hash_threads;            /* threads that hash passwords (hasher.h) */
 	int token_ttl_s;             /* session token lifetime */
 	int login_concurrency;       /* logins processed at once per node */
 	int login_fail_limit;        /* failed logins per window, per user/addr */

@@ -35,6 +35,8 @@
 	X(kicks, "sessions kicked by a newer login")                           \
 	X(login_shed, "logins refused because the node was busy with logins")  \
 	X(login_locked, "logins refused by the failed-login limit")            \
+	X(hash_jobs, "passwords hashed or verified by the hasher threads")     \
+	X(hash_busy, "logins and signups refused: hasher queue full")          \
 	X(msgs_accepted, "messages accepted (1:1 and group)")                  \
 	X(msgs_pushed, "PUSH_MSG frames queued to recipients")                 \
 	X(commit_batches, "group-commit batches written")                      \

@@ -6,8 +6,8 @@
  * made with an older cost keep verifying after hash_cost changes.
  *
  * Hashing is deliberately slow (tens of milliseconds at the default cost)
- * and uses memory that grows with the cost; callers bound how many run at
- * once (login_concurrency). All functions are thread-safe: their 32 KiB
+ * and uses memory that grows with the cost; the node runs it only on the
+ * hasher threads (hash_threads), never on a request worker. All functions are thread-safe: their 32 KiB
  * working area is allocated per call, never on the caller's stack.
  */
 #ifndef RINGCHAT_PASSWD_H

@@ -98,6 +98,7 @@ struct worker_pool {
 	_Atomic int ring_sleeping; /* set by the I/O thread before it blocks */
 	int ring_wake_fd;          /* eventfd polled by the I/O thread */
 	_Atomic bool stopping;
+	_Atomic uint64_t stop_deadline_ms; /* mono ms: stop waiting for deferred replies */
 	_Atomic uint32_t busy;     /* workers currently handling a message */
 	_Atomic uint32_t deferred; /* replies waiting for a group commit */
 };

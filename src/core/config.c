@@ -130,6 +130,8 @@ static const struct config_entry config_table[] = {
 		"Redis unix socket, used instead of host:port; \"\" = use TCP"),
 	/* accounts */
 	INT_KEY(hash_cost, "5", 1, 11, "yescrypt cost factor of new password hashes"),
+	INT_KEY(hash_threads, "1", 1, 64,
+		"threads that hash passwords, so that logins never stall request workers"),
 	INT_KEY(token_ttl_s, "604800", 60, 31536000, "session token lifetime, seconds"),
 	INT_KEY(login_concurrency, "64", 1, 100000, "logins processed at once per node"),
 	INT_KEY(login_fail_limit, "10", 1, 100000,

@@ -19,21 +19,40 @@
  * would let pushes addressed to the first user, already on their way from
  * other workers, reach the second one.
  *
- * Admission control. Password hashing is slow on purpose (tens of ms)
- * and a login also costs MySQL queries and the pushes of everything
- * pending; when a node restarts, all its users reconnect at once. SIGNUP,
- * LOGIN and RESUME therefore pass a gate before any of that work:
- *   - at most login_concurrency of them run at once on the node (an atomic
- *     count shared by the workers). As handlers block their worker, at
- *     most `workers` run at once anyway; a login_concurrency below the
- *     worker count keeps the other workers free for everyone else;
+ * Hashing. Password hashing is slow on purpose (tens of ms of CPU), so it
+ * never runs on a worker: a worker would stall every other request of the
+ * connections pinned to it. LOGIN does its quick checks and its lookup on
+ * the worker, then holds the connection's later frames (session_hold),
+ * reserves its reply slot (reply_defer) and hands the password to the
+ * hasher threads (hasher.h); the completion runs on the same worker, starts
+ * the session, answers, sends the pushes and then lets the held frames run
+ * (session_resume), so a FRIEND_LIST pipelined behind a LOGIN sees the
+ * login. SIGNUP hashes the same way and inserts the account in its
+ * completion. RESUME needs no hash and stays synchronous. A login whose
+ * connection closes while its password is hashed just drops its answer
+ * (a wrong password still counts against the failed-login limit); a
+ * SIGNUP still happens (it was asked for; the retry of a client that never
+ * heard meets ALREADY_EXISTS and can LOGIN).
+ *
+ * Admission control. When a node restarts, all its users reconnect at once.
+ * SIGNUP, LOGIN and RESUME therefore pass a gate before any work:
+ *   - at most login_concurrency of them are in progress on the node (an
+ *     atomic count shared by the workers), counting those queued for or
+ *     running on the hasher, from admission until their answer. This
+ *     bounds the jobs a storm queues and so how long an admitted login
+ *     waits: login_concurrency hashes divided among hash_threads;
  *   - none starts while the worker's input queue holds more than
- *     AUTH_SHED_QUEUE_ITEMS frames (or half of queue_depth if smaller):
- *     every frame behind a login waits for its hash, so a backed-up
- *     worker serves the users already logged in first.
+ *     AUTH_SHED_QUEUE_ITEMS frames (or half of queue_depth if smaller): a
+ *     login still costs MySQL and Redis round trips and the pushes of
+ *     everything pending on the worker, so a backed-up worker serves the
+ *     users already logged in first.
  * A refused request gets 8 RATE_LIMITED at once, with a retry_after_ms
  * drawn from AUTH_SHED_RETRY_MIN_MS..AUTH_SHED_RETRY_MAX_MS so the retries
- * of a reconnect storm spread out instead of coming back together.
+ * of a reconnect storm spread out instead of coming back together. Behind
+ * the gate, the hasher's own queue is bounded too (hasher_submit): a job it
+ * refuses is answered 8 RATE_LIMITED with retry_after_ms of about the time
+ * its queue takes to drain, jittered up to half again. With the defaults
+ * (login_concurrency 64, one hasher thread) that bound is never reached.
  * Refusals are counted and logged (at most one line per LOG_GATE_EVERY_MS,
  * like every line here that a storm or an outage would repeat).
  *
@@ -72,6 +91,7 @@
 #include "ringchat/db.h"
 #include "ringchat/handler.h"
 #include "ringchat/handlers.h"
+#include "ringchat/hasher.h"
 #include "ringchat/kv.h"
 #include "ringchat/log.h"
 #include "ringchat/passwd.h"
@@ -94,6 +114,9 @@
 #define AUTH_SHED_QUEUE_ITEMS 256u
 #define AUTH_SHED_RETRY_MIN_MS 100
 #define AUTH_SHED_RETRY_MAX_MS 1000
+/* Cap of the retry hint when the hasher is full (its queue is bounded, so
+ * this only guards against a mean spoilt by a stalled thread). */
+#define AUTH_HASHER_RETRY_MAX_MS 60000
 
 /* Redis keys: prefix + at most a 32-byte name or a dotted IPv4 or a token. */
 #define AUTH_KEY_BYTES 64
@@ -108,48 +131,104 @@ static const char auth_fail_lua[] = "local n = redis.call('INCR', KEYS[1]) "
 				    "redis.call('PEXPIRE', KEYS[1], ARGV[1]) end "
 				    "return n";
 
-/* Logins (SIGNUP, LOGIN, RESUME) running now on this node. Relaxed
- * atomics: it is a count, it publishes no data to anyone. */
+/* Logins (SIGNUP, LOGIN, RESUME) in progress on this node, those waiting
+ * for the hasher included. Relaxed atomics: it is a count, it publishes
+ * no data to anyone. */
 static _Atomic int auth_inflight;
-/* Refusals by the gate and by the failed-login limit, for the log lines.
- * Relaxed, as counters.h: statistics only. */
 /* Verified against when the username is unknown, so that case costs the
  * same time as a wrong password. Written once before workers start. */
 static char auth_dummy_hash[PASSWD_HASH_SIZE];
+
+/*
+ * Where the answer to a SIGNUP/LOGIN/RESUME goes: straight through the
+ * request (RESUME, and every answer given before hashing), or through the
+ * reply slot the request reserved, once the hasher is done (r NULL).
+ */
+struct auth_to {
+	struct worker *w;
+	struct session *s;
+	uint64_t conn;
+	uint16_t cmd;
+	struct req *r;
+	struct pending_reply *p;
+};
+
+/*
+ * A SIGNUP or LOGIN on its way through the hasher, owned by the hasher
+ * from hasher_submit until its completion runs on the worker, then by the
+ * completion (which frees it). Wiped before it is freed: it held a
+ * password and a hash.
+ */
+struct auth_job {
+	struct hash_job hash; /* first: the completion gets &hash */
+	struct pending_reply *p;
+	uint64_t conn;
+	uint16_t cmd;
+	int64_t uid;          /* LOGIN: the account, 0 when the name is unknown */
+	uint32_t peer_addr;   /* LOGIN: the client's, for the failure count */
+	bool active;          /* LOGIN: the account may log in */
+	char name[AUTH_NAME_MAX_BYTES + 1];
+	char phone[AUTH_PHONE_MAX_BYTES + 1];   /* SIGNUP */
+	char avatar[AUTH_AVATAR_MAX_BYTES + 1]; /* SIGNUP */
+};
 
 /* ---- rate-limited log lines ----------------------------------------------- */
 
 /* Lines every request of an outage or a storm would repeat go through
  * rate-limited gates (log.h). */
-static struct log_gate auth_gate_storage, auth_gate_shed, auth_gate_locked, auth_gate_presence;
+static struct log_gate auth_gate_storage, auth_gate_shed, auth_gate_locked, auth_gate_presence,
+	auth_gate_hasher;
 
-/* ---- helpers ------------------------------------------------------------- */
+/* ---- answers ------------------------------------------------------------- */
 
 static const struct config *auth_cfg(const struct req *r)
 {
 	return r->w->pool->cfg;
 }
 
-static void auth_storage_error(struct req *r)
+static struct auth_to auth_to_req(struct req *r)
 {
-	reply_err(r, ST_INTERNAL, AUTH_ERR_STORAGE);
+	return (struct auth_to){ .w = r->w, .s = r->s, .conn = r->conn, .cmd = r->cmd, .r = r };
 }
 
-static void auth_db_failed(struct req *r, const char *what)
+/* Answers code with payload (taken over; NULL = {}). */
+static void auth_answer(const struct auth_to *to, uint32_t code, cJSON *payload)
+{
+	if (!to->r)
+		reply_complete(to->w, to->p, code, payload);
+	else if (code == ST_OK)
+		reply_ok(to->r, payload);
+	else
+		reply_err_json(to->r, code, payload);
+}
+
+static void auth_answer_err(const struct auth_to *to, uint32_t code, const char *text)
+{
+	auth_answer(to, code, reply_error_payload("%s", text));
+}
+
+static void auth_storage_error(const struct auth_to *to)
+{
+	auth_answer_err(to, ST_INTERNAL, AUTH_ERR_STORAGE);
+}
+
+static void auth_db_failed(const struct auth_to *to, const char *what)
 {
 	counter_inc(mysql_errors);
 	log_limited(&auth_gate_storage, LOG_WARN, "auth: %s failed: %s", what,
-			 db_errmsg(r->w->db));
-	auth_storage_error(r);
+			 db_errmsg(to->w->db));
+	auth_storage_error(to);
 }
 
-static void auth_kv_failed(struct req *r, const char *what)
+static void auth_kv_failed(const struct auth_to *to, const char *what)
 {
 	counter_inc(redis_errors);
 	log_limited(&auth_gate_storage, LOG_WARN, "auth: %s failed: %s", what,
-			 kv_errmsg(r->w->kv));
-	auth_storage_error(r);
+			 kv_errmsg(to->w->kv));
+	auth_storage_error(to);
 }
+
+/* ---- helpers ------------------------------------------------------------- */
 
 /* [A-Za-z0-9_.-] only: names are compared byte for byte everywhere and
  * end up in Redis keys and an ascii_bin column. */
@@ -217,23 +296,26 @@ static uint32_t auth_rand(void)
 	return (uint32_t)((state * 0x2545f4914f6cdd1dULL) >> 32);
 }
 
-static void auth_reply_rate_limited(struct req *r, const char *why, uint64_t retry_ms)
+static void auth_answer_rate_limited(const struct auth_to *to, const char *why,
+				     uint64_t retry_ms)
 {
 	cJSON *o = reply_error_payload("%s", why);
 
-	json_add_int(o, "retry_after_ms", retry_ms);
-	reply_err_json(r, ST_RATE_LIMITED, o);
+	json_add_int(o, "retry_after_ms", (int64_t)retry_ms);
+	auth_answer(to, ST_RATE_LIMITED, o);
 }
 
 /* ---- admission control ---------------------------------------------------- */
 
 /*
  * Lets a SIGNUP/LOGIN/RESUME start, or replies 8 RATE_LIMITED and returns
- * false. After true the caller must call auth_leave once done.
+ * false. After true the caller must see that auth_leave is called once
+ * the request is answered (a request handed to the hasher: its completion).
  */
 static bool auth_enter(struct req *r)
 {
 	const struct config *cfg = auth_cfg(r);
+	struct auth_to to = auth_to_req(r);
 	uint32_t backlog_max = AUTH_SHED_QUEUE_ITEMS;
 	uint64_t retry_ms;
 
@@ -251,7 +333,7 @@ static bool auth_enter(struct req *r)
 			 atomic_load_explicit(&counters.login_shed, memory_order_relaxed));
 	retry_ms = AUTH_SHED_RETRY_MIN_MS +
 		   auth_rand() % (AUTH_SHED_RETRY_MAX_MS - AUTH_SHED_RETRY_MIN_MS + 1);
-	auth_reply_rate_limited(r, "node busy with logins, retry later", retry_ms);
+	auth_answer_rate_limited(&to, "node busy with logins, retry later", retry_ms);
 	return false;
 }
 
@@ -280,6 +362,7 @@ static long long auth_reply_count(const redisReply *rep)
 static int auth_fail_check(struct req *r, const char *name)
 {
 	const struct config *cfg = auth_cfg(r);
+	struct auth_to to = auth_to_req(r);
 	struct kv *kv = r->w->kv;
 	char keys[2][AUTH_KEY_BYTES];
 	const char *over = NULL;
@@ -296,7 +379,7 @@ static int auth_fail_check(struct req *r, const char *name)
 	if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != (size_t)nkeys) {
 		if (rep)
 			freeReplyObject(rep);
-		auth_kv_failed(r, "failed-login check");
+		auth_kv_failed(&to, "failed-login check");
 		return -1;
 	}
 	for (int i = 0; i < nkeys && !over; i++) {
@@ -310,7 +393,7 @@ static int auth_fail_check(struct req *r, const char *name)
 	/* Rare path: a second round trip for the hint. */
 	rep = kv_cmd(kv, "PTTL %s", over);
 	if (!rep) {
-		auth_kv_failed(r, "failed-login check");
+		auth_kv_failed(&to, "failed-login check");
 		return -1;
 	}
 	pttl = rep->type == REDIS_REPLY_INTEGER ? rep->integer : -1;
@@ -323,17 +406,17 @@ static int auth_fail_check(struct req *r, const char *name)
 	log_limited(&auth_gate_locked, LOG_INFO,
 			 "auth: login refused, %s over %d failures (retry in %lld ms)", over,
 			 cfg->login_fail_limit, pttl);
-	auth_reply_rate_limited(r, "too many failed logins, retry later", (uint64_t)pttl);
+	auth_answer_rate_limited(&to, "too many failed logins, retry later", (uint64_t)pttl);
 	return -1;
 }
 
-/* Counts one failure against name and the client's address. Best effort:
- * the answer (AUTH_FAILED) is known already, so a Redis failure here is
- * only logged. */
-static void auth_fail_record(struct req *r, const char *name)
+/* Counts one failure against name and the client's address (IPv4, 0 if
+ * none). Best effort: the answer (AUTH_FAILED) is known already, so a
+ * Redis failure here is only logged. */
+static void auth_fail_record(struct worker *w, uint32_t peer_addr, const char *name)
 {
-	const struct config *cfg = auth_cfg(r);
-	struct kv *kv = r->w->kv;
+	const struct config *cfg = w->pool->cfg;
+	struct kv *kv = w->kv;
 	char key[AUTH_KEY_BYTES];
 	long long window_ms = (long long)cfg->login_fail_window_s * 1000;
 	unsigned queued = 0;
@@ -341,8 +424,8 @@ static void auth_fail_record(struct req *r, const char *name)
 	auth_key_fail_user(key, name);
 	kv_append(kv, "EVAL %s 1 %s %lld", auth_fail_lua, key, window_ms);
 	queued++;
-	if (r->s->peer_addr) {
-		auth_key_fail_addr(key, r->s->peer_addr);
+	if (peer_addr) {
+		auth_key_fail_addr(key, peer_addr);
 		kv_append(kv, "EVAL %s 1 %s %lld", auth_fail_lua, key, window_ms);
 		queued++;
 	}
@@ -364,26 +447,28 @@ static void auth_fail_record(struct req *r, const char *name)
 /* ---- sessions ------------------------------------------------------------ */
 
 /*
- * Makes the connection of r the session of user uid with token (already
+ * Makes the connection of `to` the session of user uid with token (already
  * stored in Redis) and answers OK with reply (taken over); then sends
  * what the user missed. Kicks the session the user had on this node.
+ * RESUME calls it from its handler, LOGIN from its hash completion.
  */
-static void auth_session_begin(struct req *r, int64_t uid, const char *token, cJSON *reply)
+static void auth_session_begin(const struct auth_to *to, int64_t uid, const char *token,
+			       cJSON *reply)
 {
-	struct worker *w = r->w;
-	struct session *s = r->s;
+	struct worker *w = to->w;
+	struct session *s = to->s;
 	uint64_t old;
 
-	old = registry_set(uid, r->conn);
+	old = registry_set(uid, to->conn);
 	if (old == UINT64_MAX) {
 		cJSON_Delete(reply);
 		log_error("auth: registry out of memory, login of user %" PRId64 " refused", uid);
-		reply_err(r, ST_INTERNAL, "out of memory");
+		auth_answer_err(to, ST_INTERNAL, "out of memory");
 		return;
 	}
 	s->user_id = uid;
 	snprintf(s->token, sizeof(s->token), "%s", token);
-	if (old && old != r->conn) {
+	if (old && old != to->conn) {
 		cJSON *k = cJSON_CreateObject();
 
 		cJSON_AddStringToObject(k, "reason", "logged in elsewhere");
@@ -391,7 +476,7 @@ static void auth_session_begin(struct req *r, int64_t uid, const char *token, cJ
 		conn_close_after_flush(w, old);
 		counter_inc(kicks);
 		log_info("event=kick user=%" PRId64 " conn=%u by_conn=%u", uid, CONN_SLOT(old),
-			 CONN_SLOT(r->conn));
+			 CONN_SLOT(to->conn));
 	}
 #ifdef HAVE_PRESENCE
 	{
@@ -399,7 +484,7 @@ static void auth_session_begin(struct req *r, int64_t uid, const char *token, cJ
 
 		/* Presence is soft state: if Redis fails now, the session still
 		 * stands and presence_refresh restores the entry later. */
-		if (presence_set_online(w, uid, r->conn, &prev_node))
+		if (presence_set_online(w, uid, to->conn, &prev_node))
 			log_limited(&auth_gate_presence, LOG_WARN,
 					 "auth: presence of user %" PRId64 " not recorded", uid);
 		/* A prev_node other than ours: the cluster layer kicks sessions
@@ -407,9 +492,9 @@ static void auth_session_begin(struct req *r, int64_t uid, const char *token, cJ
 	}
 #endif
 	counter_inc(logins);
-	log_info("event=login user=%" PRId64 " conn=%u via=%s", uid, CONN_SLOT(r->conn),
-		 r->cmd == CMD_RESUME ? "resume" : "password");
-	reply_ok(r, reply);
+	log_info("event=login user=%" PRId64 " conn=%u via=%s", uid, CONN_SLOT(to->conn),
+		 to->cmd == CMD_RESUME ? "resume" : "password");
+	auth_answer(to, ST_OK, reply);
 
 #ifdef HAVE_FRIENDS
 	friends_push_pending(w, s);
@@ -433,51 +518,136 @@ static bool auth_refuse_relogin(struct req *r)
 	return true;
 }
 
+/* ---- the hasher ----------------------------------------------------------- */
+
+static struct auth_job *auth_job_new(struct req *r, enum hash_kind kind, const char *password,
+				     void (*done)(struct worker *w, void *job))
+{
+	struct auth_job *job = calloc(1, sizeof(*job));
+
+	if (!job) {
+		reply_err(r, ST_INTERNAL, "out of memory");
+		return NULL;
+	}
+	job->hash.kind = kind;
+	job->hash.worker = r->w;
+	job->hash.done = done;
+	/* req_str bounded it to PASSWD_MAX_BYTES */
+	snprintf(job->hash.password, sizeof(job->hash.password), "%s", password);
+	job->conn = r->conn;
+	job->cmd = r->cmd;
+	return job;
+}
+
+static void auth_job_free(struct auth_job *job)
+{
+	explicit_bzero(job, sizeof(*job));
+	free(job);
+}
+
+/* The answer of a job, through the reply slot its request reserved. */
+static struct auth_to auth_to_job(struct worker *w, struct auth_job *job)
+{
+	return (struct auth_to){
+		.w = w, .s = &w->pool->sessions[CONN_SLOT(job->conn)],
+		.conn = job->conn, .cmd = job->cmd, .p = job->p,
+	};
+}
+
+/* True while the session slot of the job still is its connection's. */
+static bool auth_job_conn_open(const struct auth_to *to)
+{
+	return to->s->conn == to->conn;
+}
+
+/*
+ * Hands job to the hasher for r, which was admitted (auth_enter): reserves
+ * r's reply slot and holds the connection's later frames until the job's
+ * completion has answered. Takes over the job and the admission: when the
+ * hasher refuses the job, answers 8 RATE_LIMITED (queue full) or 12, frees
+ * the job, leaves and resumes the connection here.
+ */
+static void auth_submit(struct req *r, struct auth_job *job)
+{
+	struct auth_to to;
+	uint64_t retry_ms;
+	int ret;
+
+	job->p = reply_defer(r);
+	if (!job->p) { /* it answered 12 */
+		auth_job_free(job);
+		auth_leave();
+		return;
+	}
+	session_hold(r->s);
+	ret = hasher_submit(&job->hash);
+	if (!ret)
+		return;
+
+	to = auth_to_job(r->w, job);
+	if (ret == -EBUSY) {
+		retry_ms = hasher_wait_ms();
+		retry_ms += auth_rand() % (retry_ms / 2 + 1);
+		if (retry_ms > AUTH_HASHER_RETRY_MAX_MS)
+			retry_ms = AUTH_HASHER_RETRY_MAX_MS;
+		counter_inc(hash_busy);
+		log_limited(&auth_gate_hasher, LOG_WARN,
+			    "auth: hasher queue full, %s refused (retry in %" PRIu64 " ms)",
+			    rc_cmd_name(r->cmd), retry_ms);
+		auth_answer_rate_limited(&to, "node busy with logins, retry later", retry_ms);
+	} else {
+		log_limited(&auth_gate_hasher, LOG_ERROR, "auth: hasher refused a job: %s",
+			    strerror(-ret));
+		auth_answer_err(&to, ST_INTERNAL, "cannot hash the password");
+	}
+	auth_job_free(job);
+	auth_leave();
+	session_resume(r->w, r->s);
+}
+
 /* ---- SIGNUP --------------------------------------------------------------- */
 
-static void auth_signup_admitted(struct req *r, const char *name, const char *password,
-				 const char *phone, const char *avatar)
+/* SIGNUP with its password hashed: insert the account and answer. */
+static void auth_signup_hashed(const struct auth_to *to, struct auth_job *job)
 {
-	struct db *db = r->w->db;
-	char hash[PASSWD_HASH_SIZE];
+	struct db *db = to->w->db;
 	int64_t rc;
 	uint64_t uid;
-	int ret;
 	cJSON *o;
 
-	ret = passwd_hash(password, auth_cfg(r)->hash_cost, hash, sizeof(hash));
-	if (ret) {
-		log_error("auth: passwd_hash: %s", strerror(-ret));
-		reply_err(r, ST_INTERNAL, "cannot hash the password");
+	if (job->hash.err) {
+		log_error("auth: passwd_hash: %s", strerror(-job->hash.err));
+		auth_answer_err(to, ST_INTERNAL, "cannot hash the password");
 		return;
 	}
 	if (db_begin(db)) {
-		auth_db_failed(r, "signup begin");
+		auth_db_failed(to, "signup begin");
 		return;
 	}
-	rc = db_exec(db, "INSERT INTO users (username, avatar_url) VALUES (?, ?)", "ss", name,
-		     avatar);
+	rc = db_exec(db, "INSERT INTO users (username, avatar_url) VALUES (?, ?)", "ss",
+		     job->name, job->avatar);
 	if (rc == DB_ERR_DUP) {
 		db_rollback(db);
-		reply_err(r, ST_ALREADY_EXISTS, "username %s is taken", name);
+		auth_answer(to, ST_ALREADY_EXISTS,
+			    reply_error_payload("username %s is taken", job->name));
 		return;
 	}
 	if (rc < 0)
 		goto out_rollback;
 	uid = db_insert_id(db);
 	rc = db_exec(db, "INSERT INTO user_auth (user_id, password_hash, phone) VALUES (?, ?, ?)",
-		     "uss", uid, hash, phone);
+		     "uss", uid, job->hash.hash, job->phone);
 	if (rc < 0)
 		goto out_rollback;
 	/* A failed COMMIT may still have landed (link lost at that moment):
 	 * the client's retry then meets ALREADY_EXISTS and can LOGIN. */
 	if (db_commit(db)) {
-		auth_db_failed(r, "signup commit");
+		auth_db_failed(to, "signup commit");
 		return;
 	}
 	o = cJSON_CreateObject();
-	json_add_int(o, "user_id", uid);
-	reply_ok(r, o);
+	json_add_int(o, "user_id", (int64_t)uid);
+	auth_answer(to, ST_OK, o);
 	return;
 
 out_rollback:
@@ -485,12 +655,27 @@ out_rollback:
 	log_limited(&auth_gate_storage, LOG_WARN, "auth: signup insert failed: %s",
 			 db_errmsg(db));
 	db_rollback(db);
-	auth_storage_error(r);
+	auth_storage_error(to);
+}
+
+/* Hasher completion of a SIGNUP, on the submitting worker. The account is
+ * made even when the connection closed meanwhile (see the top comment). */
+static void auth_signup_done(struct worker *w, void *arg)
+{
+	struct auth_job *job = arg;
+	struct auth_to to = auth_to_job(w, job);
+
+	auth_signup_hashed(&to, job);
+	auth_leave();
+	if (auth_job_conn_open(&to))
+		session_resume(w, to.s);
+	auth_job_free(job);
 }
 
 void auth_signup(struct req *r)
 {
 	const char *name, *password, *phone = "", *avatar = "";
+	struct auth_job *job;
 	bool present;
 
 	if (!auth_req_username(r, &name) ||
@@ -500,26 +685,123 @@ void auth_signup(struct req *r)
 		return;
 	if (!auth_enter(r))
 		return;
-	auth_signup_admitted(r, name, password, phone, avatar);
-	auth_leave();
+	/* Whether the name is free is not asked first: the INSERT's unique
+	 * key is the real check, and a taken name is the rare case. */
+	job = auth_job_new(r, HASH_MAKE, password, auth_signup_done);
+	if (!job) {
+		auth_leave();
+		return;
+	}
+	job->hash.cost = auth_cfg(r)->hash_cost;
+	snprintf(job->name, sizeof(job->name), "%s", name);
+	snprintf(job->phone, sizeof(job->phone), "%s", phone);
+	snprintf(job->avatar, sizeof(job->avatar), "%s", avatar);
+	auth_submit(r, job);
 }
 
 /* ---- LOGIN --------------------------------------------------------------- */
 
-static void auth_login_admitted(struct req *r, const char *name, const char *password)
+static bool auth_login_ok(const struct auth_job *job)
 {
-	struct kv *kv = r->w->kv;
-	struct db_rows *rows;
-	char hash[PASSWD_HASH_SIZE] = "";
+	return job->hash.match && job->uid && job->active;
+}
+
+/* A wrong password counts whether or not its client stayed to hear it. */
+static void auth_login_failed(struct worker *w, const struct auth_job *job)
+{
+	counter_inc(login_failures);
+	auth_fail_record(w, job->peer_addr, job->name);
+}
+
+/* LOGIN with its password verified (or not): start the session or refuse. */
+static void auth_login_verified(const struct auth_to *to, struct auth_job *job)
+{
+	struct worker *w = to->w;
+	struct session *s = to->s;
+	struct kv *kv = w->kv;
 	char token[TOKEN_HEX_LEN + 1], key[AUTH_KEY_BYTES], fkey[AUTH_KEY_BYTES];
-	int64_t uid = 0;
-	bool active = false, ok;
 	redisReply *rep, *rep_del;
 	int ret;
 	cJSON *o;
 
-	if (auth_fail_check(r, name))
+	if (!auth_login_ok(job)) {
+		if (s->auth_failures < UINT8_MAX)
+			s->auth_failures++;
+		auth_login_failed(w, job);
+		auth_answer_err(to, ST_AUTH_FAILED, AUTH_ERR_CREDENTIALS);
 		return;
+	}
+
+	ret = token_new(token);
+	if (ret) {
+		log_error("auth: token_new: %s", strerror(-ret));
+		auth_answer_err(to, ST_INTERNAL, "cannot make a token");
+		return;
+	}
+	auth_key_token(key, token);
+	auth_key_fail_user(fkey, job->name);
+	/* One round trip: store the token and clear the name's failures. */
+	kv_append(kv, "SET %s %lld EX %d", key, (long long)job->uid, w->pool->cfg->token_ttl_s);
+	kv_append(kv, "DEL %s", fkey);
+	rep = kv_reply(kv);
+	rep_del = kv_reply(kv);
+	if (rep_del)
+		freeReplyObject(rep_del);
+	if (!rep || rep->type != REDIS_REPLY_STATUS) {
+		if (rep)
+			freeReplyObject(rep);
+		auth_kv_failed(to, "token store");
+		return;
+	}
+	freeReplyObject(rep);
+	s->auth_failures = 0;
+
+	o = cJSON_CreateObject();
+	json_add_int(o, "user_id", job->uid);
+	cJSON_AddStringToObject(o, "token", token);
+	auth_session_begin(to, job->uid, token, o);
+	explicit_bzero(token, sizeof(token));
+}
+
+/* Hasher completion of a LOGIN, on the submitting worker. */
+static void auth_login_done(struct worker *w, void *arg)
+{
+	struct auth_job *job = arg;
+	struct auth_to to = auth_to_job(w, job);
+
+	if (!auth_job_conn_open(&to)) {
+		/* Closed while hashing: the slot was orphaned, this frees it. */
+		if (!auth_login_ok(job))
+			auth_login_failed(w, job);
+		reply_complete(w, job->p, ST_INTERNAL, NULL);
+		auth_leave();
+		auth_job_free(job);
+		return;
+	}
+	auth_login_verified(&to, job);
+	/* Before the held frames run: one of them may be a LOGIN of its own. */
+	auth_leave();
+	session_resume(w, to.s);
+	auth_job_free(job);
+}
+
+void auth_login(struct req *r)
+{
+	const char *name, *password;
+	struct auth_job *job;
+	struct db_rows *rows;
+
+	if (!auth_req_username(r, &name) || !req_str(r, "password", 1, PASSWD_MAX_BYTES, &password))
+		return;
+	if (auth_refuse_relogin(r))
+		return;
+	if (!auth_enter(r))
+		return;
+	if (auth_fail_check(r, name))
+		goto out_leave;
+	job = auth_job_new(r, HASH_VERIFY, password, auth_login_done);
+	if (!job)
+		goto out_leave;
 	/*
 	 * One round trip: the join reads the same two rows as two lookups
 	 * would (the users row through the unique name index, then user_auth
@@ -530,69 +812,28 @@ static void auth_login_admitted(struct req *r, const char *name, const char *pas
 			"JOIN user_auth a ON a.user_id = u.id WHERE u.username = ?",
 			"s", name);
 	if (!rows) {
-		auth_db_failed(r, "login lookup");
-		return;
+		struct auth_to to = auth_to_req(r);
+
+		auth_job_free(job);
+		auth_db_failed(&to, "login lookup");
+		goto out_leave;
 	}
-	if (db_rows_count(rows) == 1 && db_cell_len(rows, 0, 2) < sizeof(hash)) {
-		uid = db_cell_i64(rows, 0, 0);
-		active = db_cell_i64(rows, 0, 1) == 0;
-		memcpy(hash, db_cell_str(rows, 0, 2), db_cell_len(rows, 0, 2) + 1);
+	if (db_rows_count(rows) == 1 && db_cell_len(rows, 0, 2) < sizeof(job->hash.hash)) {
+		job->uid = db_cell_i64(rows, 0, 0);
+		job->active = db_cell_i64(rows, 0, 1) == 0;
+		memcpy(job->hash.hash, db_cell_str(rows, 0, 2), db_cell_len(rows, 0, 2) + 1);
+	} else {
+		/* Unknown user: verify anyway, so the answer takes as long. */
+		job->uid = 0;
+		memcpy(job->hash.hash, auth_dummy_hash, sizeof(job->hash.hash));
 	}
 	db_rows_free(rows);
-	/* Unknown user: verify anyway, so the answer takes as long. */
-	ok = passwd_verify(password, uid ? hash : auth_dummy_hash) && uid && active;
-	explicit_bzero(hash, sizeof(hash));
-	if (!ok) {
-		counter_inc(login_failures);
-		if (r->s->auth_failures < UINT8_MAX)
-			r->s->auth_failures++;
-		auth_fail_record(r, name);
-		reply_err(r, ST_AUTH_FAILED, AUTH_ERR_CREDENTIALS);
-		return;
-	}
+	snprintf(job->name, sizeof(job->name), "%s", name);
+	job->peer_addr = r->s->peer_addr;
+	auth_submit(r, job);
+	return;
 
-	ret = token_new(token);
-	if (ret) {
-		log_error("auth: token_new: %s", strerror(-ret));
-		reply_err(r, ST_INTERNAL, "cannot make a token");
-		return;
-	}
-	auth_key_token(key, token);
-	auth_key_fail_user(fkey, name);
-	/* One round trip: store the token and clear the name's failures. */
-	kv_append(kv, "SET %s %lld EX %d", key, (long long)uid, auth_cfg(r)->token_ttl_s);
-	kv_append(kv, "DEL %s", fkey);
-	rep = kv_reply(kv);
-	rep_del = kv_reply(kv);
-	if (rep_del)
-		freeReplyObject(rep_del);
-	if (!rep || rep->type != REDIS_REPLY_STATUS) {
-		if (rep)
-			freeReplyObject(rep);
-		auth_kv_failed(r, "token store");
-		return;
-	}
-	freeReplyObject(rep);
-	r->s->auth_failures = 0;
-
-	o = cJSON_CreateObject();
-	json_add_int(o, "user_id", uid);
-	cJSON_AddStringToObject(o, "token", token);
-	auth_session_begin(r, uid, token, o);
-	explicit_bzero(token, sizeof(token));
-}
-
-void auth_login(struct req *r)
-{
-	const char *name, *password;
-
-	if (!auth_req_username(r, &name) || !req_str(r, "password", 1, PASSWD_MAX_BYTES, &password))
-		return;
-	if (auth_refuse_relogin(r))
-		return;
-	if (!auth_enter(r))
-		return;
-	auth_login_admitted(r, name, password);
+out_leave:
 	auth_leave();
 }
 
@@ -600,6 +841,7 @@ void auth_login(struct req *r)
 
 static void auth_resume_admitted(struct req *r, const char *token)
 {
+	struct auth_to to = auth_to_req(r);
 	char key[AUTH_KEY_BYTES];
 	redisReply *rep;
 	int64_t uid = 0;
@@ -616,7 +858,7 @@ static void auth_resume_admitted(struct req *r, const char *token)
 	if (!rep || (rep->type != REDIS_REPLY_STRING && rep->type != REDIS_REPLY_NIL)) {
 		if (rep)
 			freeReplyObject(rep);
-		auth_kv_failed(r, "token lookup");
+		auth_kv_failed(&to, "token lookup");
 		return;
 	}
 	if (rep->type == REDIS_REPLY_STRING)
@@ -629,7 +871,7 @@ static void auth_resume_admitted(struct req *r, const char *token)
 	/* The account may have been disabled since the token was made. */
 	rc = db_exec(r->w->db, "SELECT 1 FROM users WHERE id = ? AND state = 0", "l", uid);
 	if (rc < 0) {
-		auth_db_failed(r, "resume lookup");
+		auth_db_failed(&to, "resume lookup");
 		return;
 	}
 	if (rc == 0) {
@@ -638,7 +880,7 @@ static void auth_resume_admitted(struct req *r, const char *token)
 	}
 	o = cJSON_CreateObject();
 	json_add_int(o, "user_id", uid);
-	auth_session_begin(r, uid, token, o);
+	auth_session_begin(&to, uid, token, o);
 }
 
 void auth_resume(struct req *r)
@@ -672,9 +914,11 @@ void auth_logout(struct req *r)
 		auth_key_token(key, s->token);
 		rep = kv_cmd(r->w->kv, "DEL %s", key);
 		if (!rep || rep->type != REDIS_REPLY_INTEGER) {
+			struct auth_to to = auth_to_req(r);
+
 			if (rep)
 				freeReplyObject(rep);
-			auth_kv_failed(r, "token revoke");
+			auth_kv_failed(&to, "token revoke");
 			return;
 		}
 		freeReplyObject(rep);
@@ -718,6 +962,12 @@ int auth_global_init(struct worker_pool *pool)
 		log_error("auth: cannot make the dummy hash: %s", strerror(-ret));
 		return ret;
 	}
+	/* Last: nothing after it can fail and leave the threads running. */
+	ret = hasher_start(pool->cfg);
+	if (ret) {
+		log_error("auth: cannot start the hasher: %s", strerror(-ret));
+		return ret;
+	}
 	return 0;
 }
 
@@ -725,9 +975,11 @@ void auth_global_stop(void)
 {
 	uint64_t shed = atomic_load_explicit(&counters.login_shed, memory_order_relaxed);
 	uint64_t locked = atomic_load_explicit(&counters.login_locked, memory_order_relaxed);
+	uint64_t busy = atomic_load_explicit(&counters.hash_busy, memory_order_relaxed);
 
-	if (shed || locked)
+	hasher_stop();
+	if (shed || locked || busy)
 		log_info("auth: %" PRIu64 " logins shed (node busy), %" PRIu64
-			 " refused by the failed-login limit",
-			 shed, locked);
+			 " refused by the failed-login limit, %" PRIu64 " refused by a full hasher",
+			 shed, locked, busy);
 }

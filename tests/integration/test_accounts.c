@@ -1,8 +1,10 @@
 /*
  * test_accounts.c - SIGNUP, LOGIN, RESUME and LOGOUT against a real
  * ringchatd with real MariaDB and Redis: validation, tokens, kicks, the
- * failed-login limit, login admission control, and storage outages (the
- * last tests stop and restart the services).
+ * failed-login limit, requests pipelined behind a LOGIN or SIGNUP whose
+ * password is hashed off the worker, login admission control and the
+ * hasher's queue bound, and storage outages (the last tests stop and
+ * restart the services).
  *
  * Failed logins are counted per client address in Redis, which every node
  * and every test program shares. Tests that fail logins on purpose
@@ -636,6 +638,305 @@ static void test_sql_shaped_input(void **state)
 	rc_close(c);
 }
 
+/* ---- hashing off the workers ---------------------------------------------- */
+
+/* How many times text occurs in the node's log. */
+static int acc_log_count(struct node *n, const char *text)
+{
+	FILE *f = fopen(node_log_path(n), "r");
+	char *buf, *p;
+	long size;
+	int count = 0;
+
+	assert_non_null(f);
+	assert_int_equal(fseek(f, 0, SEEK_END), 0);
+	size = ftell(f);
+	assert_true(size >= 0);
+	rewind(f);
+	buf = malloc((size_t)size + 1);
+	assert_non_null(buf);
+	assert_int_equal(fread(buf, 1, (size_t)size, f), (size_t)size);
+	buf[size] = '\0';
+	fclose(f);
+	for (p = buf; (p = strstr(p, text)); p += strlen(text))
+		count++;
+	free(buf);
+	return count;
+}
+
+/* Appends one request frame to buf (at *off, cap bytes) for a pipelined
+ * write. */
+static void acc_put_frame(uint8_t *buf, size_t cap, size_t *off, uint16_t cmd, uint32_t seq,
+			  const char *json)
+{
+	struct frame_hdr h = {.magic = FRAME_MAGIC, .version = FRAME_VERSION, .cmd = cmd,
+			      .seq = seq};
+	size_t jlen = json ? strlen(json) : 0;
+
+	assert_true(*off + FRAME_HDR_BYTES + jlen <= cap);
+	h.len = (uint32_t)jlen;
+	frame_hdr_encode(buf + *off, &h);
+	if (jlen)
+		memcpy(buf + *off + FRAME_HDR_BYTES, json, jlen);
+	*off += FRAME_HDR_BYTES + jlen;
+}
+
+/* The next response (pushes, seq 0, are skipped); asserts its cmd and seq,
+ * so responses must come in request order. Returns its code; the payload
+ * goes to *json when json is not NULL (caller frees). */
+static uint32_t acc_next_response(struct rc_client *c, uint16_t cmd, uint32_t seq, cJSON **json)
+{
+	struct rc_frame f;
+	uint32_t code;
+
+	for (;;) {
+		assert_int_equal(rc_recv(c, &f, TC_CALL_TIMEOUT_MS), 0);
+		if (f.hdr.seq != 0 || f.hdr.cmd < CMD_PUSH_MSG)
+			break;
+		rc_frame_free(&f);
+	}
+	if (f.hdr.cmd != cmd || f.hdr.seq != seq)
+		fail_msg("expected the answer to %s seq %u, got cmd %u seq %u code %u: %s",
+			 rc_cmd_name(cmd), seq, f.hdr.cmd, f.hdr.seq, f.hdr.code, f.payload);
+	code = f.hdr.code;
+	if (json) {
+		*json = f.json;
+		f.json = NULL;
+	}
+	rc_frame_free(&f);
+	return code;
+}
+
+/*
+ * A FRIEND_LIST written together with the LOGIN before it (no waiting in
+ * between) runs after the login took effect, although the password is
+ * checked off the worker meanwhile: LOGIN OK, then FRIEND_LIST OK, not
+ * NOT_LOGGED_IN. Same for a PING, which needs no login, behind them: the
+ * answers keep the request order.
+ */
+static void test_login_pipelined(void **state)
+{
+	struct rc_client *c = tc_connect(acc_node);
+	char name[TC_NAME_MAX], *j;
+	uint8_t buf[1024];
+	size_t off = 0;
+	uint32_t code;
+	int64_t id;
+	cJSON *r;
+
+	(void)state;
+	tc_unique_name("pipe", name);
+	id = acc_signup(c, name, TC_PASSWORD, ST_OK);
+	rc_close(c);
+
+	c = tc_connect(acc_node);
+	j = acc_creds(name, TC_PASSWORD);
+	acc_put_frame(buf, sizeof(buf), &off, CMD_LOGIN, 1, j);
+	acc_put_frame(buf, sizeof(buf), &off, CMD_FRIEND_LIST, 2, NULL);
+	acc_put_frame(buf, sizeof(buf), &off, CMD_PING, 3, NULL);
+	assert_int_equal(rc_send_raw(c, buf, off), 0);
+
+	code = acc_next_response(c, CMD_LOGIN, 1, &r);
+	if (code != ST_OK)
+		fail_msg("pipelined LOGIN: code %u", code);
+	assert_int_equal(tc_json_int(r, "user_id"), id);
+	cJSON_Delete(r);
+	code = acc_next_response(c, CMD_FRIEND_LIST, 2, &r);
+	if (code != ST_OK)
+		fail_msg("FRIEND_LIST pipelined behind LOGIN: code %u", code);
+	assert_true(cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(r, "friends")));
+	cJSON_Delete(r);
+	assert_int_equal(acc_next_response(c, CMD_PING, 3, NULL), ST_OK);
+	rc_close(c);
+
+	/* A wrong password pipelined the same way: the request behind it is
+	 * refused as not logged in, and the right password then works. */
+	c = acc_connect_fresh_addr(acc_node);
+	off = 0;
+	free(j);
+	j = acc_creds(name, "not-the-password");
+	acc_put_frame(buf, sizeof(buf), &off, CMD_LOGIN, 1, j);
+	acc_put_frame(buf, sizeof(buf), &off, CMD_FRIEND_LIST, 2, NULL);
+	assert_int_equal(rc_send_raw(c, buf, off), 0);
+	assert_int_equal(acc_next_response(c, CMD_LOGIN, 1, NULL), ST_AUTH_FAILED);
+	assert_int_equal(acc_next_response(c, CMD_FRIEND_LIST, 2, NULL), ST_NOT_LOGGED_IN);
+	free(j);
+	rc_close(c);
+}
+
+/* SIGNUP and LOGIN of the new user in one write: the LOGIN finds the
+ * account the SIGNUP made, and a second SIGNUP of the same name behind
+ * them is ALREADY_EXISTS. */
+static void test_signup_login_pipelined(void **state)
+{
+	struct rc_client *c = tc_connect(acc_node);
+	char name[TC_NAME_MAX], *j;
+	uint8_t buf[1024];
+	size_t off = 0;
+	uint32_t code;
+	int64_t id;
+	cJSON *r;
+
+	(void)state;
+	tc_unique_name("pipesu", name);
+	j = acc_creds(name, TC_PASSWORD);
+	acc_put_frame(buf, sizeof(buf), &off, CMD_SIGNUP, 1, j);
+	acc_put_frame(buf, sizeof(buf), &off, CMD_LOGIN, 2, j);
+	acc_put_frame(buf, sizeof(buf), &off, CMD_SIGNUP, 3, j);
+	acc_put_frame(buf, sizeof(buf), &off, CMD_FRIEND_LIST, 4, NULL);
+	free(j);
+	assert_int_equal(rc_send_raw(c, buf, off), 0);
+
+	code = acc_next_response(c, CMD_SIGNUP, 1, &r);
+	if (code != ST_OK)
+		fail_msg("pipelined SIGNUP: code %u", code);
+	id = tc_json_int(r, "user_id");
+	cJSON_Delete(r);
+	code = acc_next_response(c, CMD_LOGIN, 2, &r);
+	if (code != ST_OK)
+		fail_msg("LOGIN pipelined behind its SIGNUP: code %u", code);
+	assert_int_equal(tc_json_int(r, "user_id"), id);
+	cJSON_Delete(r);
+	assert_int_equal(acc_next_response(c, CMD_SIGNUP, 3, NULL), ST_ALREADY_EXISTS);
+	assert_int_equal(acc_next_response(c, CMD_FRIEND_LIST, 4, NULL), ST_OK);
+	rc_close(c);
+}
+
+#define ACC_HASH_QUEUE_AHEAD 16
+
+/*
+ * A LOGIN whose connection closes while its password waits for the
+ * hasher: the node forgets it (the user is not logged in, no session is
+ * left behind, nothing leaks or crashes) and goes on serving. The hasher
+ * has ACC_HASH_QUEUE_AHEAD slow verifications queued ahead of that LOGIN,
+ * so the close reaches the node long before the hash is done. The node's
+ * exit status (0) also covers leaks in a sanitizer build, and its counter
+ * dump at exit shows the hasher did run that LOGIN's job.
+ */
+static void test_login_closed_while_hashing(void **state)
+{
+	struct node *n = node_start("--hash-cost 4 --hash-threads 1");
+	struct rc_client *c, *ahead[ACC_HASH_QUEUE_AHEAD + 1], *watch;
+	char name[TC_NAME_MAX], ghost[TC_NAME_MAX], last[128], line[96], *j;
+	int64_t id;
+	int i;
+
+	(void)state;
+	assert_non_null(n);
+	c = tc_connect(n);
+	tc_unique_name("gone", name);
+	id = acc_signup(c, name, TC_PASSWORD, ST_OK);
+	rc_close(c);
+	/* The user is logged in here: a LOGIN that took effect would kick it. */
+	watch = tc_connect(n);
+	acc_login_ok(watch, name, TC_PASSWORD, NULL);
+
+	/* Unknown users: each costs a full verification all the same. Each
+	 * from a name and an address of its own, so that these failures
+	 * reach no failed-login limit (now or in later runs). */
+	for (i = 0; i < ACC_HASH_QUEUE_AHEAD + 1; i++) {
+		tc_unique_name("ghost", ghost);
+		j = acc_creds(ghost, "not-a-password");
+		ahead[i] = acc_connect_fresh_addr(n);
+		if (i < ACC_HASH_QUEUE_AHEAD)
+			assert_int_equal(rc_send(ahead[i], CMD_LOGIN, 1, j), 0);
+		else
+			snprintf(last, sizeof(last), "%s", j);
+		free(j);
+	}
+	c = tc_connect(n);
+	j = acc_creds(name, TC_PASSWORD);
+	assert_int_equal(rc_send(c, CMD_LOGIN, 1, j), 0);
+	free(j);
+	rc_close(c);
+
+	/* Every LOGIN ahead is answered, in full, and the node serves on. */
+	for (i = 0; i < ACC_HASH_QUEUE_AHEAD; i++) {
+		assert_int_equal(acc_next_response(ahead[i], CMD_LOGIN, 1, NULL), ST_AUTH_FAILED);
+		rc_close(ahead[i]);
+	}
+	acc_assert_ping(watch);
+	assert_true(acc_logged_in(watch));
+	assert_int_equal(acc_code(ahead[ACC_HASH_QUEUE_AHEAD], CMD_LOGIN, last), ST_AUTH_FAILED);
+	rc_close(ahead[ACC_HASH_QUEUE_AHEAD]);
+	rc_close(watch);
+
+	/* Exit status 0: no crash, and no leak in a sanitizer build. */
+	assert_int_equal(node_stop(n), 0);
+	/* The hasher ran every job: the signup, the watch's login, the queue,
+	 * the closed LOGIN and the last one. */
+	snprintf(line, sizeof(line), " hash_jobs=%d ", 1 + 1 + ACC_HASH_QUEUE_AHEAD + 1 + 1);
+	if (!node_log_contains(n, line))
+		fail_msg("the node's counters at exit do not say \"%s\"", line);
+	/* ... yet the closed LOGIN did not log the user in: the watch's login
+	 * is the only one ("user=ID conn=..."), and nobody was kicked. */
+	snprintf(line, sizeof(line), "event=login user=%lld ", (long long)id);
+	assert_int_equal(acc_log_count(n, line), 1);
+	assert_int_equal(acc_log_count(n, "event=kick"), 0);
+}
+
+#define ACC_HASHER_FLOOD 96 /* well over HASHER_QUEUE_PER_THREAD (64) */
+
+/*
+ * With login_concurrency far above what one hasher thread queues, the
+ * hasher's own bound refuses the excess: 8 RATE_LIMITED at once with a
+ * retry hint (about the time its queue takes to drain), and every refused
+ * client that retries gets in.
+ */
+static void test_hasher_full(void **state)
+{
+	struct node *n = node_start("--hash-cost 4 --hash-threads 1 --login-concurrency 10000");
+	struct rc_client *c[ACC_HASHER_FLOOD];
+	char names[ACC_HASHER_FLOOD][TC_NAME_MAX];
+	bool refused[ACC_HASHER_FLOOD];
+	int ok = 0, busy = 0, i;
+
+	(void)state;
+	assert_non_null(n);
+	c[0] = tc_connect(n);
+	for (i = 0; i < ACC_HASHER_FLOOD; i++) {
+		tc_unique_name("flood", names[i]);
+		acc_signup(c[0], names[i], TC_PASSWORD, ST_OK);
+	}
+	rc_close(c[0]);
+	for (i = 0; i < ACC_HASHER_FLOOD; i++)
+		c[i] = tc_connect(n);
+	for (i = 0; i < ACC_HASHER_FLOOD; i++) {
+		char *j = acc_creds(names[i], TC_PASSWORD);
+
+		assert_int_equal(rc_send(c[i], CMD_LOGIN, 1, j), 0);
+		free(j);
+	}
+	for (i = 0; i < ACC_HASHER_FLOOD; i++) {
+		cJSON *r = NULL;
+		uint32_t code = acc_next_response(c[i], CMD_LOGIN, 1, &r);
+
+		refused[i] = code == ST_RATE_LIMITED;
+		if (code == ST_OK) {
+			ok++;
+		} else if (refused[i]) {
+			busy++;
+			assert_true(acc_error_text(r)[0] != '\0');
+			acc_retry_ms(r, 1, 60000);
+		} else {
+			fail_msg("login %d: code %u", i, code);
+		}
+		cJSON_Delete(r);
+	}
+	if (ok < 64 || !busy)
+		fail_msg("%d logins succeeded and %d were refused; expected 64+ and some", ok,
+			 busy);
+	assert_true(node_log_wait(n, "hasher queue full", 2000));
+	/* Every answer is in, so the queue is empty: retries all get in. */
+	for (i = 0; i < ACC_HASHER_FLOOD; i++) {
+		if (refused[i])
+			acc_login_ok(c[i], names[i], TC_PASSWORD, NULL);
+		assert_true(acc_logged_in(c[i]));
+		rc_close(c[i]);
+	}
+	assert_int_equal(node_stop(n), 0);
+}
+
 /* ---- failed-login limit --------------------------------------------------- */
 
 #define ACC_FAIL_LIMIT 3
@@ -1000,6 +1301,10 @@ int main(void)
 	    cmocka_unit_test(test_kick_on_second_login),
 	    cmocka_unit_test(test_second_login_on_connection_refused),
 	    cmocka_unit_test(test_sql_shaped_input),
+	    cmocka_unit_test(test_login_pipelined),
+	    cmocka_unit_test(test_signup_login_pipelined),
+	    cmocka_unit_test(test_login_closed_while_hashing),
+	    cmocka_unit_test(test_hasher_full),
 	    cmocka_unit_test(test_failed_login_limit),
 	    cmocka_unit_test(test_login_admission),
 	    /* Last: they stop the shared services (the teardown restarts
