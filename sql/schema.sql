@@ -141,11 +141,10 @@ CREATE TABLE IF NOT EXISTS group_members (
 --   not acknowledged, oldest first, pushed at LOGIN:
 --                  WHERE to_id = ? AND is_read = 0 ORDER BY msg_id
 --   (group rows all sit under to_id 0, which is never queried.)
--- * idx_messages_group (group_id, msg_id): the newest msg_id of a group, which
---   starts a new member's read cursor, in one index probe:
---                  SELECT MAX(msg_id) FROM messages WHERE group_id = ?
---   (1:1 rows all sit under group_id 0 at the index's right edge, so they
---   cost an append each.)
+-- * No index on group_id: a group's messages are its conversation's, so
+--   idx_messages_conv already serves "the newest msg_id of a group" (the read
+--   cursor a new member starts from); every index here is paid on each of
+--   the writer's inserts, the hottest statement of the node.
 -- * uk_messages_client (from_id, client_msg_id): a retried MSG_SEND with the
 --   same client_msg_id hits this key and gets the first msg_id back instead
 --   of a second message. NULLs do not collide, so messages sent without a
@@ -164,7 +163,6 @@ CREATE TABLE IF NOT EXISTS messages (
 	PRIMARY KEY (msg_id),
 	KEY idx_messages_conv (conversation_id, msg_id),
 	KEY idx_messages_unread (to_id, is_read, msg_id),
-	KEY idx_messages_group (group_id, msg_id),
 	UNIQUE KEY uk_messages_client (from_id, client_msg_id)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;
 
