@@ -603,6 +603,15 @@ int dispatch_worker_start(struct worker *w)
 
 void dispatch_worker_stop(struct worker *w)
 {
+	struct worker_pool *p = w->pool;
+
+	/* The I/O thread has closed every connection without telling the
+	 * workers (it is gone). End this worker's sessions here, so users
+	 * are marked offline in Redis now rather than when their presence
+	 * TTL runs out, and their friends elsewhere hear of it. */
+	for (uint32_t slot = (uint32_t)w->id; slot < p->nsessions; slot += (uint32_t)p->n)
+		if (p->sessions[slot].conn)
+			session_end(w, &p->sessions[slot]);
 #ifdef HAVE_STORE
 	if (w->db)
 		db_close(w->db);

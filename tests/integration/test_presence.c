@@ -156,12 +156,40 @@ static void test_not_friends_hear_nothing(void **state)
 	rc_close(a.c);
 }
 
+/* A node that shuts down marks its users offline in the shared Redis at
+ * once: a friend on another node sees them offline, without waiting for
+ * the presence TTL (90 s) to run out. */
+static void test_node_stop_marks_offline(void **state)
+{
+	struct node *other = node_start(NULL);
+	struct pr_user a, b;
+	char json[64];
+
+	(void)state;
+	assert_non_null(other);
+	a.c = tc_signup_login_as(other, "prsa", a.name, &a.id);
+	b.c = tc_signup_login_as(pr_node, "prsb", b.name, &b.id);
+	/* befriend across the nodes: the request's push does not cross
+	 * nodes (that is the cluster layer's), the stored request does */
+	snprintf(json, sizeof(json), "{\"user_id\":%lld}", (long long)b.id);
+	cJSON_Delete(tc_call_ok(a.c, CMD_FRIEND_REQUEST, "%s", json));
+	snprintf(json, sizeof(json), "{\"user_id\":%lld}", (long long)a.id);
+	cJSON_Delete(tc_call_ok(b.c, CMD_FRIEND_ACCEPT, "%s", json));
+	assert_true(pr_listed_online(b.c, a.id));
+
+	assert_int_equal(node_stop(other), 0);
+	rc_close(a.c);
+	assert_false(pr_listed_online(b.c, a.id));
+	rc_close(b.c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_login_logout_disconnect),
 		cmocka_unit_test(test_kick_sends_no_offline),
 		cmocka_unit_test(test_not_friends_hear_nothing),
+		cmocka_unit_test(test_node_stop_marks_offline),
 	};
 
 	harness_init();
