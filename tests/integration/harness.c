@@ -813,3 +813,28 @@ int services_start(const char *name)
 {
 	return services_run("start", name);
 }
+
+cJSON *tc_call_expect(struct rc_client *c, uint16_t cmd, uint32_t want, const char *fmt, ...)
+{
+	char *json = NULL;
+	uint32_t code;
+	cJSON *body;
+	va_list ap;
+
+	if (fmt) {
+		va_start(ap, fmt);
+		if (vasprintf(&json, fmt, ap) < 0)
+			fail_msg("out of memory");
+		va_end(ap);
+	}
+	body = tc_call(c, cmd, json, &code);
+	if (code != want) {
+		char *text = cJSON_PrintUnformatted(body);
+
+		fail_msg("%s %s: expected %u %s, got %u %s: %s", rc_cmd_name(cmd),
+			 json ? json : "{}", want, rc_status_name(want), code, rc_status_name(code),
+			 text ? text : "?");
+	}
+	free(json);
+	return body;
+}

@@ -140,6 +140,16 @@ uint32_t tc_call_code(struct rc_client *c, uint16_t cmd, const char *json);
 cJSON *tc_call(struct rc_client *c, uint16_t cmd, const char *json, uint32_t *code);
 
 /*
+ * Sends cmd with a printf-built payload (fmt NULL = empty) and fails the
+ * test, naming the request, the expected and the received status and the
+ * response, unless the status is want. Returns the response payload
+ * (caller frees); tc_expect frees it.
+ */
+cJSON *tc_call_expect(struct rc_client *c, uint16_t cmd, uint32_t want, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+#define tc_expect(c, cmd, want, ...) cJSON_Delete(tc_call_expect(c, cmd, want, __VA_ARGS__))
+
+/*
  * Fills name (TC_NAME_MAX bytes) with a username never used before:
  * prefix (cut to 12 bytes) + a per-run tag + a counter.
  */

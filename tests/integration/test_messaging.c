@@ -56,37 +56,6 @@ static void msg_user_login(struct msg_user *u)
 	cJSON_Delete(r);
 }
 
-/* Sends cmd with a printf-built payload; fails unless the code is want.
- * Returns the response payload (caller frees). */
-static cJSON *msg_call(struct rc_client *c, uint16_t cmd, uint32_t want, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static cJSON *msg_call(struct rc_client *c, uint16_t cmd, uint32_t want, const char *fmt, ...)
-{
-	char *json = NULL;
-	uint32_t code;
-	cJSON *body;
-	va_list ap;
-
-	if (fmt) {
-		va_start(ap, fmt);
-		if (vasprintf(&json, fmt, ap) < 0)
-			fail_msg("out of memory");
-		va_end(ap);
-	}
-	body = tc_call(c, cmd, json, &code);
-	if (code != want) {
-		char *text = cJSON_PrintUnformatted(body);
-
-		fail_msg("%s %s: expected %u %s, got %u %s: %s", rc_cmd_name(cmd),
-			 json ? json : "{}", want, rc_status_name(want), code, rc_status_name(code),
-			 text ? text : "?");
-	}
-	free(json);
-	return body;
-}
-
-#define msg_expect(c, cmd, want, ...) cJSON_Delete(msg_call(c, cmd, want, __VA_ARGS__))
 
 static const char *msg_str(const cJSON *obj, const char *key)
 {
@@ -105,16 +74,16 @@ static bool msg_has(const cJSON *obj, const char *key)
 /* a asks b, b accepts; the social pushes are consumed. */
 static void msg_befriend(struct msg_user *a, struct msg_user *b)
 {
-	msg_expect(a->c, CMD_FRIEND_REQUEST, ST_OK, "{\"user_id\":%lld}", (long long)b->id);
+	tc_expect(a->c, CMD_FRIEND_REQUEST, ST_OK, "{\"user_id\":%lld}", (long long)b->id);
 	cJSON_Delete(tc_expect_push(b->c, CMD_PUSH_FRIEND_REQUEST, MSG_PUSH_MS));
-	msg_expect(b->c, CMD_FRIEND_ACCEPT, ST_OK, "{\"user_id\":%lld}", (long long)a->id);
+	tc_expect(b->c, CMD_FRIEND_ACCEPT, ST_OK, "{\"user_id\":%lld}", (long long)a->id);
 	cJSON_Delete(tc_expect_push(a->c, CMD_PUSH_FRIEND_ACCEPTED, MSG_PUSH_MS));
 }
 
 /* MSG_SEND of text to `to`; returns the OK payload (caller frees). */
 static cJSON *msg_send_ok(struct msg_user *from, int64_t to, const char *text)
 {
-	return msg_call(from->c, CMD_MSG_SEND, ST_OK, "{\"to\":%lld,\"type\":0,\"text\":\"%s\"}",
+	return tc_call_expect(from->c, CMD_MSG_SEND, ST_OK, "{\"to\":%lld,\"type\":0,\"text\":\"%s\"}",
 			(long long)to, text);
 }
 
@@ -236,7 +205,7 @@ static void msg_ack_all(struct rc_client *c, const int64_t *ids, int n)
 
 static int64_t msg_group_create(struct msg_user *owner)
 {
-	cJSON *r = msg_call(owner->c, CMD_GROUP_CREATE, ST_OK, "{\"name\":\"talk\"}");
+	cJSON *r = tc_call_expect(owner->c, CMD_GROUP_CREATE, ST_OK, "{\"name\":\"talk\"}");
 	int64_t id = tc_json_int(r, "group_id");
 
 	cJSON_Delete(r);
@@ -256,7 +225,7 @@ static void test_send_push_and_reply(void **state)
 	msg_user_new(&b, "mb");
 	msg_befriend(&a, &b);
 
-	r = msg_call(a.c, CMD_MSG_SEND, ST_OK,
+	r = tc_call_expect(a.c, CMD_MSG_SEND, ST_OK,
 		     "{\"to\":%lld,\"type\":0,\"text\":\"h\\u00e9llo \\\"w\\\" \\u4e16\"}",
 		     (long long)b.id);
 	id1 = tc_json_int(r, "msg_id");
@@ -275,7 +244,7 @@ static void test_send_push_and_reply(void **state)
 	tc_expect_no_push(a.c, CMD_PUSH_MSG, MSG_NO_PUSH_MS);
 
 	/* the other direction: same conversation, a later msg_id, other types */
-	r = msg_call(b.c, CMD_MSG_SEND, ST_OK,
+	r = tc_call_expect(b.c, CMD_MSG_SEND, ST_OK,
 		     "{\"to\":%lld,\"type\":2,\"text\":\"https://img.example/1.png\"}",
 		     (long long)a.id);
 	assert_int_equal(tc_json_int(r, "conversation_id"), conv1);
@@ -312,28 +281,28 @@ static void test_send_refusals(void **state)
 	msg_befriend(&a, &b);
 
 	/* not a friend: 6; nobody with that id: 5 */
-	msg_expect(a.c, CMD_MSG_SEND, ST_FORBIDDEN, "{\"to\":%lld,\"type\":0,\"text\":\"hi\"}",
+	tc_expect(a.c, CMD_MSG_SEND, ST_FORBIDDEN, "{\"to\":%lld,\"type\":0,\"text\":\"hi\"}",
 		   (long long)stranger.id);
-	msg_expect(a.c, CMD_MSG_SEND, ST_NOT_FOUND,
+	tc_expect(a.c, CMD_MSG_SEND, ST_NOT_FOUND,
 		   "{\"to\":9007199254740991,\"type\":0,\"text\":\"hi\"}");
 	tc_expect_no_push(stranger.c, CMD_PUSH_MSG, MSG_NO_PUSH_MS);
 	/* HISTORY follows the same rule */
-	msg_expect(a.c, CMD_HISTORY, ST_FORBIDDEN, "{\"with\":%lld}", (long long)stranger.id);
-	msg_expect(a.c, CMD_HISTORY, ST_NOT_FOUND, "{\"with\":9007199254740991}");
+	tc_expect(a.c, CMD_HISTORY, ST_FORBIDDEN, "{\"with\":%lld}", (long long)stranger.id);
+	tc_expect(a.c, CMD_HISTORY, ST_NOT_FOUND, "{\"with\":9007199254740991}");
 
 	/* bad fields: 1 */
-	msg_expect(a.c, CMD_MSG_SEND, ST_BAD_REQUEST, "{\"type\":0,\"text\":\"hi\"}");
-	msg_expect(a.c, CMD_MSG_SEND, ST_BAD_REQUEST, "{\"to\":%lld,\"text\":\"hi\"}",
+	tc_expect(a.c, CMD_MSG_SEND, ST_BAD_REQUEST, "{\"type\":0,\"text\":\"hi\"}");
+	tc_expect(a.c, CMD_MSG_SEND, ST_BAD_REQUEST, "{\"to\":%lld,\"text\":\"hi\"}",
 		   (long long)b.id);
-	msg_expect(a.c, CMD_MSG_SEND, ST_BAD_REQUEST, "{\"to\":%lld,\"type\":3,\"text\":\"hi\"}",
+	tc_expect(a.c, CMD_MSG_SEND, ST_BAD_REQUEST, "{\"to\":%lld,\"type\":3,\"text\":\"hi\"}",
 		   (long long)b.id);
-	msg_expect(a.c, CMD_MSG_SEND, ST_BAD_REQUEST, "{\"to\":%lld,\"type\":0,\"text\":\"\"}",
+	tc_expect(a.c, CMD_MSG_SEND, ST_BAD_REQUEST, "{\"to\":%lld,\"type\":0,\"text\":\"\"}",
 		   (long long)b.id);
-	msg_expect(a.c, CMD_MSG_SEND, ST_BAD_REQUEST, "{\"to\":%lld,\"type\":0}", (long long)b.id);
-	msg_expect(a.c, CMD_MSG_SEND, ST_BAD_REQUEST, "{\"to\":-4,\"type\":0,\"text\":\"hi\"}");
-	msg_expect(a.c, CMD_MSG_SEND, ST_BAD_REQUEST,
+	tc_expect(a.c, CMD_MSG_SEND, ST_BAD_REQUEST, "{\"to\":%lld,\"type\":0}", (long long)b.id);
+	tc_expect(a.c, CMD_MSG_SEND, ST_BAD_REQUEST, "{\"to\":-4,\"type\":0,\"text\":\"hi\"}");
+	tc_expect(a.c, CMD_MSG_SEND, ST_BAD_REQUEST,
 		   "{\"to\":\"%lld\",\"type\":0,\"text\":\"hi\"}", (long long)b.id);
-	msg_expect(a.c, CMD_MSG_SEND, ST_BAD_REQUEST,
+	tc_expect(a.c, CMD_MSG_SEND, ST_BAD_REQUEST,
 		   "{\"to\":%lld,\"type\":0,\"text\":\"hi\",\"client_msg_id\":\"%065d\"}",
 		   (long long)b.id, 0);
 	/* text of exactly text_max bytes passes, one more does not */
@@ -345,16 +314,16 @@ static void test_send_refusals(void **state)
 	cJSON_Delete(tc_expect_push(b.c, CMD_PUSH_MSG, MSG_PUSH_MS));
 	big[max] = 'x';
 	big[max + 1] = '\0';
-	msg_expect(a.c, CMD_MSG_SEND, ST_BAD_REQUEST, "{\"to\":%lld,\"type\":0,\"text\":\"%s\"}",
+	tc_expect(a.c, CMD_MSG_SEND, ST_BAD_REQUEST, "{\"to\":%lld,\"type\":0,\"text\":\"%s\"}",
 		   (long long)b.id, big);
 	free(big);
 	tc_expect_no_push(b.c, CMD_PUSH_MSG, MSG_NO_PUSH_MS);
 
 	/* after FRIEND_DELETE the pair may no longer talk, at once */
-	msg_expect(a.c, CMD_FRIEND_DELETE, ST_OK, "{\"user_id\":%lld}", (long long)b.id);
-	msg_expect(a.c, CMD_MSG_SEND, ST_FORBIDDEN, "{\"to\":%lld,\"type\":0,\"text\":\"hi\"}",
+	tc_expect(a.c, CMD_FRIEND_DELETE, ST_OK, "{\"user_id\":%lld}", (long long)b.id);
+	tc_expect(a.c, CMD_MSG_SEND, ST_FORBIDDEN, "{\"to\":%lld,\"type\":0,\"text\":\"hi\"}",
 		   (long long)b.id);
-	msg_expect(b.c, CMD_MSG_SEND, ST_FORBIDDEN, "{\"to\":%lld,\"type\":0,\"text\":\"hi\"}",
+	tc_expect(b.c, CMD_MSG_SEND, ST_FORBIDDEN, "{\"to\":%lld,\"type\":0,\"text\":\"hi\"}",
 		   (long long)a.id);
 	msg_user_close(&a);
 	msg_user_close(&b);
@@ -435,16 +404,16 @@ static void test_ack_only_own(void **state)
 	id = tc_json_int(r, "msg_id");
 	cJSON_Delete(r);
 	/* the sender acks it: not its message to mark */
-	msg_expect(a.c, CMD_MSG_ACK, ST_OK, "{\"msg_ids\":[%lld,9007199254740991]}", (long long)id);
+	tc_expect(a.c, CMD_MSG_ACK, ST_OK, "{\"msg_ids\":[%lld,9007199254740991]}", (long long)id);
 	msg_user_login(&b);
 	msg_expect_pushes(b.c, 1, "k", NULL);
-	msg_expect(b.c, CMD_MSG_ACK, ST_OK, "{\"msg_ids\":[%lld]}", (long long)id);
+	tc_expect(b.c, CMD_MSG_ACK, ST_OK, "{\"msg_ids\":[%lld]}", (long long)id);
 	msg_user_login(&b);
 	tc_expect_no_push(b.c, CMD_PUSH_MSG, MSG_NO_PUSH_MS);
 	/* bad acks */
-	msg_expect(b.c, CMD_MSG_ACK, ST_BAD_REQUEST, "{\"msg_ids\":[]}");
-	msg_expect(b.c, CMD_MSG_ACK, ST_BAD_REQUEST, "{\"msg_ids\":[0]}");
-	msg_expect(b.c, CMD_MSG_ACK, ST_BAD_REQUEST, "{\"msg_ids\":5}");
+	tc_expect(b.c, CMD_MSG_ACK, ST_BAD_REQUEST, "{\"msg_ids\":[]}");
+	tc_expect(b.c, CMD_MSG_ACK, ST_BAD_REQUEST, "{\"msg_ids\":[0]}");
+	tc_expect(b.c, CMD_MSG_ACK, ST_BAD_REQUEST, "{\"msg_ids\":5}");
 	msg_user_close(&a);
 	msg_user_close(&b);
 }
@@ -467,7 +436,7 @@ static void test_ack_on_push(void **state)
 			 (long long)b.id, i);
 		assert_int_equal(rc_send(a.c, CMD_MSG_SEND, 5000000u + (uint32_t)i, json), 0);
 		p = tc_expect_push(b.c, CMD_PUSH_MSG, MSG_PUSH_MS);
-		msg_expect(b.c, CMD_MSG_ACK, ST_OK, "{\"msg_ids\":[%lld]}",
+		tc_expect(b.c, CMD_MSG_ACK, ST_OK, "{\"msg_ids\":[%lld]}",
 			   (long long)tc_json_int(p, "msg_id"));
 		cJSON_Delete(p);
 	}
@@ -497,7 +466,7 @@ static void test_client_msg_id_retry(void **state)
 	msg_befriend(&a, &b);
 	msg_befriend(&c, &b);
 
-	r = msg_call(a.c, CMD_MSG_SEND, ST_OK, fmt, (long long)b.id, "once", "k-1");
+	r = tc_call_expect(a.c, CMD_MSG_SEND, ST_OK, fmt, (long long)b.id, "once", "k-1");
 	id1 = tc_json_int(r, "msg_id");
 	conv1 = tc_json_int(r, "conversation_id");
 	t1 = tc_json_int(r, "send_time");
@@ -508,25 +477,25 @@ static void test_client_msg_id_retry(void **state)
 
 	/* the retry: same answer, no second push (from the same and from a
 	 * new connection) */
-	r = msg_call(a.c, CMD_MSG_SEND, ST_OK, fmt, (long long)b.id, "once", "k-1");
+	r = tc_call_expect(a.c, CMD_MSG_SEND, ST_OK, fmt, (long long)b.id, "once", "k-1");
 	assert_int_equal(tc_json_int(r, "msg_id"), id1);
 	assert_int_equal(tc_json_int(r, "conversation_id"), conv1);
 	assert_int_equal(tc_json_int(r, "send_time"), t1);
 	cJSON_Delete(r);
 	msg_user_login(&a);
-	r = msg_call(a.c, CMD_MSG_SEND, ST_OK, fmt, (long long)b.id, "once", "k-1");
+	r = tc_call_expect(a.c, CMD_MSG_SEND, ST_OK, fmt, (long long)b.id, "once", "k-1");
 	assert_int_equal(tc_json_int(r, "msg_id"), id1);
 	cJSON_Delete(r);
 	tc_expect_no_push(b.c, CMD_PUSH_MSG, MSG_NO_PUSH_MS);
 
 	/* ids compare byte for byte; another user's id is its own */
-	r = msg_call(a.c, CMD_MSG_SEND, ST_OK, fmt, (long long)b.id, "twice", "K-1");
+	r = tc_call_expect(a.c, CMD_MSG_SEND, ST_OK, fmt, (long long)b.id, "twice", "K-1");
 	assert_int_not_equal(tc_json_int(r, "msg_id"), id1);
 	cJSON_Delete(r);
 	p = tc_expect_push(b.c, CMD_PUSH_MSG, MSG_PUSH_MS);
 	assert_string_equal(msg_str(p, "text"), "twice");
 	cJSON_Delete(p);
-	r = msg_call(c.c, CMD_MSG_SEND, ST_OK, fmt, (long long)b.id, "other", "k-1");
+	r = tc_call_expect(c.c, CMD_MSG_SEND, ST_OK, fmt, (long long)b.id, "other", "k-1");
 	assert_int_not_equal(tc_json_int(r, "msg_id"), id1);
 	cJSON_Delete(r);
 	p = tc_expect_push(b.c, CMD_PUSH_MSG, MSG_PUSH_MS);
@@ -618,13 +587,13 @@ static void test_group_fanout(void **state)
 	g = msg_group_create(&owner);
 	for (int i = 0; i < M; i++) {
 		msg_user_new(&m[i], "gm");
-		msg_expect(m[i].c, CMD_GROUP_JOIN, ST_OK, "{\"group_id\":%lld}", (long long)g);
+		tc_expect(m[i].c, CMD_GROUP_JOIN, ST_OK, "{\"group_id\":%lld}", (long long)g);
 	}
 	/* member 0 is offline */
 	msg_user_close(&m[0]);
 	tc_sleep_ms(200);
 
-	r = msg_call(owner.c, CMD_GROUP_SEND, ST_OK,
+	r = tc_call_expect(owner.c, CMD_GROUP_SEND, ST_OK,
 		     "{\"group_id\":%lld,\"type\":1,\"text\":\"ftp://f\"}", (long long)g);
 	id = tc_json_int(r, "msg_id");
 	conv = tc_json_int(r, "conversation_id");
@@ -638,7 +607,7 @@ static void test_group_fanout(void **state)
 	tc_expect_no_push(outsider.c, CMD_PUSH_MSG, 1);
 
 	/* a member's message reaches the owner and the others, not itself */
-	r = msg_call(m[1].c, CMD_GROUP_SEND, ST_OK,
+	r = tc_call_expect(m[1].c, CMD_GROUP_SEND, ST_OK,
 		     "{\"group_id\":%lld,\"type\":0,\"text\":\"from m1\"}", (long long)g);
 	assert_int_equal(tc_json_int(r, "conversation_id"), conv);
 	cJSON_Delete(r);
@@ -660,16 +629,16 @@ static void test_group_fanout(void **state)
 	tc_expect_no_push(m[0].c, CMD_PUSH_MSG, MSG_NO_PUSH_MS);
 
 	/* refusals: not a member 6, no such group 5, dissolved 5 */
-	msg_expect(outsider.c, CMD_GROUP_SEND, ST_FORBIDDEN,
+	tc_expect(outsider.c, CMD_GROUP_SEND, ST_FORBIDDEN,
 		   "{\"group_id\":%lld,\"type\":0,\"text\":\"hi\"}", (long long)g);
-	msg_expect(outsider.c, CMD_HISTORY, ST_FORBIDDEN, "{\"group_id\":%lld}", (long long)g);
-	msg_expect(owner.c, CMD_GROUP_SEND, ST_NOT_FOUND,
+	tc_expect(outsider.c, CMD_HISTORY, ST_FORBIDDEN, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(owner.c, CMD_GROUP_SEND, ST_NOT_FOUND,
 		   "{\"group_id\":9007199254740991,\"type\":0,\"text\":\"hi\"}");
-	msg_expect(owner.c, CMD_HISTORY, ST_NOT_FOUND, "{\"group_id\":9007199254740991}");
-	msg_expect(owner.c, CMD_GROUP_DISSOLVE, ST_OK, "{\"group_id\":%lld}", (long long)g);
-	msg_expect(owner.c, CMD_GROUP_SEND, ST_NOT_FOUND,
+	tc_expect(owner.c, CMD_HISTORY, ST_NOT_FOUND, "{\"group_id\":9007199254740991}");
+	tc_expect(owner.c, CMD_GROUP_DISSOLVE, ST_OK, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(owner.c, CMD_GROUP_SEND, ST_NOT_FOUND,
 		   "{\"group_id\":%lld,\"type\":0,\"text\":\"hi\"}", (long long)g);
-	msg_expect(m[2].c, CMD_GROUP_SEND, ST_NOT_FOUND,
+	tc_expect(m[2].c, CMD_GROUP_SEND, ST_NOT_FOUND,
 		   "{\"group_id\":%lld,\"type\":0,\"text\":\"hi\"}", (long long)g);
 	msg_user_close(&owner);
 	msg_user_close(&outsider);
@@ -688,7 +657,7 @@ static void test_group_ack_cursor(void **state)
 	msg_user_new(&a, "ua");
 	msg_user_new(&b, "ub");
 	g = msg_group_create(&a);
-	msg_expect(b.c, CMD_GROUP_JOIN, ST_OK, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(b.c, CMD_GROUP_JOIN, ST_OK, "{\"group_id\":%lld}", (long long)g);
 	msg_user_close(&b);
 	tc_sleep_ms(200);
 	msg_send_many(a.c, g, true, 4, "g", ids);
@@ -696,7 +665,7 @@ static void test_group_ack_cursor(void **state)
 	msg_user_login(&b);
 	msg_expect_pushes(b.c, 4, "g", ids);
 	/* acking the third covers the first two as well (a cursor) */
-	msg_expect(b.c, CMD_MSG_ACK, ST_OK, "{\"msg_ids\":[%lld]}", (long long)ids[2]);
+	tc_expect(b.c, CMD_MSG_ACK, ST_OK, "{\"msg_ids\":[%lld]}", (long long)ids[2]);
 	msg_user_login(&b);
 	{
 		cJSON *p = tc_expect_push(b.c, CMD_PUSH_MSG, MSG_PUSH_MS);
@@ -706,7 +675,7 @@ static void test_group_ack_cursor(void **state)
 	}
 	tc_expect_no_push(b.c, CMD_PUSH_MSG, MSG_NO_PUSH_MS);
 	/* acking an older one again does not bring anything back */
-	msg_expect(b.c, CMD_MSG_ACK, ST_OK, "{\"msg_ids\":[%lld,%lld]}", (long long)ids[3],
+	tc_expect(b.c, CMD_MSG_ACK, ST_OK, "{\"msg_ids\":[%lld,%lld]}", (long long)ids[3],
 		   (long long)ids[0]);
 	msg_user_login(&b);
 	tc_expect_no_push(b.c, CMD_PUSH_MSG, 1000);
@@ -718,7 +687,7 @@ static void test_group_ack_cursor(void **state)
 
 static void msg_assert_history(struct rc_client *c, const char *query, const int64_t *want, int n)
 {
-	cJSON *r = msg_call(c, CMD_HISTORY, ST_OK, "%s", query);
+	cJSON *r = tc_call_expect(c, CMD_HISTORY, ST_OK, "%s", query);
 	const cJSON *arr = cJSON_GetObjectItemCaseSensitive(r, "messages"), *it;
 	int i = 0;
 
@@ -776,25 +745,25 @@ static void test_history_paging(void **state)
 	msg_assert_history(a.c, q, NULL, 0);
 
 	/* entries are whole messages, as in PUSH_MSG */
-	r = msg_call(a.c, CMD_HISTORY, ST_OK, "{\"with\":%lld,\"limit\":1}", (long long)b.id);
+	r = tc_call_expect(a.c, CMD_HISTORY, ST_OK, "{\"with\":%lld,\"limit\":1}", (long long)b.id);
 	msg_assert_push(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(r, "messages"), 0),
 			desc[0], 0, a.id, b.id, 0, 0, "h6");
 	cJSON_Delete(r);
 
 	/* bad queries */
-	msg_expect(a.c, CMD_HISTORY, ST_BAD_REQUEST, "{}");
-	msg_expect(a.c, CMD_HISTORY, ST_BAD_REQUEST, "{\"with\":%lld,\"group_id\":1}",
+	tc_expect(a.c, CMD_HISTORY, ST_BAD_REQUEST, "{}");
+	tc_expect(a.c, CMD_HISTORY, ST_BAD_REQUEST, "{\"with\":%lld,\"group_id\":1}",
 		   (long long)b.id);
-	msg_expect(a.c, CMD_HISTORY, ST_BAD_REQUEST, "{\"with\":%lld,\"limit\":0}",
+	tc_expect(a.c, CMD_HISTORY, ST_BAD_REQUEST, "{\"with\":%lld,\"limit\":0}",
 		   (long long)b.id);
-	msg_expect(a.c, CMD_HISTORY, ST_BAD_REQUEST, "{\"with\":%lld,\"limit\":201}",
+	tc_expect(a.c, CMD_HISTORY, ST_BAD_REQUEST, "{\"with\":%lld,\"limit\":201}",
 		   (long long)b.id);
-	msg_expect(a.c, CMD_HISTORY, ST_BAD_REQUEST, "{\"with\":%lld,\"before_id\":0}",
+	tc_expect(a.c, CMD_HISTORY, ST_BAD_REQUEST, "{\"with\":%lld,\"before_id\":0}",
 		   (long long)b.id);
 
 	/* a group's history, for members */
 	g = msg_group_create(&a);
-	msg_expect(b.c, CMD_GROUP_JOIN, ST_OK, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(b.c, CMD_GROUP_JOIN, ST_OK, "{\"group_id\":%lld}", (long long)g);
 	snprintf(q, sizeof(q), "{\"group_id\":%lld}", (long long)g);
 	msg_assert_history(b.c, q, NULL, 0);
 	msg_send_many(a.c, g, true, 3, "gh", gids);
@@ -804,7 +773,7 @@ static void test_history_paging(void **state)
 	snprintf(q, sizeof(q), "{\"group_id\":%lld,\"limit\":2,\"before_id\":%lld}", (long long)g,
 		 (long long)gdesc[0]);
 	msg_assert_history(a.c, q, gdesc + 1, 2);
-	msg_expect(c.c, CMD_HISTORY, ST_FORBIDDEN, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(c.c, CMD_HISTORY, ST_FORBIDDEN, "{\"group_id\":%lld}", (long long)g);
 	msg_user_close(&a);
 	msg_user_close(&b);
 	msg_user_close(&c);

@@ -40,38 +40,6 @@ static void soc_user_close(struct soc_user *u)
 	u->c = NULL;
 }
 
-/* Sends cmd with a printf-built payload; fails unless the code is want.
- * Returns the response payload (caller frees). */
-static cJSON *soc_call_expect(struct rc_client *c, uint16_t cmd, uint32_t want, const char *fmt,
-			      ...) __attribute__((format(printf, 4, 5)));
-
-static cJSON *soc_call_expect(struct rc_client *c, uint16_t cmd, uint32_t want, const char *fmt,
-			      ...)
-{
-	char *json = NULL;
-	uint32_t code;
-	cJSON *body;
-	va_list ap;
-
-	if (fmt) {
-		va_start(ap, fmt);
-		if (vasprintf(&json, fmt, ap) < 0)
-			fail_msg("out of memory");
-		va_end(ap);
-	}
-	body = tc_call(c, cmd, json, &code);
-	if (code != want) {
-		char *text = cJSON_PrintUnformatted(body);
-
-		fail_msg("%s %s: expected %u %s, got %u %s: %s", rc_cmd_name(cmd),
-			 json ? json : "{}", want, rc_status_name(want), code, rc_status_name(code),
-			 text ? text : "?");
-	}
-	free(json);
-	return body;
-}
-
-#define soc_expect(c, cmd, want, ...) cJSON_Delete(soc_call_expect(c, cmd, want, __VA_ARGS__))
 
 /* The element of array arr whose integer field key equals id, or NULL. */
 static const cJSON *soc_find(const cJSON *arr, const char *key, int64_t id)
@@ -139,15 +107,15 @@ static void soc_expect_accepted_push(struct rc_client *c, const struct soc_user 
 /* a asks b, b accepts; both pushes are checked and consumed. */
 static void soc_befriend(struct soc_user *a, struct soc_user *b)
 {
-	soc_expect(a->c, CMD_FRIEND_REQUEST, ST_OK, "{\"user_id\":%lld}", (long long)b->id);
+	tc_expect(a->c, CMD_FRIEND_REQUEST, ST_OK, "{\"user_id\":%lld}", (long long)b->id);
 	soc_expect_request_push(b->c, a, "");
-	soc_expect(b->c, CMD_FRIEND_ACCEPT, ST_OK, "{\"user_id\":%lld}", (long long)a->id);
+	tc_expect(b->c, CMD_FRIEND_ACCEPT, ST_OK, "{\"user_id\":%lld}", (long long)a->id);
 	soc_expect_accepted_push(a->c, b);
 }
 
 static cJSON *soc_friend_list(struct rc_client *c)
 {
-	return soc_call_expect(c, CMD_FRIEND_LIST, ST_OK, NULL);
+	return tc_call_expect(c, CMD_FRIEND_LIST, ST_OK, NULL);
 }
 
 /* Asserts u's FRIEND_LIST has friend f with this remark and group. */
@@ -178,7 +146,7 @@ static void soc_assert_counts(struct soc_user *u, int nf, int np)
 
 static int64_t soc_group_create(struct rc_client *c, const char *name)
 {
-	cJSON *r = soc_call_expect(c, CMD_GROUP_CREATE, ST_OK, "{\"name\":\"%s\"}", name);
+	cJSON *r = tc_call_expect(c, CMD_GROUP_CREATE, ST_OK, "{\"name\":\"%s\"}", name);
 	int64_t id = tc_json_int(r, "group_id");
 
 	assert_true(id > 0);
@@ -189,7 +157,7 @@ static int64_t soc_group_create(struct rc_client *c, const char *name)
 /* The entry of group_id in c's GROUP_LIST (caller frees *list), or NULL. */
 static const cJSON *soc_group_entry(struct rc_client *c, int64_t group_id, cJSON **list)
 {
-	*list = soc_call_expect(c, CMD_GROUP_LIST, ST_OK, NULL);
+	*list = tc_call_expect(c, CMD_GROUP_LIST, ST_OK, NULL);
 	return soc_find(soc_array(*list, "groups"), "group_id", group_id);
 }
 
@@ -250,7 +218,7 @@ static void test_friend_request_and_accept(void **state)
 	soc_user_new(soc_node, &b, "frb");
 
 	/* The remark is a note to the target, UTF-8 bytes counted. */
-	soc_expect(a.c, CMD_FRIEND_REQUEST, ST_OK, "{\"user_id\":%lld,\"remark\":\"hi \xc3\xa9\"}",
+	tc_expect(a.c, CMD_FRIEND_REQUEST, ST_OK, "{\"user_id\":%lld,\"remark\":\"hi \xc3\xa9\"}",
 		   (long long)b.id);
 	soc_expect_request_push(b.c, &a, "hi \xc3\xa9");
 
@@ -264,7 +232,7 @@ static void test_friend_request_and_accept(void **state)
 	cJSON_Delete(l);
 	soc_assert_counts(&a, 0, 0);
 
-	soc_expect(b.c, CMD_FRIEND_ACCEPT, ST_OK, "{\"user_id\":%lld}", (long long)a.id);
+	tc_expect(b.c, CMD_FRIEND_ACCEPT, ST_OK, "{\"user_id\":%lld}", (long long)a.id);
 	soc_expect_accepted_push(a.c, &b);
 	/* Only the asker hears of the acceptance. */
 	tc_expect_no_push(b.c, CMD_PUSH_FRIEND_ACCEPTED, SOC_NO_PUSH_MS);
@@ -279,7 +247,7 @@ static void test_friend_request_and_accept(void **state)
 	cJSON_Delete(l);
 
 	/* The request is gone: accepting it again finds nothing. */
-	soc_expect(b.c, CMD_FRIEND_ACCEPT, ST_NOT_FOUND, "{\"user_id\":%lld}", (long long)a.id);
+	tc_expect(b.c, CMD_FRIEND_ACCEPT, ST_NOT_FOUND, "{\"user_id\":%lld}", (long long)a.id);
 	soc_user_close(&a);
 	soc_user_close(&b);
 }
@@ -293,47 +261,47 @@ static void test_friend_request_refusals(void **state)
 	soc_user_new(soc_node, &a, "frr");
 	soc_user_new(soc_node, &b, "frr");
 
-	soc_expect(a.c, CMD_FRIEND_REQUEST, ST_BAD_REQUEST, "{\"user_id\":%lld}", (long long)a.id);
-	soc_expect(a.c, CMD_FRIEND_REQUEST, ST_NOT_FOUND, "{\"user_id\":9007199254740991}");
-	soc_expect(a.c, CMD_FRIEND_REQUEST, ST_BAD_REQUEST, "{\"user_id\":0}");
-	soc_expect(a.c, CMD_FRIEND_REQUEST, ST_BAD_REQUEST, "{\"user_id\":-4}");
-	soc_expect(a.c, CMD_FRIEND_REQUEST, ST_BAD_REQUEST, "{\"user_id\":2.5}");
-	soc_expect(a.c, CMD_FRIEND_REQUEST, ST_BAD_REQUEST, "{\"user_id\":\"%lld\"}",
+	tc_expect(a.c, CMD_FRIEND_REQUEST, ST_BAD_REQUEST, "{\"user_id\":%lld}", (long long)a.id);
+	tc_expect(a.c, CMD_FRIEND_REQUEST, ST_NOT_FOUND, "{\"user_id\":9007199254740991}");
+	tc_expect(a.c, CMD_FRIEND_REQUEST, ST_BAD_REQUEST, "{\"user_id\":0}");
+	tc_expect(a.c, CMD_FRIEND_REQUEST, ST_BAD_REQUEST, "{\"user_id\":-4}");
+	tc_expect(a.c, CMD_FRIEND_REQUEST, ST_BAD_REQUEST, "{\"user_id\":2.5}");
+	tc_expect(a.c, CMD_FRIEND_REQUEST, ST_BAD_REQUEST, "{\"user_id\":\"%lld\"}",
 		   (long long)b.id);
-	soc_expect(a.c, CMD_FRIEND_REQUEST, ST_BAD_REQUEST, "{}");
+	tc_expect(a.c, CMD_FRIEND_REQUEST, ST_BAD_REQUEST, "{}");
 	/* 31 bytes, and 16 two-byte characters (32 bytes): too long. */
 	memset(remark, 'r', 31);
 	remark[31] = '\0';
-	soc_expect(a.c, CMD_FRIEND_REQUEST, ST_BAD_REQUEST, "{\"user_id\":%lld,\"remark\":\"%s\"}",
+	tc_expect(a.c, CMD_FRIEND_REQUEST, ST_BAD_REQUEST, "{\"user_id\":%lld,\"remark\":\"%s\"}",
 		   (long long)b.id, remark);
 	remark[0] = '\0';
 	for (int i = 0; i < 16; i++)
 		strcat(remark, "\xc3\xa9");
-	soc_expect(a.c, CMD_FRIEND_REQUEST, ST_BAD_REQUEST, "{\"user_id\":%lld,\"remark\":\"%s\"}",
+	tc_expect(a.c, CMD_FRIEND_REQUEST, ST_BAD_REQUEST, "{\"user_id\":%lld,\"remark\":\"%s\"}",
 		   (long long)b.id, remark);
-	soc_expect(a.c, CMD_FRIEND_REQUEST, ST_BAD_REQUEST, "{\"user_id\":%lld,\"remark\":7}",
+	tc_expect(a.c, CMD_FRIEND_REQUEST, ST_BAD_REQUEST, "{\"user_id\":%lld,\"remark\":7}",
 		   (long long)b.id);
 	/* None of those reached b. */
 	tc_expect_no_push(b.c, CMD_PUSH_FRIEND_REQUEST, SOC_NO_PUSH_MS);
 
 	/* A repeated request is OK, stays one request, and carries the new note. */
-	soc_expect(a.c, CMD_FRIEND_REQUEST, ST_OK, "{\"user_id\":%lld,\"remark\":\"first\"}",
+	tc_expect(a.c, CMD_FRIEND_REQUEST, ST_OK, "{\"user_id\":%lld,\"remark\":\"first\"}",
 		   (long long)b.id);
 	soc_expect_request_push(b.c, &a, "first");
 	remark[0] = '\0';
 	for (int i = 0; i < 15; i++)
 		strcat(remark, "\xc3\xa9"); /* exactly 30 bytes */
-	soc_expect(a.c, CMD_FRIEND_REQUEST, ST_OK, "{\"user_id\":%lld,\"remark\":\"%s\"}",
+	tc_expect(a.c, CMD_FRIEND_REQUEST, ST_OK, "{\"user_id\":%lld,\"remark\":\"%s\"}",
 		   (long long)b.id, remark);
 	soc_expect_request_push(b.c, &a, remark);
 	soc_assert_counts(&b, 0, 1);
 
-	soc_expect(b.c, CMD_FRIEND_ACCEPT, ST_OK, "{\"user_id\":%lld}", (long long)a.id);
+	tc_expect(b.c, CMD_FRIEND_ACCEPT, ST_OK, "{\"user_id\":%lld}", (long long)a.id);
 	soc_expect_accepted_push(a.c, &b);
 	/* Friends already, from either side. */
-	soc_expect(a.c, CMD_FRIEND_REQUEST, ST_ALREADY_EXISTS, "{\"user_id\":%lld}",
+	tc_expect(a.c, CMD_FRIEND_REQUEST, ST_ALREADY_EXISTS, "{\"user_id\":%lld}",
 		   (long long)b.id);
-	soc_expect(b.c, CMD_FRIEND_REQUEST, ST_ALREADY_EXISTS, "{\"user_id\":%lld}",
+	tc_expect(b.c, CMD_FRIEND_REQUEST, ST_ALREADY_EXISTS, "{\"user_id\":%lld}",
 		   (long long)a.id);
 	tc_expect_no_push(b.c, CMD_PUSH_FRIEND_REQUEST, SOC_NO_PUSH_MS);
 	soc_assert_counts(&a, 1, 0);
@@ -349,10 +317,10 @@ static void test_friend_requests_crossing(void **state)
 	(void)state;
 	soc_user_new(soc_node, &a, "frx");
 	soc_user_new(soc_node, &b, "frx");
-	soc_expect(a.c, CMD_FRIEND_REQUEST, ST_OK, "{\"user_id\":%lld}", (long long)b.id);
+	tc_expect(a.c, CMD_FRIEND_REQUEST, ST_OK, "{\"user_id\":%lld}", (long long)b.id);
 	soc_expect_request_push(b.c, &a, "");
 	/* b asks back instead of accepting: that is an acceptance. */
-	soc_expect(b.c, CMD_FRIEND_REQUEST, ST_OK, "{\"user_id\":%lld}", (long long)a.id);
+	tc_expect(b.c, CMD_FRIEND_REQUEST, ST_OK, "{\"user_id\":%lld}", (long long)a.id);
 	soc_expect_accepted_push(a.c, &b);
 	soc_expect_accepted_push(b.c, &a);
 	tc_expect_no_push(a.c, CMD_PUSH_FRIEND_REQUEST, SOC_NO_PUSH_MS);
@@ -360,7 +328,7 @@ static void test_friend_requests_crossing(void **state)
 	soc_assert_friend(&b, &a, "", 0);
 	soc_assert_counts(&a, 1, 0);
 	soc_assert_counts(&b, 1, 0);
-	soc_expect(a.c, CMD_FRIEND_ACCEPT, ST_NOT_FOUND, "{\"user_id\":%lld}", (long long)b.id);
+	tc_expect(a.c, CMD_FRIEND_ACCEPT, ST_NOT_FOUND, "{\"user_id\":%lld}", (long long)b.id);
 	soc_user_close(&a);
 	soc_user_close(&b);
 }
@@ -405,15 +373,15 @@ static void test_friend_accept_refusals(void **state)
 	(void)state;
 	soc_user_new(soc_node, &a, "fac");
 	soc_user_new(soc_node, &b, "fac");
-	soc_expect(b.c, CMD_FRIEND_ACCEPT, ST_NOT_FOUND, "{\"user_id\":%lld}", (long long)a.id);
-	soc_expect(b.c, CMD_FRIEND_ACCEPT, ST_NOT_FOUND, "{\"user_id\":%lld}", (long long)b.id);
-	soc_expect(b.c, CMD_FRIEND_ACCEPT, ST_NOT_FOUND, "{\"user_id\":9007199254740991}");
-	soc_expect(b.c, CMD_FRIEND_ACCEPT, ST_BAD_REQUEST, "{\"user_id\":0}");
-	soc_expect(b.c, CMD_FRIEND_ACCEPT, ST_BAD_REQUEST, "{\"user_id\":null}");
+	tc_expect(b.c, CMD_FRIEND_ACCEPT, ST_NOT_FOUND, "{\"user_id\":%lld}", (long long)a.id);
+	tc_expect(b.c, CMD_FRIEND_ACCEPT, ST_NOT_FOUND, "{\"user_id\":%lld}", (long long)b.id);
+	tc_expect(b.c, CMD_FRIEND_ACCEPT, ST_NOT_FOUND, "{\"user_id\":9007199254740991}");
+	tc_expect(b.c, CMD_FRIEND_ACCEPT, ST_BAD_REQUEST, "{\"user_id\":0}");
+	tc_expect(b.c, CMD_FRIEND_ACCEPT, ST_BAD_REQUEST, "{\"user_id\":null}");
 	/* The one who asked cannot accept its own request. */
-	soc_expect(a.c, CMD_FRIEND_REQUEST, ST_OK, "{\"user_id\":%lld}", (long long)b.id);
+	tc_expect(a.c, CMD_FRIEND_REQUEST, ST_OK, "{\"user_id\":%lld}", (long long)b.id);
 	soc_expect_request_push(b.c, &a, "");
-	soc_expect(a.c, CMD_FRIEND_ACCEPT, ST_NOT_FOUND, "{\"user_id\":%lld}", (long long)b.id);
+	tc_expect(a.c, CMD_FRIEND_ACCEPT, ST_NOT_FOUND, "{\"user_id\":%lld}", (long long)b.id);
 	tc_expect_no_push(b.c, CMD_PUSH_FRIEND_ACCEPTED, SOC_NO_PUSH_MS);
 	soc_assert_counts(&a, 0, 0);
 	soc_assert_counts(&b, 0, 1);
@@ -432,18 +400,18 @@ static void test_friend_delete(void **state)
 	soc_befriend(&a, &b);
 	soc_befriend(&a, &c);
 
-	soc_expect(a.c, CMD_FRIEND_DELETE, ST_OK, "{\"user_id\":%lld}", (long long)b.id);
+	tc_expect(a.c, CMD_FRIEND_DELETE, ST_OK, "{\"user_id\":%lld}", (long long)b.id);
 	/* Gone in both directions; the other friendship stays. */
 	soc_assert_counts(&a, 1, 0);
 	soc_assert_counts(&b, 0, 0);
 	soc_assert_friend(&a, &c, "", 0);
-	soc_expect(a.c, CMD_FRIEND_DELETE, ST_NOT_FOUND, "{\"user_id\":%lld}", (long long)b.id);
-	soc_expect(b.c, CMD_FRIEND_DELETE, ST_NOT_FOUND, "{\"user_id\":%lld}", (long long)a.id);
-	soc_expect(b.c, CMD_FRIEND_DELETE, ST_NOT_FOUND, "{\"user_id\":%lld}", (long long)c.id);
-	soc_expect(b.c, CMD_FRIEND_DELETE, ST_NOT_FOUND, "{\"user_id\":%lld}", (long long)b.id);
-	soc_expect(b.c, CMD_FRIEND_DELETE, ST_NOT_FOUND, "{\"user_id\":9007199254740991}");
-	soc_expect(b.c, CMD_FRIEND_DELETE, ST_BAD_REQUEST, "{\"user_id\":-1}");
-	soc_expect(b.c, CMD_FRIEND_DELETE, ST_BAD_REQUEST, "{\"user_id\":true}");
+	tc_expect(a.c, CMD_FRIEND_DELETE, ST_NOT_FOUND, "{\"user_id\":%lld}", (long long)b.id);
+	tc_expect(b.c, CMD_FRIEND_DELETE, ST_NOT_FOUND, "{\"user_id\":%lld}", (long long)a.id);
+	tc_expect(b.c, CMD_FRIEND_DELETE, ST_NOT_FOUND, "{\"user_id\":%lld}", (long long)c.id);
+	tc_expect(b.c, CMD_FRIEND_DELETE, ST_NOT_FOUND, "{\"user_id\":%lld}", (long long)b.id);
+	tc_expect(b.c, CMD_FRIEND_DELETE, ST_NOT_FOUND, "{\"user_id\":9007199254740991}");
+	tc_expect(b.c, CMD_FRIEND_DELETE, ST_BAD_REQUEST, "{\"user_id\":-1}");
+	tc_expect(b.c, CMD_FRIEND_DELETE, ST_BAD_REQUEST, "{\"user_id\":true}");
 	/* Strangers again: a new request is a request, not "already friends". */
 	soc_befriend(&b, &a);
 	soc_assert_friend(&a, &b, "", 0);
@@ -463,40 +431,40 @@ static void test_friend_update(void **state)
 	soc_user_new(soc_node, &c, "fup");
 	soc_befriend(&a, &b);
 
-	soc_expect(a.c, CMD_FRIEND_UPDATE, ST_OK,
+	tc_expect(a.c, CMD_FRIEND_UPDATE, ST_OK,
 		   "{\"user_id\":%lld,\"remark\":\"Bob \xe2\x98\x83\",\"group\":3}",
 		   (long long)b.id);
 	soc_assert_friend(&a, &b, "Bob \xe2\x98\x83", 3);
 	/* Only this side's row changes. */
 	soc_assert_friend(&b, &a, "", 0);
 	/* Fields left out keep their values. */
-	soc_expect(a.c, CMD_FRIEND_UPDATE, ST_OK, "{\"user_id\":%lld,\"group\":-7}",
+	tc_expect(a.c, CMD_FRIEND_UPDATE, ST_OK, "{\"user_id\":%lld,\"group\":-7}",
 		   (long long)b.id);
 	soc_assert_friend(&a, &b, "Bob \xe2\x98\x83", -7);
-	soc_expect(a.c, CMD_FRIEND_UPDATE, ST_OK, "{\"user_id\":%lld,\"remark\":\"\"}",
+	tc_expect(a.c, CMD_FRIEND_UPDATE, ST_OK, "{\"user_id\":%lld,\"remark\":\"\"}",
 		   (long long)b.id);
 	soc_assert_friend(&a, &b, "", -7);
-	soc_expect(a.c, CMD_FRIEND_UPDATE, ST_OK, "{\"user_id\":%lld}", (long long)b.id);
+	tc_expect(a.c, CMD_FRIEND_UPDATE, ST_OK, "{\"user_id\":%lld}", (long long)b.id);
 	soc_assert_friend(&a, &b, "", -7);
 	memset(remark, 'x', 30);
 	remark[30] = '\0';
-	soc_expect(a.c, CMD_FRIEND_UPDATE, ST_OK, "{\"user_id\":%lld,\"remark\":\"%s\"}",
+	tc_expect(a.c, CMD_FRIEND_UPDATE, ST_OK, "{\"user_id\":%lld,\"remark\":\"%s\"}",
 		   (long long)b.id, remark);
 	soc_assert_friend(&a, &b, remark, -7);
 
 	/* Refusals change nothing. */
-	soc_expect(a.c, CMD_FRIEND_UPDATE, ST_BAD_REQUEST, "{\"user_id\":%lld,\"remark\":\"%sx\"}",
+	tc_expect(a.c, CMD_FRIEND_UPDATE, ST_BAD_REQUEST, "{\"user_id\":%lld,\"remark\":\"%sx\"}",
 		   (long long)b.id, remark);
-	soc_expect(a.c, CMD_FRIEND_UPDATE, ST_BAD_REQUEST, "{\"user_id\":%lld,\"group\":\"2\"}",
+	tc_expect(a.c, CMD_FRIEND_UPDATE, ST_BAD_REQUEST, "{\"user_id\":%lld,\"group\":\"2\"}",
 		   (long long)b.id);
-	soc_expect(a.c, CMD_FRIEND_UPDATE, ST_BAD_REQUEST, "{\"user_id\":%lld,\"group\":1.5}",
+	tc_expect(a.c, CMD_FRIEND_UPDATE, ST_BAD_REQUEST, "{\"user_id\":%lld,\"group\":1.5}",
 		   (long long)b.id);
-	soc_expect(a.c, CMD_FRIEND_UPDATE, ST_BAD_REQUEST,
+	tc_expect(a.c, CMD_FRIEND_UPDATE, ST_BAD_REQUEST,
 		   "{\"user_id\":%lld,\"group\":4294967296}", (long long)b.id);
-	soc_expect(a.c, CMD_FRIEND_UPDATE, ST_BAD_REQUEST, "{\"group\":1}");
-	soc_expect(a.c, CMD_FRIEND_UPDATE, ST_NOT_FOUND, "{\"user_id\":%lld,\"group\":1}",
+	tc_expect(a.c, CMD_FRIEND_UPDATE, ST_BAD_REQUEST, "{\"group\":1}");
+	tc_expect(a.c, CMD_FRIEND_UPDATE, ST_NOT_FOUND, "{\"user_id\":%lld,\"group\":1}",
 		   (long long)c.id);
-	soc_expect(a.c, CMD_FRIEND_UPDATE, ST_NOT_FOUND, "{\"user_id\":9007199254740991}");
+	tc_expect(a.c, CMD_FRIEND_UPDATE, ST_NOT_FOUND, "{\"user_id\":9007199254740991}");
 	soc_assert_friend(&a, &b, remark, -7);
 	soc_user_close(&a);
 	soc_user_close(&b);
@@ -538,9 +506,9 @@ static void test_pending_requests_pushed_at_login(void **state)
 	t.c = tc_connect(soc_node);
 	t.id = soc_signup_only(t.c, "fpt", t.name);
 
-	soc_expect(a.c, CMD_FRIEND_REQUEST, ST_OK, "{\"user_id\":%lld,\"remark\":\"from a\"}",
+	tc_expect(a.c, CMD_FRIEND_REQUEST, ST_OK, "{\"user_id\":%lld,\"remark\":\"from a\"}",
 		   (long long)t.id);
-	soc_expect(c.c, CMD_FRIEND_REQUEST, ST_OK, "{\"user_id\":%lld,\"remark\":\"from c\"}",
+	tc_expect(c.c, CMD_FRIEND_REQUEST, ST_OK, "{\"user_id\":%lld,\"remark\":\"from c\"}",
 		   (long long)t.id);
 	/* Nothing reaches a connection that has not logged in. */
 	tc_expect_no_push(t.c, CMD_PUSH_FRIEND_REQUEST, SOC_NO_PUSH_MS);
@@ -553,7 +521,7 @@ static void test_pending_requests_pushed_at_login(void **state)
 	soc_assert_counts(&t, 0, 2);
 
 	/* Still pending: a later login shows them again; answered ones not. */
-	soc_expect(t.c, CMD_FRIEND_ACCEPT, ST_OK, "{\"user_id\":%lld}", (long long)a.id);
+	tc_expect(t.c, CMD_FRIEND_ACCEPT, ST_OK, "{\"user_id\":%lld}", (long long)a.id);
 	soc_expect_accepted_push(a.c, &t);
 	soc_user_close(&t);
 	t.c = tc_connect(soc_node);
@@ -730,7 +698,7 @@ static void test_group_create_join_list_members(void **state)
 	soc_user_new(soc_node, &a, "gca");
 	soc_user_new(soc_node, &b, "gcb");
 	g = soc_group_create(a.c, "team \xe2\x98\x83");
-	r = soc_call_expect(a.c, CMD_GROUP_LIST, ST_OK, NULL);
+	r = tc_call_expect(a.c, CMD_GROUP_LIST, ST_OK, NULL);
 	e = soc_find(soc_array(r, "groups"), "group_id", g);
 	assert_non_null(e);
 	assert_string_equal(soc_str(e, "name"), "team \xe2\x98\x83");
@@ -738,11 +706,11 @@ static void test_group_create_join_list_members(void **state)
 	cJSON_Delete(r);
 	assert_false(soc_group_listed(b.c, g));
 
-	soc_expect(b.c, CMD_GROUP_JOIN, ST_OK, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(b.c, CMD_GROUP_JOIN, ST_OK, "{\"group_id\":%lld}", (long long)g);
 	assert_int_equal(soc_group_owner(b.c, g), a.id);
 
 	/* Members in join order, with names and online flags; any member may ask. */
-	r = soc_call_expect(b.c, CMD_GROUP_MEMBERS, ST_OK, "{\"group_id\":%lld}", (long long)g);
+	r = tc_call_expect(b.c, CMD_GROUP_MEMBERS, ST_OK, "{\"group_id\":%lld}", (long long)g);
 	m = soc_array(r, "members");
 	assert_int_equal(cJSON_GetArraySize(m), 2);
 	assert_int_equal(tc_json_int(cJSON_GetArrayItem(m, 0), "user_id"), a.id);
@@ -765,16 +733,16 @@ static void test_group_create_join_list_members(void **state)
 	name[64] = '\0';
 	soc_group_create(a.c, name);
 	strcat(name, "n");
-	soc_expect(a.c, CMD_GROUP_CREATE, ST_BAD_REQUEST, "{\"name\":\"%s\"}", name);
+	tc_expect(a.c, CMD_GROUP_CREATE, ST_BAD_REQUEST, "{\"name\":\"%s\"}", name);
 	name[0] = '\0';
 	for (int i = 0; i < 32; i++)
 		strcat(name, "\xc3\xa9");
 	soc_group_create(a.c, name);
 	strcat(name, "\xc3\xa9");
-	soc_expect(a.c, CMD_GROUP_CREATE, ST_BAD_REQUEST, "{\"name\":\"%s\"}", name);
-	soc_expect(a.c, CMD_GROUP_CREATE, ST_BAD_REQUEST, "{\"name\":\"\"}");
-	soc_expect(a.c, CMD_GROUP_CREATE, ST_BAD_REQUEST, "{\"name\":5}");
-	soc_expect(a.c, CMD_GROUP_CREATE, ST_BAD_REQUEST, "{}");
+	tc_expect(a.c, CMD_GROUP_CREATE, ST_BAD_REQUEST, "{\"name\":\"%s\"}", name);
+	tc_expect(a.c, CMD_GROUP_CREATE, ST_BAD_REQUEST, "{\"name\":\"\"}");
+	tc_expect(a.c, CMD_GROUP_CREATE, ST_BAD_REQUEST, "{\"name\":5}");
+	tc_expect(a.c, CMD_GROUP_CREATE, ST_BAD_REQUEST, "{}");
 	soc_user_close(&a);
 	soc_user_close(&b);
 }
@@ -789,23 +757,23 @@ static void test_group_join_members_refusals(void **state)
 	soc_user_new(soc_node, &b, "gjb");
 	soc_user_new(soc_node, &c, "gjc");
 	g = soc_group_create(a.c, "refusals");
-	soc_expect(b.c, CMD_GROUP_JOIN, ST_OK, "{\"group_id\":%lld}", (long long)g);
-	soc_expect(b.c, CMD_GROUP_JOIN, ST_ALREADY_EXISTS, "{\"group_id\":%lld}", (long long)g);
-	soc_expect(a.c, CMD_GROUP_JOIN, ST_ALREADY_EXISTS, "{\"group_id\":%lld}", (long long)g);
-	soc_expect(b.c, CMD_GROUP_JOIN, ST_NOT_FOUND, "{\"group_id\":9007199254740991}");
-	soc_expect(b.c, CMD_GROUP_JOIN, ST_BAD_REQUEST, "{\"group_id\":0}");
-	soc_expect(b.c, CMD_GROUP_JOIN, ST_BAD_REQUEST, "{\"group_id\":\"1\"}");
-	soc_expect(b.c, CMD_GROUP_JOIN, ST_BAD_REQUEST, "{}");
+	tc_expect(b.c, CMD_GROUP_JOIN, ST_OK, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(b.c, CMD_GROUP_JOIN, ST_ALREADY_EXISTS, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(a.c, CMD_GROUP_JOIN, ST_ALREADY_EXISTS, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(b.c, CMD_GROUP_JOIN, ST_NOT_FOUND, "{\"group_id\":9007199254740991}");
+	tc_expect(b.c, CMD_GROUP_JOIN, ST_BAD_REQUEST, "{\"group_id\":0}");
+	tc_expect(b.c, CMD_GROUP_JOIN, ST_BAD_REQUEST, "{\"group_id\":\"1\"}");
+	tc_expect(b.c, CMD_GROUP_JOIN, ST_BAD_REQUEST, "{}");
 
-	soc_expect(c.c, CMD_GROUP_MEMBERS, ST_FORBIDDEN, "{\"group_id\":%lld}", (long long)g);
-	soc_expect(c.c, CMD_GROUP_MEMBERS, ST_NOT_FOUND, "{\"group_id\":9007199254740991}");
-	soc_expect(c.c, CMD_GROUP_MEMBERS, ST_BAD_REQUEST, "{\"group_id\":-2}");
+	tc_expect(c.c, CMD_GROUP_MEMBERS, ST_FORBIDDEN, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(c.c, CMD_GROUP_MEMBERS, ST_NOT_FOUND, "{\"group_id\":9007199254740991}");
+	tc_expect(c.c, CMD_GROUP_MEMBERS, ST_BAD_REQUEST, "{\"group_id\":-2}");
 
-	soc_expect(c.c, CMD_GROUP_QUIT, ST_NOT_FOUND, "{\"group_id\":%lld}", (long long)g);
-	soc_expect(c.c, CMD_GROUP_QUIT, ST_NOT_FOUND, "{\"group_id\":9007199254740991}");
-	soc_expect(c.c, CMD_GROUP_QUIT, ST_BAD_REQUEST, "{\"group_id\":1e300}");
-	soc_expect(c.c, CMD_GROUP_DISSOLVE, ST_BAD_REQUEST, "{\"group_id\":0}");
-	soc_expect(c.c, CMD_GROUP_DISSOLVE, ST_NOT_FOUND, "{\"group_id\":9007199254740991}");
+	tc_expect(c.c, CMD_GROUP_QUIT, ST_NOT_FOUND, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(c.c, CMD_GROUP_QUIT, ST_NOT_FOUND, "{\"group_id\":9007199254740991}");
+	tc_expect(c.c, CMD_GROUP_QUIT, ST_BAD_REQUEST, "{\"group_id\":1e300}");
+	tc_expect(c.c, CMD_GROUP_DISSOLVE, ST_BAD_REQUEST, "{\"group_id\":0}");
+	tc_expect(c.c, CMD_GROUP_DISSOLVE, ST_NOT_FOUND, "{\"group_id\":9007199254740991}");
 	soc_user_close(&a);
 	soc_user_close(&b);
 	soc_user_close(&c);
@@ -823,15 +791,15 @@ static void test_group_dissolve(void **state)
 	soc_user_new(soc_node, &c, "gdc");
 	soc_user_new(soc_node, &d, "gdd");
 	g = soc_group_create(a.c, "doomed");
-	soc_expect(b.c, CMD_GROUP_JOIN, ST_OK, "{\"group_id\":%lld}", (long long)g);
-	soc_expect(c.c, CMD_GROUP_JOIN, ST_OK, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(b.c, CMD_GROUP_JOIN, ST_OK, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(c.c, CMD_GROUP_JOIN, ST_OK, "{\"group_id\":%lld}", (long long)g);
 
 	/* Only the owner: a member and an outsider are refused alike. */
-	soc_expect(b.c, CMD_GROUP_DISSOLVE, ST_FORBIDDEN, "{\"group_id\":%lld}", (long long)g);
-	soc_expect(d.c, CMD_GROUP_DISSOLVE, ST_FORBIDDEN, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(b.c, CMD_GROUP_DISSOLVE, ST_FORBIDDEN, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(d.c, CMD_GROUP_DISSOLVE, ST_FORBIDDEN, "{\"group_id\":%lld}", (long long)g);
 	assert_true(soc_group_listed(b.c, g));
 
-	soc_expect(a.c, CMD_GROUP_DISSOLVE, ST_OK, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(a.c, CMD_GROUP_DISSOLVE, ST_OK, "{\"group_id\":%lld}", (long long)g);
 	p = tc_expect_push(b.c, CMD_PUSH_GROUP_DISSOLVED, SOC_PUSH_MS);
 	assert_int_equal(tc_json_int(p, "group_id"), g);
 	cJSON_Delete(p);
@@ -844,11 +812,11 @@ static void test_group_dissolve(void **state)
 	/* A dissolved group is gone for every command. */
 	assert_false(soc_group_listed(a.c, g));
 	assert_false(soc_group_listed(b.c, g));
-	soc_expect(a.c, CMD_GROUP_MEMBERS, ST_NOT_FOUND, "{\"group_id\":%lld}", (long long)g);
-	soc_expect(b.c, CMD_GROUP_MEMBERS, ST_NOT_FOUND, "{\"group_id\":%lld}", (long long)g);
-	soc_expect(d.c, CMD_GROUP_JOIN, ST_NOT_FOUND, "{\"group_id\":%lld}", (long long)g);
-	soc_expect(b.c, CMD_GROUP_QUIT, ST_NOT_FOUND, "{\"group_id\":%lld}", (long long)g);
-	soc_expect(a.c, CMD_GROUP_DISSOLVE, ST_NOT_FOUND, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(a.c, CMD_GROUP_MEMBERS, ST_NOT_FOUND, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(b.c, CMD_GROUP_MEMBERS, ST_NOT_FOUND, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(d.c, CMD_GROUP_JOIN, ST_NOT_FOUND, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(b.c, CMD_GROUP_QUIT, ST_NOT_FOUND, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(a.c, CMD_GROUP_DISSOLVE, ST_NOT_FOUND, "{\"group_id\":%lld}", (long long)g);
 	soc_user_close(&a);
 	soc_user_close(&b);
 	soc_user_close(&c);
@@ -866,41 +834,41 @@ static void test_group_quit_and_handover(void **state)
 	soc_user_new(soc_node, &b, "gqb");
 	soc_user_new(soc_node, &c, "gqc");
 	g = soc_group_create(a.c, "relay");
-	soc_expect(b.c, CMD_GROUP_JOIN, ST_OK, "{\"group_id\":%lld}", (long long)g);
-	soc_expect(c.c, CMD_GROUP_JOIN, ST_OK, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(b.c, CMD_GROUP_JOIN, ST_OK, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(c.c, CMD_GROUP_JOIN, ST_OK, "{\"group_id\":%lld}", (long long)g);
 
 	/* A member leaves: the owner stays. */
-	soc_expect(c.c, CMD_GROUP_QUIT, ST_OK, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(c.c, CMD_GROUP_QUIT, ST_OK, "{\"group_id\":%lld}", (long long)g);
 	assert_false(soc_group_listed(c.c, g));
-	soc_expect(c.c, CMD_GROUP_MEMBERS, ST_FORBIDDEN, "{\"group_id\":%lld}", (long long)g);
-	soc_expect(c.c, CMD_GROUP_QUIT, ST_NOT_FOUND, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(c.c, CMD_GROUP_MEMBERS, ST_FORBIDDEN, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(c.c, CMD_GROUP_QUIT, ST_NOT_FOUND, "{\"group_id\":%lld}", (long long)g);
 	assert_int_equal(soc_group_owner(a.c, g), a.id);
 	/* ... and comes back as the newest member. */
-	soc_expect(c.c, CMD_GROUP_JOIN, ST_OK, "{\"group_id\":%lld}", (long long)g);
-	r = soc_call_expect(c.c, CMD_GROUP_MEMBERS, ST_OK, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(c.c, CMD_GROUP_JOIN, ST_OK, "{\"group_id\":%lld}", (long long)g);
+	r = tc_call_expect(c.c, CMD_GROUP_MEMBERS, ST_OK, "{\"group_id\":%lld}", (long long)g);
 	assert_int_equal(cJSON_GetArraySize(soc_array(r, "members")), 3);
 	assert_int_equal(tc_json_int(cJSON_GetArrayItem(soc_array(r, "members"), 2), "user_id"),
 			 c.id);
 	cJSON_Delete(r);
 
 	/* The owner leaves: the longest-standing member (b) takes over. */
-	soc_expect(a.c, CMD_GROUP_QUIT, ST_OK, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(a.c, CMD_GROUP_QUIT, ST_OK, "{\"group_id\":%lld}", (long long)g);
 	assert_int_equal(soc_group_owner(b.c, g), b.id);
 	assert_int_equal(soc_group_owner(c.c, g), b.id);
-	soc_expect(a.c, CMD_GROUP_DISSOLVE, ST_FORBIDDEN, "{\"group_id\":%lld}", (long long)g);
-	soc_expect(c.c, CMD_GROUP_DISSOLVE, ST_FORBIDDEN, "{\"group_id\":%lld}", (long long)g);
-	r = soc_call_expect(b.c, CMD_GROUP_MEMBERS, ST_OK, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(a.c, CMD_GROUP_DISSOLVE, ST_FORBIDDEN, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(c.c, CMD_GROUP_DISSOLVE, ST_FORBIDDEN, "{\"group_id\":%lld}", (long long)g);
+	r = tc_call_expect(b.c, CMD_GROUP_MEMBERS, ST_OK, "{\"group_id\":%lld}", (long long)g);
 	assert_int_equal(cJSON_GetArraySize(soc_array(r, "members")), 2);
 	assert_null(soc_find(soc_array(r, "members"), "user_id", a.id));
 	cJSON_Delete(r);
 
-	soc_expect(b.c, CMD_GROUP_QUIT, ST_OK, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(b.c, CMD_GROUP_QUIT, ST_OK, "{\"group_id\":%lld}", (long long)g);
 	assert_int_equal(soc_group_owner(c.c, g), c.id);
 	/* The last member leaves: the group is dissolved, nobody to tell. */
-	soc_expect(c.c, CMD_GROUP_QUIT, ST_OK, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(c.c, CMD_GROUP_QUIT, ST_OK, "{\"group_id\":%lld}", (long long)g);
 	assert_false(soc_group_listed(c.c, g));
-	soc_expect(a.c, CMD_GROUP_JOIN, ST_NOT_FOUND, "{\"group_id\":%lld}", (long long)g);
-	soc_expect(c.c, CMD_GROUP_MEMBERS, ST_NOT_FOUND, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(a.c, CMD_GROUP_JOIN, ST_NOT_FOUND, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(c.c, CMD_GROUP_MEMBERS, ST_NOT_FOUND, "{\"group_id\":%lld}", (long long)g);
 	soc_user_close(&a);
 	soc_user_close(&b);
 	soc_user_close(&c);
@@ -927,14 +895,14 @@ static void test_group_member_cap(void **state)
 
 	/* Sequential: the cap counts the owner; the refusal says why. */
 	g = soc_group_create(owner.c, "small");
-	soc_expect(u[0].c, CMD_GROUP_JOIN, ST_OK, "{\"group_id\":%lld}", (long long)g);
-	soc_expect(u[1].c, CMD_GROUP_JOIN, ST_OK, "{\"group_id\":%lld}", (long long)g);
-	r = soc_call_expect(u[2].c, CMD_GROUP_JOIN, ST_FORBIDDEN, "{\"group_id\":%lld}",
+	tc_expect(u[0].c, CMD_GROUP_JOIN, ST_OK, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(u[1].c, CMD_GROUP_JOIN, ST_OK, "{\"group_id\":%lld}", (long long)g);
+	r = tc_call_expect(u[2].c, CMD_GROUP_JOIN, ST_FORBIDDEN, "{\"group_id\":%lld}",
 			    (long long)g);
 	assert_non_null(strstr(soc_str(r, "error"), "full"));
 	cJSON_Delete(r);
-	soc_expect(u[1].c, CMD_GROUP_QUIT, ST_OK, "{\"group_id\":%lld}", (long long)g);
-	soc_expect(u[2].c, CMD_GROUP_JOIN, ST_OK, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(u[1].c, CMD_GROUP_QUIT, ST_OK, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(u[2].c, CMD_GROUP_JOIN, ST_OK, "{\"group_id\":%lld}", (long long)g);
 
 	/* Concurrent: everyone asks for the last seat at once, from both
 	 * workers; exactly one gets it. Rounds, to give the race its chances. */
@@ -942,7 +910,7 @@ static void test_group_member_cap(void **state)
 		g = soc_group_create(owner.c, "race");
 		snprintf(json, sizeof(json), "{\"group_id\":%lld}", (long long)g);
 		for (int i = 1; i < SOC_CAP - 1; i++)
-			soc_expect(u[i].c, CMD_GROUP_JOIN, ST_OK, "%s", json);
+			tc_expect(u[i].c, CMD_GROUP_JOIN, ST_OK, "%s", json);
 		for (int i = SOC_CAP - 1; i < SOC_JOINERS; i++)
 			assert_int_equal(rc_send(u[i].c, CMD_GROUP_JOIN, SOC_RAW_SEQ, json), 0);
 		ok = full = 0;
@@ -958,7 +926,7 @@ static void test_group_member_cap(void **state)
 		}
 		assert_int_equal(ok, 1);
 		assert_int_equal(full, SOC_JOINERS - SOC_CAP);
-		r = soc_call_expect(owner.c, CMD_GROUP_MEMBERS, ST_OK, "%s", json);
+		r = tc_call_expect(owner.c, CMD_GROUP_MEMBERS, ST_OK, "%s", json);
 		assert_int_equal(cJSON_GetArraySize(soc_array(r, "members")), SOC_CAP);
 		cJSON_Delete(r);
 	}
@@ -973,7 +941,7 @@ static void test_group_member_cap(void **state)
 		ok += soc_await(u[i].c, SOC_RAW_SEQ + 1) == ST_OK;
 	ok += soc_await(owner.c, SOC_RAW_SEQ + 1) == ST_OK;
 	assert_int_equal(ok, SOC_CAP);
-	soc_expect(u[0].c, CMD_GROUP_JOIN, ST_NOT_FOUND, "%s", json);
+	tc_expect(u[0].c, CMD_GROUP_JOIN, ST_NOT_FOUND, "%s", json);
 
 	soc_user_close(&owner);
 	for (int i = 0; i < SOC_JOINERS; i++)
@@ -1005,7 +973,7 @@ static void test_group_join_skips_older_messages(void **state)
 	}
 	assert_int_equal(code, ST_OK);
 	assert_int_equal(tc_call_code(a.c, CMD_GROUP_SEND, json), ST_OK);
-	soc_expect(b.c, CMD_GROUP_JOIN, ST_OK, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(b.c, CMD_GROUP_JOIN, ST_OK, "{\"group_id\":%lld}", (long long)g);
 	soc_user_close(&b);
 	b.c = tc_connect(soc_node);
 	soc_login(&b);
@@ -1042,19 +1010,19 @@ static void test_changes_bind_next_message(void **state)
 		skip();
 	}
 	assert_int_equal(code, ST_OK);
-	soc_expect(b.c, CMD_FRIEND_DELETE, ST_OK, "{\"user_id\":%lld}", (long long)a.id);
+	tc_expect(b.c, CMD_FRIEND_DELETE, ST_OK, "{\"user_id\":%lld}", (long long)a.id);
 	assert_int_equal(tc_call_code(a.c, CMD_MSG_SEND, msg), ST_FORBIDDEN);
 	soc_befriend(&b, &a);
 	assert_int_equal(tc_call_code(a.c, CMD_MSG_SEND, msg), ST_OK);
 
 	g = soc_group_create(a.c, "binding");
-	soc_expect(b.c, CMD_GROUP_JOIN, ST_OK, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(b.c, CMD_GROUP_JOIN, ST_OK, "{\"group_id\":%lld}", (long long)g);
 	snprintf(msg, sizeof(msg), "{\"group_id\":%lld,\"type\":0,\"text\":\"yo\"}", (long long)g);
 	assert_int_equal(tc_call_code(b.c, CMD_GROUP_SEND, msg), ST_OK);
 	assert_int_equal(tc_call_code(a.c, CMD_GROUP_SEND, msg), ST_OK);
-	soc_expect(b.c, CMD_GROUP_QUIT, ST_OK, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(b.c, CMD_GROUP_QUIT, ST_OK, "{\"group_id\":%lld}", (long long)g);
 	assert_int_equal(tc_call_code(b.c, CMD_GROUP_SEND, msg), ST_FORBIDDEN);
-	soc_expect(a.c, CMD_GROUP_DISSOLVE, ST_OK, "{\"group_id\":%lld}", (long long)g);
+	tc_expect(a.c, CMD_GROUP_DISSOLVE, ST_OK, "{\"group_id\":%lld}", (long long)g);
 	assert_int_equal(tc_call_code(a.c, CMD_GROUP_SEND, msg), ST_NOT_FOUND);
 	soc_user_close(&a);
 	soc_user_close(&b);
