@@ -137,10 +137,11 @@ CREATE TABLE IF NOT EXISTS group_members (
 --   msg_id rather than send_time: msg_id is unique and follows send order
 --   within a conversation, so a page boundary never splits or repeats rows
 --   that share a millisecond, and before_id is itself a msg_id.
--- * idx_messages_unread (to_id, is_read, msg_id): the 1:1 messages a user has
---   not acknowledged, oldest first, pushed at LOGIN:
---                  WHERE to_id = ? AND is_read = 0 ORDER BY msg_id
---   (group rows all sit under to_id 0, which is never queried.)
+-- * No unread flag or index here: which 1:1 messages a user has not
+--   acknowledged lives in the narrow table `unread` below. An index on
+--   (to_id, is_read, msg_id) was paid twice per message (an entry on insert,
+--   a delete-mark plus a new entry on ack, then purge) and cost about 45% of
+--   the stored-mode throughput (docs/benchmarks.md).
 -- * No index on group_id: a group's messages are its conversation's, so
 --   idx_messages_conv already serves "the newest msg_id of a group" (the read
 --   cursor a new member starts from); every index here is paid on each of
@@ -157,12 +158,10 @@ CREATE TABLE IF NOT EXISTS messages (
 	group_id        BIGINT UNSIGNED NOT NULL DEFAULT 0,
 	type            TINYINT UNSIGNED NOT NULL DEFAULT 0,  -- 0 text, 1 file, 2 image
 	text            MEDIUMBLOB NOT NULL,
-	is_read         TINYINT UNSIGNED NOT NULL DEFAULT 0,  -- 1:1 only; groups use read_msg_id
 	send_time       BIGINT NOT NULL,                      -- node's epoch ms at acceptance
 	client_msg_id   VARBINARY(64) NULL DEFAULT NULL,
 	PRIMARY KEY (msg_id),
 	KEY idx_messages_conv (conversation_id, msg_id),
-	KEY idx_messages_unread (to_id, is_read, msg_id),
 	UNIQUE KEY uk_messages_client (from_id, client_msg_id)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;
 
@@ -185,3 +184,17 @@ CREATE TABLE IF NOT EXISTS conversations (
 	PRIMARY KEY (id),
 	UNIQUE KEY uk_conversations (kind, a, b)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;
+
+-- The 1:1 messages each user has not acknowledged yet: one narrow row per
+-- message, written by the group-commit writer in the same transaction as
+-- the message and deleted by MSG_ACK. Clustered by recipient, so the push
+-- at LOGIN (oldest first, paged by msg_id) is one range scan:
+--                  SELECT msg_id FROM unread WHERE to_id = ? AND msg_id > ?
+--                  ORDER BY msg_id LIMIT n
+-- and an ack deletes rows by primary key. Group messages need no rows here:
+-- each member has a read cursor (group_members.read_msg_id).
+CREATE TABLE IF NOT EXISTS unread (
+	to_id  BIGINT UNSIGNED NOT NULL,
+	msg_id BIGINT UNSIGNED NOT NULL,
+	PRIMARY KEY (to_id, msg_id)
+) ENGINE = InnoDB;

@@ -1221,8 +1221,10 @@ static int msg_stream_fill(struct worker *w, struct msg_stream *st, int64_t uid,
 	else
 		st->rows =
 		    db_query(w->db,
-			     "SELECT " MSG_COLS " FROM messages WHERE to_id = ? AND is_read = 0 "
-			     "AND msg_id > ? ORDER BY msg_id LIMIT ?",
+			     "SELECT m.msg_id, m.conversation_id, m.from_id, m.to_id, m.group_id, "
+			     "m.type, m.text, m.send_time FROM (SELECT msg_id FROM unread "
+			     "WHERE to_id = ? AND msg_id > ? ORDER BY msg_id LIMIT ?) u "
+			     "JOIN messages m ON m.msg_id = u.msg_id ORDER BY m.msg_id",
 			     "lll", uid, st->after, page);
 	if (!st->rows)
 		return db_last_error(w->db);

@@ -110,6 +110,14 @@ static const struct db_multi commit_ins_msg = {
     .row_fmt = "llllliblb",
 };
 
+/* One row per 1:1 message its recipient has not acknowledged (see
+ * sql/schema.sql, table unread). */
+static const struct db_multi commit_ins_unread = {
+    .prefix = "INSERT IGNORE INTO unread (to_id, msg_id) VALUES ",
+    .row = "(?, ?)",
+    .row_fmt = "ll",
+};
+
 static const struct db_multi commit_ins_ack = {
     .prefix = "INSERT IGNORE INTO rc_acks (mid, uid) VALUES ",
     .row = "(?, ?)",
@@ -129,11 +137,10 @@ static const char COMMIT_SQL_ACK_TABLE[] =
     "mid BIGINT UNSIGNED NOT NULL, uid BIGINT UNSIGNED NOT NULL, "
     "PRIMARY KEY (mid, uid)) ENGINE = MEMORY";
 static const char COMMIT_SQL_ACK_CLEAR[] = "DELETE FROM rc_acks";
-/* 1:1 rows addressed to the acknowledging user; group rows have to_id 0
- * and user ids are positive, so they never match here. */
+/* 1:1 messages addressed to the acknowledging user stop being unread.
+ * Group messages have no unread row (their members keep read cursors). */
 static const char COMMIT_SQL_ACK_DIRECT[] =
-    "UPDATE messages m JOIN rc_acks a ON m.msg_id = a.mid "
-    "SET m.is_read = 1 WHERE m.to_id = a.uid AND m.is_read = 0";
+    "DELETE u FROM unread u JOIN rc_acks a ON u.to_id = a.uid AND u.msg_id = a.mid";
 /* The largest acked msg_id per (member, group); GREATEST never moves a
  * cursor back. A member acking messages of a group it is not in has no
  * row to join, so nothing happens. */
@@ -419,6 +426,41 @@ static int commit_insert_row_by_row(void)
 	return 0;
 }
 
+/*
+ * The unread rows of this batch's 1:1 messages, as power-of-two statements
+ * like the messages themselves. A retry resolved to an earlier message
+ * (stored_other) already had its row, and it may since have been acked.
+ */
+static int commit_insert_unread(void)
+{
+	uint32_t n = 0;
+	int64_t rc;
+
+	for (uint32_t i = 0; i < cw.nrows; i++) {
+		const struct commit_item *it = cw.rows[i];
+
+		if (!it->to_id || it->stored_other)
+			continue;
+		cw.params[2 * n] = DB_L(it->to_id);
+		cw.params[2 * n + 1] = DB_L(it->msg_id);
+		if (++n < COMMIT_CHUNK_ROWS)
+			continue;
+		rc = db_exec_multi(cw.db, &commit_ins_unread, n, cw.params);
+		if (rc < 0)
+			return (int)rc;
+		n = 0;
+	}
+	for (uint32_t size = COMMIT_CHUNK_ROWS, off = 0; size && n; size >>= 1) {
+		if (!(n & size))
+			continue;
+		rc = db_exec_multi(cw.db, &commit_ins_unread, size, cw.params + 2 * off);
+		if (rc < 0)
+			return (int)rc;
+		off += size;
+	}
+	return 0;
+}
+
 /* Fills rc_acks. Returns the rows it holds (duplicates collapse) or a
  * negative db error. */
 static int64_t commit_ack_rows(void)
@@ -493,6 +535,8 @@ static int commit_attempt(bool row_by_row)
 	if (rc)
 		return rc;
 	rc = row_by_row ? commit_insert_row_by_row() : commit_insert_all();
+	if (!rc)
+		rc = commit_insert_unread();
 	if (rc) {
 		/* outside row-by-row a refused row takes the multi-row
 		 * statement with it: find out which row it was */

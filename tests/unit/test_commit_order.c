@@ -260,8 +260,8 @@ static void test_acks(void **state)
 	submit(0, ack);
 	for (int i = 0; i < 6; i++)
 		assert_int_equal(take(0)->status, ST_OK);
-	assert_int_equal(query_int("SELECT is_read FROM messages WHERE msg_id = ?", m1->msg_id), 1);
-	assert_int_equal(query_int("SELECT is_read FROM messages WHERE msg_id = ?", m2->msg_id), 0);
+	assert_int_equal(query_int("SELECT COUNT(*) = 0 FROM unread WHERE msg_id = ?", m1->msg_id), 1);
+	assert_int_equal(query_int("SELECT COUNT(*) = 0 FROM unread WHERE msg_id = ?", m2->msg_id), 0);
 	assert_int_equal(query_int("SELECT read_msg_id FROM group_members WHERE group_id = ?", g),
 			 g2->msg_id);
 
@@ -280,7 +280,7 @@ static void test_acks(void **state)
 	ack->nacks = 1;
 	submit(1, ack);
 	assert_int_equal(take(1)->status, ST_OK);
-	assert_int_equal(query_int("SELECT is_read FROM messages WHERE msg_id = ?", m2->msg_id), 1);
+	assert_int_equal(query_int("SELECT COUNT(*) = 0 FROM unread WHERE msg_id = ?", m2->msg_id), 1);
 	db_exec(db, "DELETE FROM group_members WHERE group_id = ?", "l", g);
 	free(m1);
 	free(m2);
