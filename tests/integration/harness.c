@@ -663,28 +663,36 @@ uint32_t tc_call_code(struct rc_client *c, uint16_t cmd, const char *json)
 	return code;
 }
 
-cJSON *tc_call_ok(struct rc_client *c, uint16_t cmd, const char *json_fmt, ...)
+/* tc_call_ok and tc_call_expect: one request, fail unless its code is want. */
+static cJSON *call_expect_v(struct rc_client *c, uint16_t cmd, uint32_t want, const char *fmt,
+			    va_list ap)
 {
 	char *json = NULL;
 	uint32_t code;
 	cJSON *body;
-	va_list ap;
 
-	if (json_fmt) {
-		va_start(ap, json_fmt);
-		if (vasprintf(&json, json_fmt, ap) < 0)
-			fail_msg("out of memory");
-		va_end(ap);
-	}
+	if (fmt && vasprintf(&json, fmt, ap) < 0)
+		fail_msg("out of memory");
 	body = tc_call(c, cmd, json, &code);
-	if (code != ST_OK) {
+	if (code != want) {
 		char *text = cJSON_PrintUnformatted(body);
 
-		fail_msg("%s %s: expected OK, got %u %s: %s",
-			 rc_cmd_name(cmd) ? rc_cmd_name(cmd) : "?", json ? json : "{}", code,
-			 rc_status_name(code), text ? text : "?");
+		fail_msg("%s %s: expected %u %s, got %u %s: %s",
+			 rc_cmd_name(cmd) ? rc_cmd_name(cmd) : "?", json ? json : "{}", want,
+			 rc_status_name(want), code, rc_status_name(code), text ? text : "?");
 	}
 	free(json);
+	return body;
+}
+
+cJSON *tc_call_ok(struct rc_client *c, uint16_t cmd, const char *json_fmt, ...)
+{
+	va_list ap;
+	cJSON *body;
+
+	va_start(ap, json_fmt);
+	body = call_expect_v(c, cmd, ST_OK, json_fmt, ap);
+	va_end(ap);
 	return body;
 }
 
@@ -816,25 +824,11 @@ int services_start(const char *name)
 
 cJSON *tc_call_expect(struct rc_client *c, uint16_t cmd, uint32_t want, const char *fmt, ...)
 {
-	char *json = NULL;
-	uint32_t code;
-	cJSON *body;
 	va_list ap;
+	cJSON *body;
 
-	if (fmt) {
-		va_start(ap, fmt);
-		if (vasprintf(&json, fmt, ap) < 0)
-			fail_msg("out of memory");
-		va_end(ap);
-	}
-	body = tc_call(c, cmd, json, &code);
-	if (code != want) {
-		char *text = cJSON_PrintUnformatted(body);
-
-		fail_msg("%s %s: expected %u %s, got %u %s: %s", rc_cmd_name(cmd),
-			 json ? json : "{}", want, rc_status_name(want), code, rc_status_name(code),
-			 text ? text : "?");
-	}
-	free(json);
+	va_start(ap, fmt);
+	body = call_expect_v(c, cmd, want, fmt, ap);
+	va_end(ap);
 	return body;
 }
