@@ -186,8 +186,9 @@ CREATE TABLE IF NOT EXISTS conversations (
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;
 
 -- The 1:1 messages each user has not acknowledged yet: one narrow row per
--- message, written by the group-commit writer in the same transaction as
--- the message and deleted by MSG_ACK. Clustered by recipient, so the push
+-- message, written by the group-commit writer (in the message's own
+-- transaction, or up to unread_defer_ms later when it is not acked by
+-- then: see node_state below) and deleted by MSG_ACK. Clustered by recipient, so the push
 -- at LOGIN (oldest first, paged by msg_id) is one range scan:
 --                  SELECT msg_id FROM unread WHERE to_id = ? AND msg_id > ?
 --                  ORDER BY msg_id LIMIT n
@@ -197,4 +198,16 @@ CREATE TABLE IF NOT EXISTS unread (
 	to_id  BIGINT UNSIGNED NOT NULL,
 	msg_id BIGINT UNSIGNED NOT NULL,
 	PRIMARY KEY (to_id, msg_id)
+) ENGINE = InnoDB;
+
+-- One row per node: the group-commit writer's unread floor. A 1:1 message's
+-- unread row may be held in the node's memory for unread_defer_ms (an ack
+-- within that time means it is never written); every such message of the
+-- node lies above the floor, which is stored with each batch. After an
+-- unclean stop the node gives the messages above its floor their unread
+-- rows back before it accepts anything (src/store/commit.c).
+CREATE TABLE IF NOT EXISTS node_state (
+	node_id      TINYINT UNSIGNED NOT NULL,
+	unread_floor BIGINT UNSIGNED NOT NULL,
+	PRIMARY KEY (node_id)
 ) ENGINE = InnoDB;

@@ -456,14 +456,15 @@ static cJSON *parse_object(const uint8_t *p, uint32_t n)
 
 void session_hold(struct session *s)
 {
-	s->held = true;
+	s->held++;
 }
 
 void session_resume(struct worker *w, struct session *s)
 {
 	uint64_t conn = s->conn;
 
-	s->held = false;
+	if (s->held)
+		s->held--;
 	while (!s->held && s->conn == conn && s->held_head) {
 		struct in_msg *m = s->held_head;
 

@@ -37,9 +37,23 @@
  * transaction, so acknowledging a message pushed before its row was
  * committed works when both meet in one batch; the writer sweeps the
  * queues once more when a batch holds acks to make that the usual case.
- * An acked 1:1 message addressed to user_id gets is_read = 1; for group
- * messages the member's read_msg_id cursor moves up to the largest acked
- * msg_id of each group (never down). Ids that match nothing are ignored.
+ * An acked 1:1 message addressed to the acker stops being unread; for
+ * group messages the member's read_msg_id cursor moves up to the largest
+ * acked msg_id of each group (never down). Ids that match nothing are
+ * ignored.
+ *
+ * Held-back unread marks (unread_defer_ms > 0, stored mode): the unread
+ * row of a committed 1:1 message is held in memory (unread_set.h) for
+ * unread_defer_ms; an ack within that time settles it there, and no row
+ * is written or deleted. Otherwise the row is written when due. Before
+ * a LOGIN/RESUME reads the unread rows of a user, it submits
+ * COMMIT_FLUSH_UNREAD for that user: its completion (ST_OK) means every
+ * mark held for the user is stored. Each transaction also stores a floor
+ * (table node_state): every 1:1 message of this node above it whose mark
+ * was held. When the writer starts, it first gives those messages their
+ * unread rows back, so an unclean stop loses no mark; acked messages
+ * among them come again (at least once, as the contract allows). A clean
+ * stop writes every mark still held.
  *
  * Threads: commit_start/commit_stop on the main thread (before workers
  * start / after they stopped); commit_submit, commit_take, commit_has_room
@@ -64,6 +78,7 @@ struct pending_reply;
 enum commit_kind {
 	COMMIT_INSERT_MSG = 1, /* store one message row */
 	COMMIT_ACK,	       /* mark ack_ids read for user from_id */
+	COMMIT_FLUSH_UNREAD,   /* write user from_id's held-back unread marks */
 };
 
 struct commit_item {
@@ -123,6 +138,10 @@ void commit_stop(void);
 
 /* Items a worker may have out at once. */
 uint32_t commit_capacity(void);
+
+/* True when unread marks are held back (see above): a login must submit
+ * COMMIT_FLUSH_UNREAD before it reads the user's unread rows. */
+bool commit_defers_unread(void);
 
 /* True when w may submit one more item. */
 bool commit_has_room(struct worker *w);

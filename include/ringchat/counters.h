@@ -42,6 +42,10 @@
 	X(commit_batches, "group-commit batches written")                      \
 	X(commit_rows, "rows written by group commit")                         \
 	X(commit_errors, "group-commit batches that failed and were retried")  \
+	X(unread_deferred, "unread marks of 1:1 messages held back in memory")  \
+	X(unread_absorbed, "acks settled in memory: no unread row ever written") \
+	X(unread_written, "unread rows of 1:1 messages written")                \
+	X(unread_recovered, "unread rows restored after an unclean stop")       \
 	X(mysql_errors, "MySQL errors")                                        \
 	X(redis_errors, "Redis errors")
 

@@ -56,7 +56,7 @@ struct session {
 	int64_t stored_pushed_max; /* largest stored msg_id pushed at login: in
 				    * durability relay, acks of later ids (live
 				    * pushes, never stored) need no write */
-	bool held;                /* session_hold: later frames wait */
+	uint8_t held;             /* session_hold count: later frames wait while > 0 */
 	struct in_msg *held_head, *held_tail;        /* frames waiting, in order */
 };
 
@@ -92,11 +92,13 @@ cJSON *reply_error_payload(const char *fmt, ...)
  * of running, until session_resume. For a request whose outcome is decided
  * off the worker (a password hashed on the hasher thread): the requests
  * after it must see what it did (a pipelined FRIEND_LIST after LOGIN must
- * not be NOT_LOGGED_IN). Worker thread of the session only.
+ * not be NOT_LOGGED_IN). Holds nest: each session_hold needs its own
+ * session_resume. Worker thread of the session only.
  */
 void session_hold(struct session *s);
-/* Releases the hold and runs the queued frames in order (they may hold
- * again). Worker thread only; s must still be the same connection's. */
+/* Releases one hold; when none is left, runs the queued frames in order
+ * (they may hold again). Worker thread only; s must still be the same
+ * connection's. */
 void session_resume(struct worker *w, struct session *s);
 
 /*

@@ -270,6 +270,7 @@ struct msg_item {
 	bool to_pushed;		 /* 1:1: the recipient got it at send time */
 	struct msg_group *group; /* group rows: the members at send time */
 	uint8_t *pushed;	 /* group rows not held: bit per member, got it */
+	uint64_t conn;		 /* COMMIT_FLUSH_UNREAD: the logging-in connection */
 	char data[];		 /* text, client_msg_id, pushed bits */
 };
 
@@ -738,6 +739,8 @@ static void msg_deliver_late(struct worker *w, struct msg_item *it)
 		msg_push_group(w, ci, mw->ids, k, NULL);
 }
 
+static void msg_flushed(struct worker *w, struct msg_item *it);
+
 /* A message or ack back from the writer. */
 static void msg_complete(struct worker *w, struct msg_item *it)
 {
@@ -745,6 +748,10 @@ static void msg_complete(struct worker *w, struct msg_item *it)
 	struct commit_item *ci = &it->ci;
 	bool ok = ci->status == ST_OK;
 
+	if (ci->kind == COMMIT_FLUSH_UNREAD) {
+		msg_flushed(w, it);
+		return;
+	}
 	if (ci->kind == COMMIT_ACK) {
 		if (ci->reply)
 			reply_complete(w, ci->reply, ci->status,
@@ -1247,7 +1254,7 @@ static bool msg_stream_peek(struct worker *w, struct msg_stream *st, int64_t uid
 	return db_rows_count(st->rows) > 0;
 }
 
-void messages_push_unacked(struct worker *w, struct session *s)
+static void msg_push_unacked_now(struct worker *w, struct session *s)
 {
 	int64_t uid = s->user_id, page;
 	/* stop well below the connection's output cap: the rest waits for
@@ -1334,6 +1341,58 @@ out_free:
 	for (size_t i = 0; i < nst; i++)
 		db_rows_free(st[i].rows);
 	free(st);
+}
+
+/*
+ * With unread marks held back by the writer (commit.h), the marks of this
+ * user still in its memory are written first: a message pushed to a
+ * connection that died before it acked must come again now, not at some
+ * later login. The session's later frames wait for that (an ack of a
+ * pushed message is then never overtaken by the push it acks).
+ */
+void messages_push_unacked(struct worker *w, struct session *s)
+{
+	struct msg_item *it;
+
+	if (!commit_defers_unread()) {
+		msg_push_unacked_now(w, s);
+		return;
+	}
+	it = calloc(1, sizeof(*it));
+	if (!it) {
+		msg_warn("login of user %" PRId64 ": out of memory; held unread marks not "
+			 "flushed", s->user_id);
+		msg_push_unacked_now(w, s);
+		return;
+	}
+	it->ci.kind = COMMIT_FLUSH_UNREAD;
+	it->ci.from_id = s->user_id;
+	it->conn = s->conn;
+	msg_wait_room(w);
+	if (!commit_submit(w, &it->ci)) {
+		free(it);
+		msg_warn("login of user %" PRId64 ": writer lane full; held unread marks not "
+			 "flushed", s->user_id);
+		msg_push_unacked_now(w, s);
+		return;
+	}
+	session_hold(s);
+}
+
+/* The flush of a login is committed (or failed: then the push reads what
+ * is stored, as it would with the storage down). */
+static void msg_flushed(struct worker *w, struct msg_item *it)
+{
+	struct session *s = &w->pool->sessions[CONN_SLOT(it->conn)];
+
+	if (it->ci.status != ST_OK)
+		msg_warn("login of user %" PRId64 ": held unread marks not flushed: %s",
+			 it->ci.from_id, it->ci.error);
+	if (s->conn == it->conn && s->user_id == it->ci.from_id) {
+		msg_push_unacked_now(w, s);
+		session_resume(w, s);
+	}
+	free(it);
 }
 
 /* ---- start / stop ------------------------------------------------------------------ */

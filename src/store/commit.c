@@ -26,10 +26,17 @@
  * (1000 = 512 + 256 + 128 + 64 + 32 + 8), so at most 11 distinct INSERTs
  * exist, and a chunk costs at most 11 statements inside one transaction.
  *
- * Acks go through a per-connection temporary table: the batch's (msg_id,
- * user) pairs are inserted like message rows, then two set-based UPDATEs
- * join it, so a batch of any number of acks costs five statements and no
- * SQL is ever built from values.
+ * The unread rows of the batch's 1:1 messages go in one INSERT IGNORE, and
+ * the batch's acks come out of them in one DELETE ... IN: both are padded
+ * to a power of two with a repeated row, which changes nothing for them.
+ * Only when some acked id was not an unread 1:1 message of its acker (a
+ * group message, mostly) do the pairs go through a per-connection
+ * temporary table that the group read-cursor statement joins. No SQL is
+ * ever built from values.
+ *
+ * The connection runs with autocommit = 0 (db_set_txn_only): BEGIN costs
+ * no round trip, so a batch of 1:1 messages and acks is three to a dozen
+ * statements, COMMIT included.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -49,13 +56,17 @@
 #include "ringchat/config.h"
 #include "ringchat/counters.h"
 #include "ringchat/db.h"
+#include "ringchat/ids.h"
 #include "ringchat/log.h"
 #include "ringchat/protocol.h"
 #include "ringchat/spsc.h"
+#include "ringchat/unread_set.h"
 #include "ringchat/worker.h"
 
 #define COMMIT_QUEUE_MIN 4096	 /* items per lane, at least */
 #define COMMIT_IDLE_POLL_MS 1000 /* sleep bound when idle (stop is also a wake) */
+#define COMMIT_RECOVER_RETRY_MS 1000 /* after a failed recovery or due-only batch */
+#define COMMIT_UNREAD_HELD_MAX 65536 /* unread marks held at once (more: written at once) */
 #define COMMIT_BACKOFF_MIN_MS 50
 #define COMMIT_BACKOFF_MAX_MS 800
 #define COMMIT_MSG_COLS 9
@@ -65,6 +76,10 @@
 	     : COMMIT_ACK_CHUNK * 2)
 
 _Static_assert(COMMIT_PARAMS_MAX <= DB_MULTI_MAX_PARAMS, "a chunk must fit one statement");
+/* padding a chunk to the next power of two must stay within params */
+_Static_assert((COMMIT_ACK_CHUNK & (COMMIT_ACK_CHUNK - 1)) == 0 &&
+		   (COMMIT_CHUNK_ROWS & (COMMIT_CHUNK_ROWS - 1)) == 0,
+	       "chunks are powers of two");
 
 /* One worker's pair of queues. */
 struct commit_lane {
@@ -96,6 +111,22 @@ struct commit_writer {
 	uint32_t nbatch, nrows, nacks;
 	struct db_param *params; /* COMMIT_PARAMS_MAX */
 
+	/* held-back unread marks (see commit.h); uset NULL when off */
+	struct unread_set *uset;
+	uint64_t defer_ms;
+	int node_id;
+	bool recovered;		   /* commit_recover has run */
+	bool final_flush;	   /* stopping: write every mark still held */
+	uint64_t retry_at_ms;	   /* next recovery / due-only attempt after a failure */
+	int64_t floor_stored;	   /* node_state.unread_floor as last stored; -1 none */
+	struct commit_item **flushes; /* the batch's COMMIT_FLUSH_UNREAD items */
+	uint32_t nflushes;
+	struct unread_pair *upairs; /* this attempt's unread rows to write */
+	uint32_t nupairs, upairs_cap;
+	struct unread_pair *apairs; /* this attempt's acks for the database */
+	uint32_t napairs, apairs_cap;
+	uint64_t plan_held, plan_absorbed;
+
 	/* statistics, read by commit_stats_get from any thread */
 	_Atomic uint64_t st_batches, st_rows, st_acks, st_failed, st_retries;
 	_Atomic uint64_t st_last, st_max, st_lat_total, st_lat_max;
@@ -118,6 +149,17 @@ static const struct db_multi commit_ins_unread = {
     .row_fmt = "ll",
 };
 
+/* The common case of a batch's acks, in one statement per chunk: 1:1
+ * messages addressed to the acknowledging user stop being unread. The
+ * range optimiser reads a row-constructor IN list on the primary key as
+ * that many point lookups. */
+static const struct db_multi commit_del_unread = {
+    .prefix = "DELETE FROM unread WHERE (to_id, msg_id) IN (",
+    .row = "(?, ?)",
+    .suffix = ")",
+    .row_fmt = "ll",
+};
+
 static const struct db_multi commit_ins_ack = {
     .prefix = "INSERT IGNORE INTO rc_acks (mid, uid) VALUES ",
     .row = "(?, ?)",
@@ -137,10 +179,6 @@ static const char COMMIT_SQL_ACK_TABLE[] =
     "mid BIGINT UNSIGNED NOT NULL, uid BIGINT UNSIGNED NOT NULL, "
     "PRIMARY KEY (mid, uid)) ENGINE = MEMORY";
 static const char COMMIT_SQL_ACK_CLEAR[] = "DELETE FROM rc_acks";
-/* 1:1 messages addressed to the acknowledging user stop being unread.
- * Group messages have no unread row (their members keep read cursors). */
-static const char COMMIT_SQL_ACK_DIRECT[] =
-    "DELETE u FROM unread u JOIN rc_acks a ON u.to_id = a.uid AND u.msg_id = a.mid";
 /* The largest acked msg_id per (member, group); GREATEST never moves a
  * cursor back. A member acking messages of a group it is not in has no
  * row to join, so nothing happens. */
@@ -151,6 +189,17 @@ static const char COMMIT_SQL_ACK_GROUP[] =
     "WHERE m.group_id <> 0 GROUP BY a.uid, m.group_id) t "
     "ON gm.group_id = t.gid AND gm.user_id = t.uid "
     "SET gm.read_msg_id = GREATEST(gm.read_msg_id, t.mx)";
+static const char COMMIT_SQL_FLOOR[] =
+    "INSERT INTO node_state (node_id, unread_floor) VALUES (?, ?) "
+    "ON DUPLICATE KEY UPDATE unread_floor = VALUES(unread_floor)";
+/* The 1:1 messages of this node above the floor (msg_id holds the node
+ * id: see ids.h); a range scan of the primary key from the floor on. */
+#define COMMIT_STR(x) #x
+#define COMMIT_XSTR(x) COMMIT_STR(x)
+static const char COMMIT_SQL_RECOVER[] =
+    "INSERT IGNORE INTO unread (to_id, msg_id) SELECT to_id, msg_id FROM messages "
+    "WHERE msg_id > ? AND to_id <> 0 AND ((msg_id >> " COMMIT_XSTR(IDS_SEQ_BITS) ") & " COMMIT_XSTR(
+	IDS_NODE_MAX) ") = ?";
 static const char COMMIT_SQL_BY_ID[] =
     "SELECT from_id, conversation_id, send_time FROM messages WHERE msg_id = ?";
 static const char COMMIT_SQL_BY_CLIENT_ID[] =
@@ -198,6 +247,11 @@ static void commit_stat_max(_Atomic uint64_t *slot, uint64_t v)
 uint32_t commit_capacity(void)
 {
 	return cw.cap;
+}
+
+bool commit_defers_unread(void)
+{
+	return cw.uset != NULL;
 }
 
 bool commit_has_room(struct worker *w)
@@ -427,101 +481,171 @@ static int commit_insert_row_by_row(void)
 }
 
 /*
- * The unread rows of this batch's 1:1 messages, as power-of-two statements
- * like the messages themselves. A retry resolved to an earlier message
- * (stored_other) already had its row, and it may since have been acked.
+ * Runs m, whose rows are pairs, over the first n pairs of cw.params as ONE
+ * statement: the list is padded to the next power of two with copies of
+ * its last pair, so a statement of any length has one of a few shapes
+ * (the statement cache stays warm) and costs one round trip. Only for
+ * statements a repeated pair does not change: INSERT IGNORE, DELETE ...
+ * IN. Returns the rows affected or a negative db error.
  */
-static int commit_insert_unread(void)
+static int64_t commit_exec_pairs_padded(const struct db_multi *m, uint32_t n)
 {
-	uint32_t n = 0;
-	int64_t rc;
+	uint32_t size = 1;
 
+	while (size < n)
+		size <<= 1;
+	for (uint32_t k = n; k < size; k++) {
+		cw.params[2 * k] = cw.params[2 * (n - 1)];
+		cw.params[2 * k + 1] = cw.params[2 * (n - 1) + 1];
+	}
+	return db_exec_multi(cw.db, m, size, cw.params);
+}
+
+/* ---- writer: unread marks and acks ------------------------------------------ */
+
+/* Room for one more pair in *v (cw.upairs or cw.apairs). */
+static bool commit_pairs_reserve(struct unread_pair **v, uint32_t *cap, uint32_t n, uint32_t more)
+{
+	uint32_t want = *cap ? *cap : 1024;
+	struct unread_pair *p;
+
+	if (n + more <= *cap)
+		return true;
+	while (want < n + more)
+		want *= 2;
+	p = realloc(*v, (size_t)want * sizeof(*p));
+	if (!p)
+		return false;
+	*v = p;
+	*cap = want;
+	return true;
+}
+
+/*
+ * Runs m over pairs[0, n) in statements of at most chunk pairs, each
+ * padded (commit_exec_pairs_padded); swap puts the msg_id first. Returns
+ * the rows affected, added up, or a negative db error.
+ */
+static int64_t commit_exec_pairs(const struct db_multi *m, const struct unread_pair *pairs,
+				 uint32_t n, uint32_t chunk, bool swap)
+{
+	int64_t rc, affected = 0;
+
+	for (uint32_t off = 0; off < n; off += chunk) {
+		uint32_t k = n - off < chunk ? n - off : chunk;
+
+		for (uint32_t i = 0; i < k; i++) {
+			cw.params[2 * i + swap] = DB_L(pairs[off + i].to_id);
+			cw.params[2 * i + !swap] = DB_L(pairs[off + i].msg_id);
+		}
+		rc = commit_exec_pairs_padded(m, k);
+		if (rc < 0)
+			return rc;
+		affected += rc;
+	}
+	return affected;
+}
+
+/* Marks are held back now (rows can still be written at once: set full). */
+static bool commit_holding(void)
+{
+	return cw.uset && cw.recovered && !cw.final_flush;
+}
+
+/*
+ * Decides this attempt's unread rows and acks (staged in cw.uset; see
+ * unread_set.h): cw.upairs gets the rows to write, cw.apairs the acks the
+ * database must apply. Returns 0 or -ENOMEM.
+ */
+static int commit_plan_unread(uint64_t now_ms)
+{
+	bool hold = commit_holding();
+
+	cw.nupairs = cw.napairs = 0;
+	cw.plan_held = cw.plan_absorbed = 0;
 	for (uint32_t i = 0; i < cw.nrows; i++) {
 		const struct commit_item *it = cw.rows[i];
 
-		if (!it->to_id || it->stored_other)
+		/* A retry resolved to an earlier message (stored_other) had its
+		 * mark then, and it may since have been acked. */
+		if (!it->to_id || it->stored_other || it->status != ST_OK)
 			continue;
-		cw.params[2 * n] = DB_L(it->to_id);
-		cw.params[2 * n + 1] = DB_L(it->msg_id);
-		if (++n < COMMIT_CHUNK_ROWS)
+		if (hold && unread_set_add(cw.uset, it->to_id, it->msg_id, now_ms + cw.defer_ms)) {
+			cw.plan_held++;
 			continue;
-		rc = db_exec_multi(cw.db, &commit_ins_unread, n, cw.params);
-		if (rc < 0)
-			return (int)rc;
-		n = 0;
+		}
+		if (!commit_pairs_reserve(&cw.upairs, &cw.upairs_cap, cw.nupairs, 1))
+			return -ENOMEM;
+		cw.upairs[cw.nupairs++] = (struct unread_pair){it->to_id, it->msg_id};
 	}
-	for (uint32_t size = COMMIT_CHUNK_ROWS, off = 0; size && n; size >>= 1) {
-		if (!(n & size))
-			continue;
-		rc = db_exec_multi(cw.db, &commit_ins_unread, size, cw.params + 2 * off);
-		if (rc < 0)
-			return (int)rc;
-		off += size;
+	if (cw.uset) {
+		uint32_t room = unread_set_count(cw.uset);
+
+		if (!commit_pairs_reserve(&cw.upairs, &cw.upairs_cap, cw.nupairs, room))
+			return -ENOMEM;
+		for (uint32_t f = 0; f < cw.nflushes; f++)
+			cw.nupairs += unread_set_take_user(cw.uset, cw.flushes[f]->from_id,
+							   cw.upairs + cw.nupairs, room);
+		cw.nupairs += unread_set_take_due(cw.uset, cw.final_flush ? UINT64_MAX : now_ms,
+						  cw.upairs + cw.nupairs, room);
+	}
+	for (uint32_t a = 0; a < cw.nacks; a++) {
+		const struct commit_item *it = cw.acks[a];
+
+		if (!commit_pairs_reserve(&cw.apairs, &cw.apairs_cap, cw.napairs, it->nacks))
+			return -ENOMEM;
+		for (uint32_t k = 0; k < it->nacks; k++) {
+			if (cw.uset && unread_set_cancel(cw.uset, it->from_id, it->ack_ids[k])) {
+				cw.plan_absorbed++;
+				continue;
+			}
+			cw.apairs[cw.napairs++] = (struct unread_pair){it->from_id, it->ack_ids[k]};
+		}
 	}
 	return 0;
 }
 
-/* Fills rc_acks. Returns the rows it holds (duplicates collapse) or a
- * negative db error. */
-static int64_t commit_ack_rows(void)
-{
-	uint32_t n = 0;
-	int64_t rc, held = 0;
-
-	for (uint32_t a = 0; a < cw.nacks; a++) {
-		const struct commit_item *it = cw.acks[a];
-
-		for (uint32_t k = 0; k < it->nacks; k++) {
-			cw.params[2 * n] = DB_L(it->ack_ids[k]);
-			cw.params[2 * n + 1] = DB_L(it->from_id);
-			if (++n < COMMIT_ACK_CHUNK)
-				continue;
-			rc = db_exec_multi(cw.db, &commit_ins_ack, n, cw.params);
-			if (rc < 0)
-				return rc;
-			held += rc;
-			n = 0;
-		}
-	}
-	/* the rest as power-of-two statements, as for message rows */
-	for (uint32_t size = COMMIT_ACK_CHUNK, off = 0; size && n; size >>= 1) {
-		if (!(n & size))
-			continue;
-		rc = db_exec_multi(cw.db, &commit_ins_ack, size, cw.params + 2 * off);
-		if (rc < 0)
-			return rc;
-		held += rc;
-		off += size;
-	}
-	return held;
-}
-
 static int commit_apply_acks(void)
 {
-	int64_t rc, held;
+	int64_t rc;
 
+	if (!cw.napairs)
+		return 0;
+	rc = commit_exec_pairs(&commit_del_unread, cw.apairs, cw.napairs, COMMIT_ACK_CHUNK, false);
+	if (rc < 0)
+		return (int)rc;
+	/* When every pair deleted an unread row, every acked id was a 1:1
+	 * message addressed to its acker: none is a group message, and the
+	 * group statement (a join with a GROUP BY, over a temporary table
+	 * filled first) is skipped. Otherwise (group messages, ids acked
+	 * twice, unknown ids) it runs; it is exact either way. */
+	if ((uint64_t)rc == cw.napairs)
+		return 0;
 	if ((rc = db_exec(cw.db, COMMIT_SQL_ACK_TABLE, NULL)) < 0 ||
 	    (rc = db_exec(cw.db, COMMIT_SQL_ACK_CLEAR, NULL)) < 0)
 		return (int)rc;
-	held = commit_ack_rows();
-	if (held < 0)
-		return (int)held;
-	rc = db_exec(cw.db, COMMIT_SQL_ACK_DIRECT, NULL);
+	rc = commit_exec_pairs(&commit_ins_ack, cw.apairs, cw.napairs, COMMIT_ACK_CHUNK, true);
 	if (rc < 0)
 		return (int)rc;
-	/* The UPDATE counts the rows it matched (CLIENT_FOUND_ROWS): when
-	 * every acked id was an unread 1:1 message addressed to its acker,
-	 * none can be a group message, and the group statement (a join with
-	 * a GROUP BY) is skipped. Otherwise it runs; it is exact either way. */
-	if (rc == held)
-		return 0;
 	rc = db_exec(cw.db, COMMIT_SQL_ACK_GROUP, NULL);
 	return rc < 0 ? (int)rc : 0;
+}
+
+/* The floor this transaction stores (see commit.h): just below the
+ * smallest held mark, or 0 when none is held, which spares the next start
+ * any scan. Entries whose removal is staged still count: a lower floor
+ * only makes a recovery redo more. */
+static int64_t commit_floor(void)
+{
+	int64_t min = unread_set_min_id(cw.uset);
+
+	return min ? min - 1 : 0;
 }
 
 /* Returns 0 (committed), COMMIT_AGAIN_ROW_BY_ROW or a negative db error. */
 static int commit_attempt(bool row_by_row)
 {
+	int64_t floor = -1;
 	int rc;
 
 	/* stored_other stays: an item resolved to an earlier message carries
@@ -535,8 +659,6 @@ static int commit_attempt(bool row_by_row)
 	if (rc)
 		return rc;
 	rc = row_by_row ? commit_insert_row_by_row() : commit_insert_all();
-	if (!rc)
-		rc = commit_insert_unread();
 	if (rc) {
 		/* outside row-by-row a refused row takes the multi-row
 		 * statement with it: find out which row it was */
@@ -547,13 +669,103 @@ static int commit_attempt(bool row_by_row)
 		}
 		goto out_rollback;
 	}
-	if (cw.nacks) {
-		/* any failure here ends the attempt, for the reason above */
-		rc = commit_apply_acks();
-		if (rc)
-			goto out_rollback;
+	/* from here on any failure ends the attempt: a deadlock has rolled
+	 * the transaction back already */
+	rc = commit_plan_unread(clock_mono_ms());
+	if (!rc && cw.nupairs)
+		rc = (int)commit_exec_pairs(&commit_ins_unread, cw.upairs, cw.nupairs,
+					    COMMIT_CHUNK_ROWS, false);
+	if (rc < 0)
+		goto out_abort;
+	rc = commit_apply_acks();
+	if (rc)
+		goto out_abort;
+	if (cw.uset && cw.recovered) {
+		floor = commit_floor();
+		if (floor != cw.floor_stored &&
+		    (rc = (int)db_exec(cw.db, COMMIT_SQL_FLOOR, "il", cw.node_id, floor)) < 0)
+			goto out_abort;
 	}
-	return db_commit(cw.db);
+	rc = db_commit(cw.db);
+	if (rc) {
+		if (cw.uset)
+			unread_set_abort(cw.uset);
+		return rc;
+	}
+	if (cw.uset) {
+		unread_set_commit(cw.uset);
+		if (floor >= 0)
+			cw.floor_stored = floor;
+	}
+	counter_add(unread_deferred, cw.plan_held);
+	counter_add(unread_absorbed, cw.plan_absorbed);
+	counter_add(unread_written, cw.nupairs);
+	return 0;
+
+out_abort:
+	if (cw.uset)
+		unread_set_abort(cw.uset);
+	if (rc == -ENOMEM)
+		rc = DB_ERR_OTHER;
+out_rollback:
+	db_rollback(cw.db);
+	return rc;
+}
+
+/*
+ * Gives the messages above this node's stored floor their unread rows
+ * back (see commit.h). Until it has succeeded, marks are written with
+ * their messages. Returns 0 or a negative db error.
+ */
+static int commit_recover(void)
+{
+	struct db_rows *rows;
+	int64_t floor, n;
+	int rc;
+
+	rc = db_begin(cw.db);
+	if (rc)
+		return rc;
+	rows = db_query(cw.db, "SELECT unread_floor FROM node_state WHERE node_id = ?", "i",
+			cw.node_id);
+	if (!rows) {
+		rc = db_last_error(cw.db);
+		goto out_rollback;
+	}
+	if (db_rows_count(rows) == 0) {
+		/* this node never held a mark back */
+		db_rows_free(rows);
+		cw.floor_stored = -1;
+		goto out_commit;
+	}
+	floor = db_cell_i64(rows, 0, 0);
+	db_rows_free(rows);
+	cw.floor_stored = floor;
+	if (floor == 0) /* the last stop held nothing */
+		goto out_commit;
+	n = db_exec(cw.db, COMMIT_SQL_RECOVER, "li", floor, cw.node_id);
+	if (n < 0) {
+		rc = (int)n;
+		goto out_rollback;
+	}
+	/* nothing is held now: a crash before the next batch redoes nothing */
+	if ((rc = (int)db_exec(cw.db, COMMIT_SQL_FLOOR, "il", cw.node_id, (int64_t)0)) < 0)
+		goto out_rollback;
+	if (n > 0) {
+		counter_add(unread_recovered, (uint64_t)n);
+		log_warn("commit: restored %" PRId64 " unread marks held at an unclean stop "
+			 "(1:1 messages of node %d after msg_id %" PRId64 "); acked ones among them "
+			 "are pushed again",
+			 n, cw.node_id, floor);
+	}
+out_commit:
+	rc = db_commit(cw.db);
+	if (!rc) {
+		cw.recovered = true;
+		if (cw.floor_stored > 0)
+			cw.floor_stored = 0;
+	}
+	return rc;
 
 out_rollback:
 	db_rollback(cw.db);
@@ -570,10 +782,12 @@ static void commit_run_batch(void)
 	uint64_t committed_rows = 0, committed_acks = 0;
 	int rc;
 
-	cw.nrows = cw.nacks = 0;
+	cw.nrows = cw.nacks = cw.nflushes = 0;
 	for (uint32_t i = 0; i < cw.nbatch; i++) {
 		if (cw.batch[i]->kind == COMMIT_ACK)
 			cw.acks[cw.nacks++] = cw.batch[i];
+		else if (cw.batch[i]->kind == COMMIT_FLUSH_UNREAD)
+			cw.flushes[cw.nflushes++] = cw.batch[i];
 		else
 			cw.rows[cw.nrows++] = cw.batch[i];
 	}
@@ -616,12 +830,13 @@ static void commit_run_batch(void)
 	for (uint32_t i = 0; i < cw.nbatch; i++) {
 		struct commit_item *it = cw.batch[i];
 
-		if (it->status != ST_OK)
+		if (it->status != ST_OK) {
 			atomic_fetch_add_explicit(&cw.st_failed, 1, memory_order_relaxed);
-		else if (it->kind == COMMIT_ACK)
+		} else if (it->kind == COMMIT_ACK) {
 			committed_acks++;
-		else
+		} else if (it->kind == COMMIT_INSERT_MSG) {
 			committed_rows++;
+		}
 	}
 	counter_inc(commit_batches);
 	counter_add(commit_rows, committed_rows);
@@ -656,33 +871,75 @@ static void commit_hand_back(void)
 	cw.nbatch = 0;
 }
 
+/* One batch (possibly of no items, for due marks): run, hand back, stats. */
+static void commit_turn(void)
+{
+	uint64_t t0 = clock_mono_ns(), ns;
+
+	atomic_store_explicit(&cw.st_last, cw.nbatch, memory_order_relaxed);
+	commit_stat_max(&cw.st_max, cw.nbatch);
+	commit_run_batch();
+	commit_hand_back();
+	ns = clock_mono_ns() - t0;
+	atomic_fetch_add_explicit(&cw.st_lat_total, ns, memory_order_relaxed);
+	commit_stat_max(&cw.st_lat_max, ns);
+}
+
+/* How long the idle writer may sleep: until the next due mark, if any. */
+static int commit_idle_ms(uint64_t now)
+{
+	uint64_t due;
+
+	if (!cw.uset || !unread_set_count(cw.uset))
+		return COMMIT_IDLE_POLL_MS;
+	due = unread_set_next_due(cw.uset);
+	if (due < cw.retry_at_ms)
+		due = cw.retry_at_ms;
+	if (due <= now)
+		return 0;
+	return due - now < COMMIT_IDLE_POLL_MS ? (int)(due - now) : COMMIT_IDLE_POLL_MS;
+}
+
 static void *commit_main(void *arg)
 {
 	(void)arg;
 	if (db_thread_init())
 		log_warn("commit: MySQL thread set-up failed");
 	for (;;) {
-		uint64_t t0;
+		uint64_t now = clock_mono_ms();
 
+		if (cw.uset && !cw.recovered && now >= cw.retry_at_ms && commit_recover()) {
+			log_warn("commit: cannot restore unread marks yet (%s); until then marks are "
+				 "written with their messages",
+				 db_errmsg(cw.db));
+			cw.retry_at_ms = now + COMMIT_RECOVER_RETRY_MS;
+		}
 		if (commit_gather(cw.batch_limit))
 			commit_gather(2 * cw.batch_limit);
 		if (cw.nbatch) {
-			uint64_t ns;
-
-			atomic_store_explicit(&cw.st_last, cw.nbatch, memory_order_relaxed);
-			commit_stat_max(&cw.st_max, cw.nbatch);
-
-			t0 = clock_mono_ns();
-			commit_run_batch();
-			commit_hand_back();
-			ns = clock_mono_ns() - t0;
-			atomic_fetch_add_explicit(&cw.st_lat_total, ns, memory_order_relaxed);
-			commit_stat_max(&cw.st_lat_max, ns);
+			commit_turn();
+			continue;
+		}
+		if (cw.uset && now >= cw.retry_at_ms && unread_set_next_due(cw.uset) <= now) {
+			/* due marks of recipients that never acked: a batch of
+			 * no items writes them; after a failure, wait a while */
+			commit_turn();
+			if (cw.down)
+				cw.retry_at_ms = now + COMMIT_RECOVER_RETRY_MS;
 			continue;
 		}
 		if (atomic_load_explicit(&cw.stopping, memory_order_acquire) &&
-		    commit_lanes_empty())
+		    commit_lanes_empty()) {
+			if (cw.uset && unread_set_count(cw.uset)) {
+				cw.final_flush = true;
+				commit_turn();
+				if (unread_set_count(cw.uset))
+					log_warn("commit: %u unread marks not written at stop; the next "
+						 "start restores them",
+						 unread_set_count(cw.uset));
+			}
 			break;
+		}
 		/* Dekker with commit_submit: flag, fence, re-check the lanes. */
 		atomic_store_explicit(&cw.sleeping, 1, memory_order_seq_cst);
 		atomic_thread_fence(memory_order_seq_cst);
@@ -693,7 +950,7 @@ static void *commit_main(void *arg)
 		}
 		struct pollfd pfd = {.fd = cw.wake_fd, .events = POLLIN};
 
-		poll(&pfd, 1, COMMIT_IDLE_POLL_MS);
+		poll(&pfd, 1, commit_idle_ms(now));
 		commit_drain_fd(cw.wake_fd);
 		atomic_store_explicit(&cw.sleeping, 0, memory_order_relaxed);
 	}
@@ -720,6 +977,10 @@ static void commit_free(void)
 	free(cw.rows);
 	free(cw.acks);
 	free(cw.params);
+	free(cw.flushes);
+	free(cw.upairs);
+	free(cw.apairs);
+	unread_set_free(cw.uset);
 	db_close(cw.db);
 	memset(&cw, 0, sizeof(cw));
 }
@@ -748,9 +1009,24 @@ int commit_start(struct worker_pool *pool)
 	cw.rows = calloc(2 * (size_t)cw.batch_limit, sizeof(*cw.rows));
 	cw.acks = calloc(2 * (size_t)cw.batch_limit, sizeof(*cw.acks));
 	cw.params = calloc(COMMIT_PARAMS_MAX, sizeof(*cw.params));
+	cw.flushes = calloc(2 * (size_t)cw.batch_limit, sizeof(*cw.flushes));
+	cw.node_id = cfg->node_id;
+	cw.floor_stored = -1;
+	/* relay mode writes only what waited for an offline recipient:
+	 * nothing to gain from holding marks back */
+	if (cfg->durability == DURABILITY_STORED && cfg->unread_defer_ms > 0) {
+		cw.defer_ms = (uint64_t)cfg->unread_defer_ms;
+		cw.uset = unread_set_new(COMMIT_UNREAD_HELD_MAX);
+		if (!cw.uset) {
+			ret = -ENOMEM;
+			goto out_free;
+		}
+	}
 	cw.db = db_open(cfg);
+	if (cw.db)
+		db_set_txn_only(cw.db);
 	if (!cw.lanes || cw.wake_fd == -1 || !cw.batch || !cw.rows || !cw.acks || !cw.params ||
-	    !cw.db) {
+	    !cw.flushes || !cw.db) {
 		if (cw.wake_fd == -1)
 			cw.wake_fd = 0;
 		ret = -ENOMEM;

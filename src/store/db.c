@@ -93,6 +93,7 @@ struct db {
 	unsigned failures; /* since the last success, for logs */
 	bool in_txn;
 	bool txn_broken; /* the link was lost inside the open transaction */
+	bool txn_only;	 /* autocommit = 0: BEGIN is implied (db_set_txn_only) */
 
 	unsigned nstmts;
 	uint64_t use_clock;
@@ -370,7 +371,8 @@ static int db_connect(struct db *db)
 	mysql_options(m, MYSQL_SET_CHARSET_NAME, "utf8mb4");
 	/* a server configured with autocommit=0 would otherwise hold every
 	 * statement in an implicit transaction */
-	mysql_options(m, MYSQL_INIT_COMMAND, "SET autocommit = 1");
+	mysql_options(m, MYSQL_INIT_COMMAND,
+		      db->txn_only ? "SET autocommit = 0" : "SET autocommit = 1");
 
 	if (!mysql_real_connect(m, db->socket[0] ? "localhost" : db->host, db->user, db->password,
 				db->name, db->socket[0] ? 0 : db->port,
@@ -1025,11 +1027,29 @@ int db_begin(struct db *db)
 	db_clear_error(db);
 	if (db->in_txn)
 		return db_fail(db, DB_ERR_OTHER, "a transaction is already open");
+	if (db->txn_only) {
+		/* the last COMMIT or ROLLBACK left no transaction open and the
+		 * next statement starts one; a link found dead now is re-made
+		 * here, before the transaction holds anything */
+		rc = db_ensure(db);
+		if (rc < 0)
+			return (int)rc;
+		db->in_txn = true;
+		return 0;
+	}
 	rc = db_run(db, SQL_BEGIN, 0, NULL, NULL, 0, NULL);
 	if (rc < 0)
 		return (int)rc;
 	db->in_txn = true;
 	return 0;
+}
+
+void db_set_txn_only(struct db *db)
+{
+	db->txn_only = true;
+	/* a session opened before keeps autocommit = 1: start a new one */
+	if (db->mysql)
+		db_drop(db);
 }
 
 int db_commit(struct db *db)

@@ -5,7 +5,10 @@
  * client_msg_id sent twice (in one batch or later) is stored once and both
  * answers carry the first msg_id; a msg_id taken by another message fails
  * only its own row; acks mark 1:1 rows of their recipient only and move a
- * group member's cursor up, never down.
+ * group member's cursor up, never down. With unread marks held back
+ * (unread_defer_ms), an ack in time writes nothing, a mark not acked is
+ * written when due, a login flush writes its user's marks at once, a
+ * clean stop writes what is left and leaves no floor to recover.
  *
  * The test thread plays both workers of a pool that is set up but never
  * started (commit.c only needs the workers' ids and wake-up fds). Users
@@ -302,6 +305,79 @@ static void test_stats(void **state)
 	assert_true(st.failed_items >= 2);
 }
 
+/* Rows of unread for msg_id (0 or 1). */
+static int64_t unread_rows(int64_t msg_id)
+{
+	return query_int("SELECT COUNT(*) FROM unread WHERE msg_id = ?", msg_id);
+}
+
+static void test_held_marks(void **state)
+{
+	int64_t u = user(60), other = user(61), ids[1];
+	struct commit_item *m1, *m2, *m3, *m4, *ack, *flush;
+	int64_t deadline;
+
+	(void)state;
+	commit_stop();
+	cfg.unread_defer_ms = 300;
+	assert_int_equal(commit_start(&pool), 0);
+	assert_true(commit_defers_unread());
+
+	m1 = msg_item(other, u, 0, "not acked: written when due", NULL);
+	m2 = msg_item(other, u, 0, "acked in time: never written", NULL);
+	m3 = msg_item(u, other, 0, "flushed by a login of other", NULL);
+	submit(0, m1);
+	submit(1, m2);
+	submit(0, m3);
+	assert_int_equal(take(0)->status, ST_OK);
+	assert_int_equal(take(1)->status, ST_OK);
+	assert_int_equal(take(0)->status, ST_OK);
+	assert_int_equal(query_int("SELECT COUNT(*) FROM messages WHERE msg_id = ?", m1->msg_id), 1);
+	assert_int_equal(unread_rows(m1->msg_id), 0);
+	assert_int_equal(unread_rows(m2->msg_id), 0);
+	assert_int_equal(unread_rows(m3->msg_id), 0);
+
+	ids[0] = m2->msg_id;
+	ack = ack_item(u, ids, 1);
+	submit(1, ack);
+	assert_int_equal(take(1)->status, ST_OK);
+
+	flush = calloc(1, sizeof(*flush));
+	assert_non_null(flush);
+	flush->kind = COMMIT_FLUSH_UNREAD;
+	flush->from_id = other;
+	submit(1, flush);
+	assert_int_equal(take(1)->status, ST_OK);
+	assert_int_equal(unread_rows(m3->msg_id), 1);
+	assert_int_equal(unread_rows(m1->msg_id), 0); /* u did not log in */
+
+	deadline = (int64_t)clock_mono_ms() + TAKE_TIMEOUT_MS;
+	while (unread_rows(m1->msg_id) == 0 && (int64_t)clock_mono_ms() < deadline)
+		usleep(20000);
+	assert_int_equal(unread_rows(m1->msg_id), 1);
+	assert_int_equal(unread_rows(m2->msg_id), 0);
+
+	/* a clean stop writes what is held and stores "nothing held" */
+	m4 = msg_item(other, u, 0, "held at stop", NULL);
+	submit(0, m4);
+	assert_int_equal(take(0)->status, ST_OK);
+	assert_int_equal(unread_rows(m4->msg_id), 0);
+	commit_stop();
+	assert_int_equal(unread_rows(m4->msg_id), 1);
+	assert_int_equal(query_int("SELECT unread_floor FROM node_state WHERE node_id = ?", 3), 0);
+
+	cfg.unread_defer_ms = 0;
+	assert_int_equal(commit_start(&pool), 0);
+	assert_false(commit_defers_unread());
+	db_exec(db, "DELETE FROM unread WHERE to_id IN (?, ?)", "ll", u, other);
+	free(m1);
+	free(m2);
+	free(m3);
+	free(m4);
+	free(ack);
+	free(flush);
+}
+
 int main(void)
 {
 	const char *socket = getenv("RINGCHAT_MYSQL_SOCKET");
@@ -311,6 +387,7 @@ int main(void)
 	    cmocka_unit_test(test_collision_fails_only_its_row),
 	    cmocka_unit_test(test_acks),
 	    cmocka_unit_test(test_stats),
+	    cmocka_unit_test(test_held_marks),
 	};
 	int rc;
 
@@ -322,6 +399,9 @@ int main(void)
 	snprintf(cfg.mysql_socket, sizeof(cfg.mysql_socket), "%s", socket);
 	cfg.commit_batch_max = 64;
 	cfg.queue_depth = 64;
+	/* marks written with their messages, except in test_held_marks */
+	cfg.unread_defer_ms = 0;
+	cfg.node_id = 3; /* as ids_init below: the floor is kept per node */
 	if (db_global_init() || db_thread_init())
 		return 1;
 	db = db_open(&cfg);
