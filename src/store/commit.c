@@ -66,6 +66,7 @@
 #define COMMIT_QUEUE_MIN 4096	 /* items per lane, at least */
 #define COMMIT_IDLE_POLL_MS 1000 /* sleep bound when idle (stop is also a wake) */
 #define COMMIT_RECOVER_RETRY_MS 1000 /* after a failed recovery or due-only batch */
+#define COMMIT_FLOOR_RAISE_MS 1000 /* raise the stored floor at most this often */
 #define COMMIT_UNREAD_HELD_MAX 65536 /* unread marks held at once (more: written at once) */
 #define COMMIT_BACKOFF_MIN_MS 50
 #define COMMIT_BACKOFF_MAX_MS 800
@@ -119,6 +120,7 @@ struct commit_writer {
 	bool final_flush;	   /* stopping: write every mark still held */
 	uint64_t retry_at_ms;	   /* next recovery / due-only attempt after a failure */
 	int64_t floor_stored;	   /* node_state.unread_floor as last stored; -1 none */
+	uint64_t floor_stored_ms;  /* when it was stored (monotonic) */
 	struct commit_item **flushes; /* the batch's COMMIT_FLUSH_UNREAD items */
 	uint32_t nflushes;
 	struct unread_pair *upairs; /* this attempt's unread rows to write */
@@ -642,6 +644,25 @@ static int64_t commit_floor(void)
 	return min ? min - 1 : 0;
 }
 
+/*
+ * Whether this transaction must store floor. It must when a held mark
+ * lies below the stored floor (or the stored one says "none held"): a
+ * crash would miss it. Raising the floor is optional, a lower one only
+ * makes a recovery redo more, so it is done at most every
+ * COMMIT_FLOOR_RAISE_MS: under load the floor rises with every batch, and
+ * one statement per batch would be paid for nothing.
+ */
+static bool commit_floor_due(int64_t floor, uint64_t now_ms)
+{
+	int64_t stored = cw.floor_stored;
+
+	if (floor == stored)
+		return false;
+	if (stored < 0 || (floor > 0 && (stored == 0 || floor < stored)))
+		return true;
+	return now_ms - cw.floor_stored_ms >= COMMIT_FLOOR_RAISE_MS || cw.final_flush;
+}
+
 /* Returns 0 (committed), COMMIT_AGAIN_ROW_BY_ROW or a negative db error. */
 static int commit_attempt(bool row_by_row)
 {
@@ -682,8 +703,9 @@ static int commit_attempt(bool row_by_row)
 		goto out_abort;
 	if (cw.uset && cw.recovered) {
 		floor = commit_floor();
-		if (floor != cw.floor_stored &&
-		    (rc = (int)db_exec(cw.db, COMMIT_SQL_FLOOR, "il", cw.node_id, floor)) < 0)
+		if (!commit_floor_due(floor, clock_mono_ms()))
+			floor = -1;
+		else if ((rc = (int)db_exec(cw.db, COMMIT_SQL_FLOOR, "il", cw.node_id, floor)) < 0)
 			goto out_abort;
 	}
 	rc = db_commit(cw.db);
@@ -694,8 +716,10 @@ static int commit_attempt(bool row_by_row)
 	}
 	if (cw.uset) {
 		unread_set_commit(cw.uset);
-		if (floor >= 0)
+		if (floor >= 0) {
 			cw.floor_stored = floor;
+			cw.floor_stored_ms = clock_mono_ms();
+		}
 	}
 	counter_add(unread_deferred, cw.plan_held);
 	counter_add(unread_absorbed, cw.plan_absorbed);
