@@ -58,6 +58,7 @@ struct config {
 	int text_max;                /* max text bytes of a message */
 	int group_member_cap;
 	int commit_batch_max;        /* rows per group-commit batch */
+	int commit_interval_us;      /* least time between batch starts (0 = none) */
 	int unread_defer_ms;         /* hold unread marks in memory this long (0 = off) */
 	int rate_msgs_per_s;         /* per-connection request rate ... */
 	int rate_burst;              /* ... and burst (token bucket) */

@@ -143,6 +143,9 @@ static const struct config_entry config_table[] = {
 	INT_KEY(text_max, "4096", 1, 65536, "largest text of one message, bytes"),
 	INT_KEY(group_member_cap, "500", 2, 100000, "most members a group may have"),
 	INT_KEY(commit_batch_max, "1024", 1, 65536, "most rows in one group-commit batch"),
+	INT_KEY(commit_interval_us, "2000", 0, 100000,
+		"least time between the starts of two group commits while less than a full batch "
+		"waits: a few more rows per commit instead of a commit for each few; 0 = at once"),
 	INT_KEY(unread_defer_ms, "1000", 0, 60000,
 		"stored mode: hold a 1:1 message's unread mark in memory this long, so that an ack "
 		"within it writes nothing; 0 = write it with the message"),
