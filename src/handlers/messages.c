@@ -1210,6 +1210,7 @@ void messages_history(struct req *r)
 struct msg_stream {
 	int64_t conv;  /* the group's conversation; 0 for the user's 1:1 rows */
 	int64_t after; /* msg_id of the last row read */
+	int64_t below; /* ids from here on were pushed live (see messages_push_unacked) */
 	struct db_rows *rows;
 	size_t pos;
 	bool done; /* no rows after `after` */
@@ -1223,16 +1224,16 @@ static int msg_stream_fill(struct worker *w, struct msg_stream *st, int64_t uid,
 		/* the member's own messages were never pushed to it */
 		st->rows = db_query(w->db,
 				    "SELECT " MSG_COLS " FROM messages WHERE conversation_id = ? "
-				    "AND msg_id > ? AND from_id <> ? ORDER BY msg_id LIMIT ?",
-				    "llll", st->conv, st->after, uid, page);
+				    "AND msg_id > ? AND msg_id < ? AND from_id <> ? ORDER BY msg_id LIMIT ?",
+				    "lllll", st->conv, st->after, st->below, uid, page);
 	else
 		st->rows =
 		    db_query(w->db,
 			     "SELECT m.msg_id, m.conversation_id, m.from_id, m.to_id, m.group_id, "
 			     "m.type, m.text, m.send_time FROM (SELECT msg_id FROM unread "
-			     "WHERE to_id = ? AND msg_id > ? ORDER BY msg_id LIMIT ?) u "
+			     "WHERE to_id = ? AND msg_id > ? AND msg_id < ? ORDER BY msg_id LIMIT ?) u "
 			     "JOIN messages m ON m.msg_id = u.msg_id ORDER BY m.msg_id",
-			     "lll", uid, st->after, page);
+			     "llll", uid, st->after, st->below, page);
 	if (!st->rows)
 		return db_last_error(w->db);
 	st->done = (int64_t)db_rows_count(st->rows) < page;
@@ -1254,7 +1255,7 @@ static bool msg_stream_peek(struct worker *w, struct msg_stream *st, int64_t uid
 	return db_rows_count(st->rows) > 0;
 }
 
-static void msg_push_unacked_now(struct worker *w, struct session *s)
+static void msg_push_unacked_now(struct worker *w, struct session *s, int64_t below)
 {
 	int64_t uid = s->user_id, page;
 	/* stop well below the connection's output cap: the rest waits for
@@ -1279,10 +1280,11 @@ static void msg_push_unacked_now(struct worker *w, struct session *s)
 		err = -ENOMEM;
 		goto out_failed;
 	}
-	st[nst++] = (struct msg_stream){0};
+	st[nst++] = (struct msg_stream){.below = below};
 	for (size_t i = 0; i < db_rows_count(groups); i++)
 		st[nst++] = (struct msg_stream){.conv = db_cell_i64(groups, i, 0),
-						.after = db_cell_i64(groups, i, 1)};
+						.after = db_cell_i64(groups, i, 1),
+						.below = below};
 	db_rows_free(groups);
 	page = MSG_UNACKED_ROWS / (int64_t)nst;
 	if (page > MSG_UNACKED_PAGE)
@@ -1349,31 +1351,40 @@ out_free:
  * connection that died before it acked must come again now, not at some
  * later login. The session's later frames wait for that (an ack of a
  * pushed message is then never overtaken by the push it acks).
+ *
+ * The session is in the registry already, so every message with an id
+ * made from now on finds it there and is pushed live: the login push
+ * stops below a fresh id, and a message sent while the flush runs does
+ * not come twice.
  */
 void messages_push_unacked(struct worker *w, struct session *s)
 {
+	int64_t below = ids_next();
 	struct msg_item *it;
 
+	if (!below)
+		below = INT64_MAX;
 	if (!commit_defers_unread()) {
-		msg_push_unacked_now(w, s);
+		msg_push_unacked_now(w, s, below);
 		return;
 	}
 	it = calloc(1, sizeof(*it));
 	if (!it) {
 		msg_warn("login of user %" PRId64 ": out of memory; held unread marks not "
 			 "flushed", s->user_id);
-		msg_push_unacked_now(w, s);
+		msg_push_unacked_now(w, s, below);
 		return;
 	}
 	it->ci.kind = COMMIT_FLUSH_UNREAD;
 	it->ci.from_id = s->user_id;
+	it->ci.msg_id = below; /* not the writer's: kept for msg_flushed */
 	it->conn = s->conn;
 	msg_wait_room(w);
 	if (!commit_submit(w, &it->ci)) {
 		free(it);
 		msg_warn("login of user %" PRId64 ": writer lane full; held unread marks not "
 			 "flushed", s->user_id);
-		msg_push_unacked_now(w, s);
+		msg_push_unacked_now(w, s, below);
 		return;
 	}
 	session_hold(s);
@@ -1389,7 +1400,7 @@ static void msg_flushed(struct worker *w, struct msg_item *it)
 		msg_warn("login of user %" PRId64 ": held unread marks not flushed: %s",
 			 it->ci.from_id, it->ci.error);
 	if (s->conn == it->conn && s->user_id == it->ci.from_id) {
-		msg_push_unacked_now(w, s);
+		msg_push_unacked_now(w, s, it->ci.msg_id);
 		session_resume(w, s);
 	}
 	free(it);
