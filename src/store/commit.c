@@ -1,19 +1,29 @@
 /*
  * commit.c - the group-commit writer (contract in commit.h).
  *
- * The writer thread owns its struct db, the batch arrays and the "down"
- * flag; each worker owns the producer end of its in queue, the consumer
- * end of its done queue and its inflight count. Nothing else is shared
- * but the queues, the sleeping flag and the statistics.
+ * The writer thread owns its struct db, the batch arrays, the held unread
+ * marks (unread_set) and the "down" flag; each worker owns the producer
+ * end of its in queue, the consumer end of its done queue and its inflight
+ * count. Nothing else is shared but the queues, the sleeping flag and the
+ * statistics.
  *
- * One turn of the loop:
+ * Once, first: give the marks held at an unclean stop back (commit_recover;
+ * until it succeeds, marks are written with their messages). Then, one turn
+ * of the loop:
  *
- *   gather ── nothing ──► sleep (sleeping → notified, as in worker.h)
+ *   pace: a partial batch starts no sooner than commit_interval_us after
+ *     │   the previous one
+ *   gather ── nothing ──► marks due? a batch of no items writes them;
+ *     │                   else sleep (sleeping → notified, as in worker.h)
+ *     │                   until a submit or the next due mark
  *     │ up to commit_batch_max items, lanes round-robin; when acks came,
  *     │ one more sweep (up to twice the limit) so that rows the acked
  *     │ messages need join the same transaction
  *     ▼
- *   attempt: BEGIN · INSERT rows in chunks · acks · COMMIT
+ *   attempt: INSERT rows in chunks · plan the marks (hold new ones, settle
+ *     │      acks in memory, take due and flushed ones) · INSERT unread ·
+ *     │      DELETE acked unread · floor (node_state) · COMMIT; the held set
+ *     │      follows the transaction (unread_set_commit / _abort)
  *     │ duplicate or rejected row ──► again, row by row (once)
  *     │ link lost, deadlock, ... ──► again after a back-off, until
  *     │                               COMMIT_RETRY_MS (one try while down)
@@ -540,7 +550,7 @@ static int64_t commit_exec_pairs_padded(const struct db_multi *m, uint32_t n)
 
 /* ---- writer: unread marks and acks ------------------------------------------ */
 
-/* Room for one more pair in *v (cw.upairs or cw.apairs). */
+/* Room for `more` pairs after the n in *v (cw.upairs or cw.apairs). */
 static bool commit_pairs_reserve(struct unread_pair **v, uint32_t *cap, uint32_t n, uint32_t more)
 {
 	uint32_t want = *cap ? *cap : 1024;
