@@ -101,6 +101,30 @@ static bool cmd_is_request(uint32_t cmd)
 
 /* ---- frames out --------------------------------------------------------- */
 
+/* An out frame of json[0, len), written by the caller (see json_text.h). */
+static struct out_msg *out_frame_text(uint64_t conn, uint16_t cmd, uint32_t code, uint32_t seq,
+				      const char *json, size_t len)
+{
+	struct out_msg *m;
+	struct frame_hdr h = {
+		.magic = FRAME_MAGIC, .version = FRAME_VERSION, .cmd = cmd,
+		.code = code, .seq = seq, .len = (uint32_t)len,
+	};
+
+	if (len > FRAME_MAX_OUT_BYTES)
+		return NULL;
+	m = malloc(sizeof(*m) + FRAME_HDR_BYTES + len);
+	if (!m)
+		return NULL;
+	m->conn = conn;
+	m->flags = 0;
+	m->len = (uint32_t)(FRAME_HDR_BYTES + len);
+	frame_hdr_encode(m->data, &h);
+	memcpy(m->data + FRAME_HDR_BYTES, json, len);
+	counter_inc(frames_out);
+	return m;
+}
+
 static struct out_msg *out_frame(uint64_t conn, uint16_t cmd, uint32_t code, uint32_t seq,
 				 cJSON *payload)
 {
@@ -180,21 +204,15 @@ static struct pending_reply *pending_append(struct session *s, struct req *r)
 	return p;
 }
 
-static void reply_send(struct req *r, uint32_t code, cJSON *payload)
+/* Sends m (NULL: it could not be encoded) as r's reply, in request order. */
+static void reply_send_frame(struct req *r, uint32_t code, struct out_msg *m)
 {
 	struct session *s = r->s;
-	struct out_msg *m;
 
-	if (r->replied) {
-		log_error("handler for cmd %u replied twice", r->cmd);
-		cJSON_Delete(payload);
-		return;
-	}
 	r->replied = true;
 	if (code < ST_COUNT)
 		atomic_fetch_add_explicit(&counters.resp_by_status[code], 1,
 					  memory_order_relaxed);
-	m = out_frame(r->conn, r->cmd, code, r->seq, payload);
 	if (!m) {
 		log_error("cannot encode reply to cmd %u", r->cmd);
 		m = out_frame(r->conn, r->cmd, ST_INTERNAL, r->seq,
@@ -217,6 +235,34 @@ static void reply_send(struct req *r, uint32_t code, cJSON *payload)
 	if (r->close_after)
 		m->flags |= OUT_CLOSE;
 	worker_send_out(r->w, m);
+}
+
+static void reply_send(struct req *r, uint32_t code, cJSON *payload)
+{
+	if (r->replied) {
+		log_error("handler for cmd %u replied twice", r->cmd);
+		cJSON_Delete(payload);
+		return;
+	}
+	reply_send_frame(r, code, out_frame(r->conn, r->cmd, code, r->seq, payload));
+}
+
+void reply_ok_text(struct req *r, const char *json, size_t len)
+{
+	if (r->replied) {
+		log_error("handler for cmd %u replied twice", r->cmd);
+		return;
+	}
+	reply_send_frame(r, ST_OK, out_frame_text(r->conn, r->cmd, ST_OK, r->seq, json, len));
+}
+
+void push_text_to_conn(struct worker *w, uint64_t conn, uint16_t cmd, const char *json,
+		       size_t len)
+{
+	struct out_msg *m = out_frame_text(conn, cmd, 0, 0, json, len);
+
+	if (m)
+		worker_send_out(w, m);
 }
 
 cJSON *reply_error_payload(const char *fmt, ...)
@@ -285,25 +331,45 @@ struct pending_reply *reply_defer(struct req *r)
 	return p;
 }
 
-void reply_complete(struct worker *w, struct pending_reply *p, uint32_t code, cJSON *payload)
+/* Completes p with m (built for it; freed here if p is orphaned). */
+static void reply_complete_frame(struct worker *w, struct pending_reply *p, uint32_t code,
+				 struct out_msg *m)
 {
 	struct session *s;
 
 	atomic_fetch_sub_explicit(&w->pool->deferred, 1, memory_order_seq_cst);
 	if (p->orphan) {
-		cJSON_Delete(payload);
+		free(m);
 		free(p);
 		return;
 	}
 	if (code < ST_COUNT)
 		atomic_fetch_add_explicit(&counters.resp_by_status[code], 1,
 					  memory_order_relaxed);
-	p->out = out_frame(p->conn, p->cmd, code, p->seq,
-			   payload ? payload : cJSON_CreateObject());
+	p->out = m;
 	p->done = true;
 	s = session_of(w, p->conn);
 	if (s->conn == p->conn)
 		pending_flush(w, s);
+}
+
+void reply_complete(struct worker *w, struct pending_reply *p, uint32_t code, cJSON *payload)
+{
+	if (p->orphan) {
+		cJSON_Delete(payload);
+		reply_complete_frame(w, p, code, NULL);
+		return;
+	}
+	reply_complete_frame(w, p, code,
+			     out_frame(p->conn, p->cmd, code, p->seq,
+				       payload ? payload : cJSON_CreateObject()));
+}
+
+void reply_complete_text(struct worker *w, struct pending_reply *p, const char *json, size_t len)
+{
+	reply_complete_frame(w, p, ST_OK,
+			     p->orphan ? NULL
+				       : out_frame_text(p->conn, p->cmd, ST_OK, p->seq, json, len));
 }
 
 void push_to_conn(struct worker *w, uint64_t conn, uint16_t cmd, cJSON *payload)

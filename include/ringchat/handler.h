@@ -62,6 +62,9 @@ struct session {
 
 /* Sends an OK response with payload (NULL means {}). */
 void reply_ok(struct req *r, cJSON *payload);
+/* As reply_ok with a payload already written as JSON text (json_text.h),
+ * for hot paths: no cJSON tree is built. json need not be terminated. */
+void reply_ok_text(struct req *r, const char *json, size_t len);
 /* Sends an error response {"error": reason}. */
 void reply_err(struct req *r, uint32_t code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -84,6 +87,8 @@ void reply_db_failed(struct req *r, const char *module, const char *what);
 struct pending_reply *reply_defer(struct req *r);
 void reply_complete(struct worker *w, struct pending_reply *p, uint32_t code,
 		    cJSON *payload);
+/* reply_complete with ST_OK and a payload written as JSON text. */
+void reply_complete_text(struct worker *w, struct pending_reply *p, const char *json, size_t len);
 cJSON *reply_error_payload(const char *fmt, ...)
 	__attribute__((format(printf, 1, 2)));
 
@@ -116,6 +121,9 @@ void push_to_conn(struct worker *w, uint64_t conn, uint16_t cmd, cJSON *payload)
 uint8_t *push_encode(uint16_t cmd, const cJSON *payload, uint32_t *len);
 /* Sends bytes of an already encoded frame (copied) to a connection. */
 void push_bytes_to_conn(struct worker *w, uint64_t conn, const uint8_t *frame, uint32_t len);
+/* A push (seq 0, code 0) whose payload is JSON text json[0, len). */
+void push_text_to_conn(struct worker *w, uint64_t conn, uint16_t cmd, const char *json,
+		       size_t len);
 
 /* Asks the node to close conn once everything queued for it is sent. */
 void conn_close_after_flush(struct worker *w, uint64_t conn);

@@ -21,6 +21,10 @@ struct worker;
 /* Pushes cmd/payload to the user's session. Takes over payload. Returns
  * true when it was handed to a live session. */
 bool router_push_user(struct worker *w, int64_t user_id, uint16_t cmd, cJSON *payload);
+/* As router_push_user with the payload as JSON text json[0, len) (see
+ * json_text.h); json stays the caller's. */
+bool router_push_user_text(struct worker *w, int64_t user_id, uint16_t cmd, const char *json,
+			   size_t len);
 
 /* Pushes one frame to many users, encoding it once; skips skip_user (e.g.
  * the sender). payload is NOT taken over. Returns how many were handed to

@@ -16,6 +16,17 @@ bool router_push_user(struct worker *w, int64_t user_id, uint16_t cmd, cJSON *pa
 	return true;
 }
 
+bool router_push_user_text(struct worker *w, int64_t user_id, uint16_t cmd, const char *json,
+			   size_t len)
+{
+	uint64_t conn = registry_get(user_id);
+
+	if (!conn)
+		return false;
+	push_text_to_conn(w, conn, cmd, json, len);
+	return true;
+}
+
 size_t router_push_users(struct worker *w, const int64_t *user_ids, size_t n, int64_t skip_user,
 			 uint16_t cmd, const cJSON *payload, bool *delivered)
 {

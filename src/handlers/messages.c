@@ -71,6 +71,7 @@
 #include "ringchat/handler.h"
 #include "ringchat/handlers.h"
 #include "ringchat/ids.h"
+#include "ringchat/json_text.h"
 #include "ringchat/log.h"
 #include "ringchat/messages.h"
 #include "ringchat/protocol.h"
@@ -254,7 +255,9 @@ struct msg_worker {
 	struct kmap conv;    /* (min user, max user) or (group, 0) → conversation id */
 	struct kmap friends; /* (min, max) → mono ms when found to be friends */
 	struct kmap groups;  /* (group, 0) → struct msg_group * */
-	struct kmap held;    /* (sender, 0) → held messages in flight */
+	struct kmap held;
+	char *jbuf; /* PUSH_MSG text being built (msg_push_text) */
+	size_t jcap;    /* (sender, 0) → held messages in flight */
 	uint64_t epoch_seen;
 	struct msg_dedup *dedup; /* MSG_DEDUP_SETS * MSG_DEDUP_WAYS */
 	uint64_t dedup_clock;
@@ -620,6 +623,83 @@ static cJSON *msg_row_json(const struct db_rows *rows, size_t i)
 			db_cell_i64(rows, i, 7));
 }
 
+#define JLIT(p, lit) json_put_raw((p), (lit), sizeof(lit) - 1)
+
+/*
+ * ci's PUSH_MSG payload as JSON text in mw's scratch buffer (the same
+ * fields as msg_json). Returns NULL when out of memory. Every message
+ * makes one, so no cJSON tree is built for it.
+ */
+static const char *msg_push_text(struct msg_worker *mw, const struct commit_item *ci,
+				 size_t *len)
+{
+	size_t need = json_str_len(ci->text, ci->text_len) + 7 * JSON_I64_MAX_BYTES + 96;
+	char *p;
+
+	if (need > mw->jcap) {
+		char *b = realloc(mw->jbuf, need);
+
+		if (!b)
+			return NULL;
+		mw->jbuf = b;
+		mw->jcap = need;
+	}
+	p = JLIT(mw->jbuf, "{\"msg_id\":");
+	p = json_put_i64(p, ci->msg_id);
+	p = JLIT(p, ",\"conversation_id\":");
+	p = json_put_i64(p, ci->conversation_id);
+	p = JLIT(p, ",\"from\":");
+	p = json_put_i64(p, ci->from_id);
+	if (ci->group_id) {
+		p = JLIT(p, ",\"group_id\":");
+		p = json_put_i64(p, ci->group_id);
+	} else {
+		p = JLIT(p, ",\"to\":");
+		p = json_put_i64(p, ci->to_id);
+	}
+	p = JLIT(p, ",\"type\":");
+	p = json_put_i64(p, ci->type);
+	p = JLIT(p, ",\"text\":");
+	p = json_put_str(p, ci->text, ci->text_len);
+	p = JLIT(p, ",\"send_time\":");
+	p = json_put_i64(p, ci->send_time);
+	*p++ = '}';
+	*len = (size_t)(p - mw->jbuf);
+	return mw->jbuf;
+}
+
+/* Pushes ci to its 1:1 recipient if online here; true when handed over. */
+static bool msg_push_to(struct worker *w, const struct commit_item *ci)
+{
+	size_t len;
+	const char *json = msg_push_text(msg_worker_of(w), ci, &len);
+
+	if (json)
+		return router_push_user_text(w, ci->to_id, CMD_PUSH_MSG, json, len);
+	/* out of memory for the text: the tree may still fit */
+	return router_push_user(w, ci->to_id, CMD_PUSH_MSG, msg_item_json(ci));
+}
+
+/* The OK payload of a send: {"msg_id", "conversation_id", "send_time"}. */
+struct msg_result_text {
+	char s[3 * JSON_I64_MAX_BYTES + 48];
+	size_t len;
+};
+
+static void msg_result_text(struct msg_result_text *t, int64_t msg_id, int64_t conv,
+			    int64_t send_time)
+{
+	char *p = JLIT(t->s, "{\"msg_id\":");
+
+	p = json_put_i64(p, msg_id);
+	p = JLIT(p, ",\"conversation_id\":");
+	p = json_put_i64(p, conv);
+	p = JLIT(p, ",\"send_time\":");
+	p = json_put_i64(p, send_time);
+	*p++ = '}';
+	t->len = (size_t)(p - t->s);
+}
+
 static cJSON *msg_result_json(int64_t msg_id, int64_t conv, int64_t send_time)
 {
 	cJSON *o = cJSON_CreateObject();
@@ -718,7 +798,7 @@ static void msg_deliver_late(struct worker *w, struct msg_item *it)
 		 * recipient who is (still) not here, the common case */
 		if ((!held && it->to_pushed) || !router_is_local(ci->to_id))
 			return;
-		if (router_push_user(w, ci->to_id, CMD_PUSH_MSG, msg_item_json(ci)))
+		if (msg_push_to(w, ci))
 			counter_inc(msgs_pushed);
 		return;
 	}
@@ -753,9 +833,11 @@ static void msg_complete(struct worker *w, struct msg_item *it)
 		return;
 	}
 	if (ci->kind == COMMIT_ACK) {
-		if (ci->reply)
+		if (ci->reply && ok)
+			reply_complete_text(w, ci->reply, "{}", 2);
+		else if (ci->reply)
 			reply_complete(w, ci->reply, ci->status,
-				       ok ? NULL : reply_error_payload("%s", ci->error));
+				       reply_error_payload("%s", ci->error));
 		free((void *)ci->ack_ids);
 		free(it);
 		return;
@@ -772,10 +854,14 @@ static void msg_complete(struct worker *w, struct msg_item *it)
 		msg_warn("relay: message %" PRId64 " for an offline recipient not stored: %s",
 			 ci->msg_id, ci->error);
 	}
-	if (ci->reply)
-		reply_complete(w, ci->reply, ci->status,
-			       ok ? msg_result_json(ci->msg_id, ci->conversation_id, ci->send_time)
-				  : reply_error_payload("%s", ci->error));
+	if (ci->reply && ok) {
+		struct msg_result_text t;
+
+		msg_result_text(&t, ci->msg_id, ci->conversation_id, ci->send_time);
+		reply_complete_text(w, ci->reply, t.s, t.len);
+	} else if (ci->reply) {
+		reply_complete(w, ci->reply, ci->status, reply_error_payload("%s", ci->error));
+	}
 	if (it->flags & MSG_HELD)
 		msg_held_dec(mw, ci->from_id);
 	msg_item_free(it);
@@ -810,7 +896,7 @@ static bool msg_push_now(struct worker *w, const struct commit_item *ci, struct 
 	bool missed = false;
 
 	if (!g) {
-		*to_pushed = router_push_user(w, ci->to_id, CMD_PUSH_MSG, msg_item_json(ci));
+		*to_pushed = msg_push_to(w, ci);
 		if (*to_pushed)
 			counter_inc(msgs_pushed);
 		return !*to_pushed;
@@ -847,7 +933,12 @@ static void msg_send_relay(struct req *r, struct commit_item *ci, struct msg_gro
 	store = msg_push_now(w, ci, g, &to_pushed);
 	ci->reply = NULL;
 	counter_inc(msgs_accepted);
-	reply_ok(r, msg_result_json(ci->msg_id, ci->conversation_id, ci->send_time));
+	{
+		struct msg_result_text t;
+
+		msg_result_text(&t, ci->msg_id, ci->conversation_id, ci->send_time);
+		reply_ok_text(r, t.s, t.len);
+	}
 	if (ci->cmid)
 		msg_dedup_put(mw, ci);
 	if (!store) {
@@ -1417,6 +1508,7 @@ static void msg_worker_destroy(struct msg_worker *mw)
 	kmap_destroy(&mw->groups);
 	kmap_destroy(&mw->held);
 	free(mw->dedup);
+	free(mw->jbuf);
 	free(mw->delivered);
 	free(mw->ids);
 }
