@@ -979,9 +979,13 @@ static void *commit_main(void *arg)
 		uint64_t now = clock_mono_ms();
 
 		if (cw.uset && !cw.recovered && now >= cw.retry_at_ms && commit_recover()) {
-			log_warn("commit: cannot restore unread marks yet (%s); until then marks are "
-				 "written with their messages",
-				 db_errmsg(cw.db));
+			/* every second while the storage is down: once is news */
+			static struct log_gate gate;
+
+			log_limited(&gate, LOG_WARN,
+				    "commit: cannot restore unread marks yet (%s); until then marks "
+				    "are written with their messages",
+				    db_errmsg(cw.db));
 			cw.retry_at_ms = now + COMMIT_RECOVER_RETRY_MS;
 		}
 		if (commit_lanes_size())
