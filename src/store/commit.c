@@ -755,8 +755,13 @@ static int commit_attempt(bool row_by_row)
 	}
 	rc = db_commit(cw.db);
 	if (rc) {
-		if (cw.uset)
+		if (cw.uset) {
 			unread_set_abort(cw.uset);
+			/* a COMMIT that lost its link may have landed: the stored
+			 * floor is unknown, so the next batch writes it again */
+			if (floor >= 0)
+				cw.floor_stored = -1;
+		}
 		return rc;
 	}
 	if (cw.uset) {
