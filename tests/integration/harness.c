@@ -832,3 +832,41 @@ cJSON *tc_call_expect(struct rc_client *c, uint16_t cmd, uint32_t want, const ch
 	va_end(ap);
 	return body;
 }
+
+void tc_send_many(struct rc_client *c, int64_t to, bool group, int n, const char *prefix,
+		  int64_t *ids)
+{
+	uint32_t base = rc_next_seq(c) + 1000000u;
+	int64_t deadline = tc_now_ms() + TC_SEND_MS;
+	int sent = 0, got = 0;
+	char json[256];
+
+	while (got < n) {
+		while (sent < n && sent - got < TC_SEND_WINDOW) {
+			snprintf(json, sizeof(json), "{\"%s\":%lld,\"type\":0,\"text\":\"%s%d\"}",
+				 group ? "group_id" : "to", (long long)to, prefix, sent);
+			assert_int_equal(rc_send(c, group ? CMD_GROUP_SEND : CMD_MSG_SEND,
+						 base + (uint32_t)sent, json),
+					 0);
+			sent++;
+		}
+		struct rc_frame f;
+		int rc = rc_recv(c, &f, (int)(deadline - tc_now_ms()));
+
+		if (rc)
+			fail_msg("response %d of %d did not come: %s", got, n, strerror(-rc));
+		if (f.hdr.seq == 0) {
+			rc_frame_free(&f);
+			continue;
+		}
+		if (f.hdr.seq != base + (uint32_t)got)
+			fail_msg("response with seq %u came where %u was due", f.hdr.seq,
+				 base + (uint32_t)got);
+		if (f.hdr.code != ST_OK)
+			fail_msg("send %d answered %u: %s", got, f.hdr.code, f.payload);
+		if (ids)
+			ids[got] = tc_json_int(f.json, "msg_id");
+		rc_frame_free(&f);
+		got++;
+	}
+}

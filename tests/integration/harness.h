@@ -178,6 +178,18 @@ void tc_expect_no_push(struct rc_client *c, uint16_t cmd, int wait_ms);
 int64_t tc_json_int(const cJSON *obj, const char *key);
 
 /*
+ * Pipelines n MSG_SENDs to user `to` (GROUP_SENDs to group `to` when group
+ * is set) from c, texts "<prefix><i>", at most TC_SEND_WINDOW in flight,
+ * and reads every response: all must be OK and come in request order
+ * within TC_SEND_MS. ids (may be NULL) receives the msg_ids in order.
+ * Pushes read meanwhile are dropped.
+ */
+#define TC_SEND_WINDOW 1000
+#define TC_SEND_MS 60000
+void tc_send_many(struct rc_client *c, int64_t to, bool group, int n, const char *prefix,
+		  int64_t *ids);
+
+/*
  * $RINGCHAT_SRCDIR/scripts/services.sh stop|start mysql|redis. Returns the
  * script's exit status, or -1 when it could not be run.
  */

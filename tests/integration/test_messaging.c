@@ -17,10 +17,6 @@
 /* How long a push may take to arrive, and how long "none came" waits. */
 #define MSG_PUSH_MS 5000
 #define MSG_NO_PUSH_MS 500
-/* Responses to a pipelined burst may take this long in all. */
-#define MSG_BURST_MS 60000
-/* Requests kept in flight by msg_send_many. */
-#define MSG_WINDOW 1000
 
 /* The node: rate limits raised so that 10,000 sends go through at once. */
 static struct node *msg_node;
@@ -106,51 +102,6 @@ static void msg_assert_push(const cJSON *p, int64_t msg_id, int64_t conv, int64_
 	assert_int_equal(tc_json_int(p, "type"), type);
 	assert_string_equal(msg_str(p, "text"), text);
 	assert_true(tc_json_int(p, "send_time") > 0);
-}
-
-/*
- * Pipelines n MSG_SENDs (or GROUP_SENDs when group is set) from c with
- * texts "<prefix><i>", keeping up to MSG_WINDOW in flight, and reads every
- * response. Asserts the responses come back in request order, all OK.
- * ids (may be NULL) receives the msg_ids in order. Pushes read meanwhile
- * are dropped.
- */
-static void msg_send_many(struct rc_client *c, int64_t to, bool group, int n, const char *prefix,
-			  int64_t *ids)
-{
-	uint32_t base = rc_next_seq(c) + 1000000u;
-	int64_t deadline = tc_now_ms() + MSG_BURST_MS;
-	int sent = 0, got = 0;
-	char json[256];
-
-	while (got < n) {
-		while (sent < n && sent - got < MSG_WINDOW) {
-			snprintf(json, sizeof(json), "{\"%s\":%lld,\"type\":0,\"text\":\"%s%d\"}",
-				 group ? "group_id" : "to", (long long)to, prefix, sent);
-			assert_int_equal(rc_send(c, group ? CMD_GROUP_SEND : CMD_MSG_SEND,
-						 base + (uint32_t)sent, json),
-					 0);
-			sent++;
-		}
-		struct rc_frame f;
-		int rc = rc_recv(c, &f, (int)(deadline - tc_now_ms()));
-
-		if (rc)
-			fail_msg("response %d of %d did not come: %s", got, n, strerror(-rc));
-		if (f.hdr.seq == 0) {
-			rc_frame_free(&f);
-			continue;
-		}
-		if (f.hdr.seq != base + (uint32_t)got)
-			fail_msg("response with seq %u came where %u was due", f.hdr.seq,
-				 base + (uint32_t)got);
-		if (f.hdr.code != ST_OK)
-			fail_msg("send %d answered %u: %s", got, f.hdr.code, f.payload);
-		if (ids)
-			ids[got] = tc_json_int(f.json, "msg_id");
-		rc_frame_free(&f);
-		got++;
-	}
 }
 
 /* Reads n PUSH_MSGs on c and asserts they carry texts "<prefix>0" ..
@@ -342,7 +293,7 @@ static void test_burst_in_order(void **state)
 	msg_user_new(&a, "ba");
 	msg_user_new(&b, "bb");
 	msg_befriend(&a, &b);
-	msg_send_many(a.c, b.id, false, 1000, "burst", ids);
+	tc_send_many(a.c, b.id, false, 1000, "burst", ids);
 	msg_expect_pushes(b.c, 1000, "burst", ids);
 	tc_expect_no_push(b.c, CMD_PUSH_MSG, MSG_NO_PUSH_MS);
 	free(ids);
@@ -368,7 +319,7 @@ static void test_offline_ten_thousand(void **state)
 	 * still go to the dead connection, which changes nothing here */
 	tc_sleep_ms(200);
 
-	msg_send_many(a.c, b.id, false, N, "off", ids);
+	tc_send_many(a.c, b.id, false, N, "off", ids);
 	msg_user_login(&b);
 	msg_expect_pushes(b.c, N, "off", ids);
 	tc_expect_no_push(b.c, CMD_PUSH_MSG, MSG_NO_PUSH_MS);
@@ -538,7 +489,7 @@ static void test_client_msg_id_pipelined(void **state)
 	for (int i = 0; i < 2 * N; i++) {
 		struct rc_frame f;
 
-		assert_int_equal(rc_recv(a.c, &f, MSG_BURST_MS), 0);
+		assert_int_equal(rc_recv(a.c, &f, TC_SEND_MS), 0);
 		if (f.hdr.seq == 0) {
 			rc_frame_free(&f);
 			i--;
@@ -660,7 +611,7 @@ static void test_group_ack_cursor(void **state)
 	tc_expect(b.c, CMD_GROUP_JOIN, ST_OK, "{\"group_id\":%lld}", (long long)g);
 	msg_user_close(&b);
 	tc_sleep_ms(200);
-	msg_send_many(a.c, g, true, 4, "g", ids);
+	tc_send_many(a.c, g, true, 4, "g", ids);
 
 	msg_user_login(&b);
 	msg_expect_pushes(b.c, 4, "g", ids);
@@ -720,7 +671,7 @@ static void test_history_paging(void **state)
 	snprintf(q, sizeof(q), "{\"with\":%lld}", (long long)b.id);
 	msg_assert_history(a.c, q, NULL, 0);
 
-	msg_send_many(a.c, b.id, false, N, "h", ids);
+	tc_send_many(a.c, b.id, false, N, "h", ids);
 	for (int i = 0; i < N; i++)
 		desc[i] = ids[N - 1 - i];
 	/* a message to c is not in a's history with b */
@@ -766,7 +717,7 @@ static void test_history_paging(void **state)
 	tc_expect(b.c, CMD_GROUP_JOIN, ST_OK, "{\"group_id\":%lld}", (long long)g);
 	snprintf(q, sizeof(q), "{\"group_id\":%lld}", (long long)g);
 	msg_assert_history(b.c, q, NULL, 0);
-	msg_send_many(a.c, g, true, 3, "gh", gids);
+	tc_send_many(a.c, g, true, 3, "gh", gids);
 	for (int i = 0; i < 3; i++)
 		gdesc[i] = gids[2 - i];
 	msg_assert_history(b.c, q, gdesc, 3);

@@ -26,8 +26,6 @@
 #define UD_PUSH_MS 5000
 /* How long "nothing more is pushed" waits after a login. */
 #define UD_NO_PUSH_MS 1000
-#define UD_BURST_MS 60000
-#define UD_WINDOW 1000
 #define UD_LONG_MS 60000
 #define UD_SHORT_MS 200
 /* Longer than twice UD_SHORT_MS: the due time has surely passed. */
@@ -236,45 +234,6 @@ static void ud_within(int64_t t0, const char *what)
 			 (long long)took, UD_LONG_MS);
 }
 
-/*
- * Pipelines n MSG_SENDs of texts "<prefix><i>" from a to b, reading every
- * response (all OK, in request order) into ids[].
- */
-static void ud_send_many(struct ud_user *a, const struct ud_user *b, int n, const char *prefix,
-			 int64_t *ids)
-{
-	uint32_t base = rc_next_seq(a->c) + 1000000u;
-	int64_t deadline = tc_now_ms() + UD_BURST_MS;
-	int sent = 0, got = 0;
-	char json[128];
-
-	while (got < n) {
-		while (sent < n && sent - got < UD_WINDOW) {
-			snprintf(json, sizeof(json), "{\"to\":%lld,\"type\":0,\"text\":\"%s%d\"}",
-				 (long long)b->id, prefix, sent);
-			assert_int_equal(rc_send(a->c, CMD_MSG_SEND, base + (uint32_t)sent, json),
-					 0);
-			sent++;
-		}
-		struct rc_frame f;
-		int rc = rc_recv(a->c, &f, (int)(deadline - tc_now_ms()));
-
-		if (rc)
-			fail_msg("response %d of %d did not come: %s", got, n, strerror(-rc));
-		if (f.hdr.seq == 0) {
-			rc_frame_free(&f);
-			continue;
-		}
-		if (f.hdr.seq != base + (uint32_t)got)
-			fail_msg("response with seq %u came where %u was due", f.hdr.seq,
-				 base + (uint32_t)got);
-		if (f.hdr.code != ST_OK)
-			fail_msg("send %d answered %u: %s", got, f.hdr.code, f.payload);
-		ids[got++] = tc_json_int(f.json, "msg_id");
-		rc_frame_free(&f);
-	}
-}
-
 /* Reads n live pushes "<prefix>0".. in order, with the msg_ids ids[]. */
 static void ud_expect_live(struct rc_client *c, int n, const char *prefix, const int64_t *ids)
 {
@@ -478,13 +437,13 @@ static void test_burst_acked(void **state)
 	ud_pair(n, &a, &b, "bu");
 	t0 = tc_now_ms();
 
-	ud_send_many(&a, &b, N, "x", ids);
+	tc_send_many(a.c, b.id, false, N, "x", ids);
 	ud_expect_live(b.c, N, "x", ids);
 	ud_ack(&b, ids, N);
 	ud_login(n, &b);
 	ud_expect_none(b.c, "LOGIN after 1,000 pushes acked in one MSG_ACK");
 
-	ud_send_many(&a, &b, N, "y", ids);
+	tc_send_many(a.c, b.id, false, N, "y", ids);
 	ud_expect_live(b.c, N, "y", ids);
 	ud_ack(&b, ids, 400);
 	ud_ack(&b, ids + 400, 400);
