@@ -700,18 +700,6 @@ static void msg_result_text(struct msg_result_text *t, int64_t msg_id, int64_t c
 	t->len = (size_t)(p - t->s);
 }
 
-static cJSON *msg_result_json(int64_t msg_id, int64_t conv, int64_t send_time)
-{
-	cJSON *o = cJSON_CreateObject();
-
-	if (!o)
-		return NULL;
-	json_add_int(o, "msg_id", msg_id);
-	json_add_int(o, "conversation_id", conv);
-	json_add_int(o, "send_time", send_time);
-	return o;
-}
-
 /* Storage warnings: every message of an outage would repeat them. */
 static struct log_gate msg_gate;
 
@@ -979,7 +967,10 @@ static void msg_send(struct req *r, struct commit_item *ci, struct msg_group *g)
 
 	if (ci->cmid && (d = msg_dedup_find(mw, ci->from_id, ci->cmid, ci->cmid_len))) {
 		/* a retry of a send that was answered OK: same answer, no push */
-		reply_ok(r, msg_result_json(d->msg_id, d->conv, d->send_time));
+		struct msg_result_text t;
+
+		msg_result_text(&t, d->msg_id, d->conv, d->send_time);
+		reply_ok_text(r, t.s, t.len);
 		msg_group_put(g);
 		return;
 	}

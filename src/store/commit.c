@@ -385,10 +385,7 @@ static void commit_pace(void)
 
 static bool commit_lanes_empty(void)
 {
-	for (int i = 0; i < cw.nlanes; i++)
-		if (spsc_size(&cw.lanes[i].in))
-			return false;
-	return true;
+	return commit_lanes_size() == 0;
 }
 
 /* ---- writer: one attempt -------------------------------------------------- */
