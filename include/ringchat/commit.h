@@ -108,6 +108,10 @@ struct commit_item {
 	uint32_t nacks;
 };
 
+/* Upper bounds of the batch latency histogram, in microseconds (+Inf after). */
+#define COMMIT_LAT_BUCKETS 10
+extern const uint32_t commit_lat_bucket_us[COMMIT_LAT_BUCKETS];
+
 struct commit_stats {
 	uint64_t batches;	   /* transactions committed */
 	uint64_t rows;		   /* message rows committed */
@@ -118,6 +122,11 @@ struct commit_stats {
 	uint64_t max_batch_items;
 	uint64_t latency_ns_total; /* sum over batches: gather to hand-back */
 	uint64_t latency_ns_max;
+	/* Batches by latency: latency_le[i] is how many took at most
+	 * commit_lat_bucket_us[i] (cumulative, as Prometheus wants it);
+	 * turns counts them all. */
+	uint64_t latency_le[COMMIT_LAT_BUCKETS];
+	uint64_t turns;
 };
 
 /*

@@ -162,6 +162,18 @@ void metrics_render(FILE *out, struct worker_pool *pool)
 			(unsigned long long)cs.last_batch_items,
 			(unsigned long long)cs.max_batch_items,
 			(unsigned long long)cs.failed_items, (unsigned long long)cs.acks);
+		fprintf(out, "# HELP ringchat_commit_batch_seconds Group-commit batches by latency, from gathering to handing the completions back.\n"
+			     "# TYPE ringchat_commit_batch_seconds histogram\n");
+		for (int i = 0; i < COMMIT_LAT_BUCKETS; i++)
+			fprintf(out, "ringchat_commit_batch_seconds_bucket{le=\"%g\"} %llu\n",
+				commit_lat_bucket_us[i] / 1e6,
+				(unsigned long long)cs.latency_le[i]);
+		fprintf(out,
+			"ringchat_commit_batch_seconds_bucket{le=\"+Inf\"} %llu\n"
+			"ringchat_commit_batch_seconds_sum %.6f\n"
+			"ringchat_commit_batch_seconds_count %llu\n",
+			(unsigned long long)cs.turns, (double)cs.latency_ns_total / 1e9,
+			(unsigned long long)cs.turns);
 	}
 #endif
 	if (pool) {

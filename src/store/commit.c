@@ -144,9 +144,16 @@ struct commit_writer {
 	/* statistics, read by commit_stats_get from any thread */
 	_Atomic uint64_t st_batches, st_rows, st_acks, st_failed, st_retries;
 	_Atomic uint64_t st_last, st_max, st_lat_total, st_lat_max;
+	_Atomic uint64_t st_lat_bucket[COMMIT_LAT_BUCKETS + 1], st_turns;
 };
 
 static struct commit_writer cw;
+
+/* A batch is the floor of a stored send's latency: the tail of this
+ * histogram is what the senders' OKs wait for. */
+const uint32_t commit_lat_bucket_us[COMMIT_LAT_BUCKETS] = {
+    500, 1000, 2000, 5000, 10000, 20000, 50000, 100000, 250000, 1000000,
+};
 
 static const struct db_multi commit_ins_msg = {
     .prefix = "INSERT INTO messages (msg_id, conversation_id, from_id, to_id, group_id, "
@@ -326,6 +333,17 @@ void commit_stats_get(struct commit_stats *out)
 	out->max_batch_items = atomic_load_explicit(&cw.st_max, memory_order_relaxed);
 	out->latency_ns_total = atomic_load_explicit(&cw.st_lat_total, memory_order_relaxed);
 	out->latency_ns_max = atomic_load_explicit(&cw.st_lat_max, memory_order_relaxed);
+	/* turns first: a batch counted between the two reads shows up in
+	 * the buckets, so no bucket ever exceeds the count */
+	out->turns = atomic_load_explicit(&cw.st_turns, memory_order_acquire);
+	for (int i = 0; i < COMMIT_LAT_BUCKETS; i++) {
+		uint64_t below = i ? out->latency_le[i - 1] : 0;
+
+		out->latency_le[i] =
+		    below + atomic_load_explicit(&cw.st_lat_bucket[i], memory_order_relaxed);
+		if (out->latency_le[i] > out->turns)
+			out->latency_le[i] = out->turns;
+	}
 }
 
 /* ---- writer: gathering ---------------------------------------------------- */
@@ -955,6 +973,12 @@ static void commit_turn(void)
 	ns = clock_mono_ns() - t0;
 	atomic_fetch_add_explicit(&cw.st_lat_total, ns, memory_order_relaxed);
 	commit_stat_max(&cw.st_lat_max, ns);
+	int b = 0;
+
+	while (b < COMMIT_LAT_BUCKETS && ns > (uint64_t)commit_lat_bucket_us[b] * 1000u)
+		b++;
+	atomic_fetch_add_explicit(&cw.st_lat_bucket[b], 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&cw.st_turns, 1, memory_order_release);
 }
 
 /* How long the idle writer may sleep: until the next due mark, if any. */

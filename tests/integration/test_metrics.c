@@ -237,12 +237,82 @@ static void test_metrics_other_path_404(void **state)
 	free(resp);
 }
 
+/* A histogram's count, once it reaches at least `want` (the writer counts a
+ * batch just after handing its OKs back); fails after 5 s. */
+static unsigned long long metrics_batches_at_least(struct node *n, unsigned long long want)
+{
+	int64_t deadline = tc_now_ms() + METRICS_TIMEOUT_MS;
+
+	for (;;) {
+		char *resp = metrics_http(n, "GET /metrics HTTP/1.0\r\n\r\n");
+		unsigned long long v =
+		    metrics_value(metrics_body(resp), "ringchat_commit_batch_seconds_count");
+
+		free(resp);
+		if (v >= want)
+			return v;
+		if (tc_now_ms() > deadline)
+			fail_msg("ringchat_commit_batch_seconds_count stayed at %llu, want %llu", v,
+				 want);
+		tc_sleep_ms(20);
+	}
+}
+
+/*
+ * The group-commit latency histogram follows real sends: the count grows
+ * with the batches, the buckets are cumulative and never exceed the count,
+ * +Inf equals it, and _sum is there.
+ */
+static void test_metrics_commit_histogram(void **state)
+{
+	static const char *const le[] = {"0.0005", "0.001", "0.002", "0.005", "0.01",
+					 "0.02",   "0.05",  "0.1",   "0.25",  "1"};
+	struct metrics_state *s = *state;
+	int64_t ida, idb;
+	struct rc_client *a = tc_signup_login(s->node, "mh", &ida);
+	struct rc_client *b = tc_signup_login(s->node, "mh", &idb);
+	unsigned long long before, after, prev = 0;
+	const char *body;
+	char *resp, name[96];
+
+	before = metrics_batches_at_least(s->node, 0);
+	tc_expect(a, CMD_FRIEND_REQUEST, ST_OK, "{\"user_id\":%lld}", (long long)idb);
+	cJSON_Delete(tc_expect_push(b, CMD_PUSH_FRIEND_REQUEST, METRICS_TIMEOUT_MS));
+	tc_expect(b, CMD_FRIEND_ACCEPT, ST_OK, "{\"user_id\":%lld}", (long long)ida);
+	cJSON_Delete(tc_expect_push(a, CMD_PUSH_FRIEND_ACCEPTED, METRICS_TIMEOUT_MS));
+	tc_send_many(a, idb, false, 200, "hist", NULL);
+	metrics_batches_at_least(s->node, before + 1);
+
+	resp = metrics_http(s->node, "GET /metrics HTTP/1.0\r\n\r\n");
+	body = metrics_body(resp);
+	assert_non_null(strstr(body, "# TYPE ringchat_commit_batch_seconds histogram\n"));
+	after = metrics_value(body, "ringchat_commit_batch_seconds_count");
+	assert_true(after > before);
+	for (size_t i = 0; i < sizeof(le) / sizeof(le[0]); i++) {
+		unsigned long long v;
+
+		snprintf(name, sizeof(name), "ringchat_commit_batch_seconds_bucket{le=\"%s\"}", le[i]);
+		v = metrics_value(body, name);
+		if (v < prev || v > after)
+			fail_msg("%s is %llu: below the bucket before (%llu) or above the count (%llu)",
+				 name, v, prev, after);
+		prev = v;
+	}
+	assert_int_equal(metrics_value(body, "ringchat_commit_batch_seconds_bucket{le=\"+Inf\"}"),
+			 after);
+	assert_non_null(strstr(body, "\nringchat_commit_batch_seconds_sum "));
+	free(resp);
+	rc_close(a);
+	rc_close(b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_metrics_counts_requests),
 	    cmocka_unit_test(test_metrics_counter_grows),
 	    cmocka_unit_test(test_metrics_other_path_404),
+	    cmocka_unit_test(test_metrics_commit_histogram),
 	};
 
 	harness_init();
