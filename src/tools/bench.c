@@ -34,10 +34,10 @@
  * latency; sender and recipients share one process, so one monotonic
  * clock serves both.
  *
- * Threads own disjoint sets of connections, each with its own epoll, so
- * nothing is shared while the load runs but the progress counters
- * (relaxed atomics, read by the main thread for the progress line);
- * histograms are merged at the end.
+ * Threads own disjoint sets of connections, each with its own io_uring
+ * (or epoll, --engine epoll), so nothing is shared while the load runs
+ * but the progress counters (relaxed atomics, read by the main thread for
+ * the progress line); histograms are merged at the end.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -64,6 +64,7 @@
 #include <unistd.h>
 
 #include <hiredis/hiredis.h>
+#include <liburing.h>
 
 #include "ringchat/client.h"
 #include "ringchat/frame.h"
@@ -233,6 +234,7 @@ struct bench_opts {
 	int size;
 	double rate; /* msgs/s over all senders; 0 = closed loop */
 	long tick_us; /* open loop: wake at most once per tick; 0 = at each due time */
+	bool uring;   /* chat/group: the io_uring engine (--engine) */
 	enum bench_target target;
 	const char *redis_host;
 	uint16_t redis_port;
@@ -347,18 +349,32 @@ static long long bench_proc_rss(long pid)
 struct bench_cpu_span {
 	bool have;
 	double cpu0, cpu_s;
+	double self0, self_s; /* this process: the load generator's own cost */
 };
+
+static double bench_self_cpu_s(void)
+{
+	struct rusage ru;
+
+	if (getrusage(RUSAGE_SELF, &ru) == -1)
+		return 0;
+	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+	       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
 
 static void bench_cpu_begin(const struct bench_opts *o, struct bench_cpu_span *s)
 {
 	s->have = bench_cpu(o, &s->cpu0);
 	s->cpu_s = 0;
+	s->self0 = bench_self_cpu_s();
+	s->self_s = 0;
 }
 
 static void bench_cpu_end(const struct bench_opts *o, struct bench_cpu_span *s)
 {
 	double cpu1;
 
+	s->self_s = bench_self_cpu_s() - s->self0;
 	if (s->have && bench_cpu(o, &cpu1))
 		s->cpu_s = cpu1 - s->cpu0;
 	else
@@ -368,15 +384,18 @@ static void bench_cpu_end(const struct bench_opts *o, struct bench_cpu_span *s)
 static void bench_cpu_text(FILE *out, const struct bench_cpu_span *s, double events,
 			   const char *what)
 {
-	if (!s->have)
+	if (!s->have) {
+		fprintf(out, "  load generator cpu %.2f s\n", s->self_s);
 		return;
-	fprintf(out, "  server cpu %.2f s  %.1f %s per cpu-second\n", s->cpu_s,
-		s->cpu_s > 0 ? events / s->cpu_s : 0, what);
+	}
+	fprintf(out, "  server cpu %.2f s  %.1f %s per cpu-second  (load generator cpu %.2f s)\n",
+		s->cpu_s, s->cpu_s > 0 ? events / s->cpu_s : 0, what, s->self_s);
 }
 
 static void bench_cpu_json(FILE *out, const struct bench_cpu_span *s, double events,
 			   const char *what)
 {
+	fprintf(out, ",\"generator_cpu_s\":%.2f", s->self_s);
 	if (!s->have)
 		return;
 	fprintf(out, ",\"server_cpu_s\":%.2f,\"%s_per_cpu_s\":%.1f", s->cpu_s, what,
@@ -1002,6 +1021,11 @@ struct bconn {
 	uint8_t *wbuf;
 	size_t woff, wlen, wcap;
 	redisReader *rr; /* Redis connections only */
+	/* io_uring engine: the bytes of the send in flight live in sbuf, so
+	 * appending to wbuf (which may move it) never touches them. */
+	uint8_t *sbuf;
+	size_t soff, slen, scap;
+	bool recv_armed, send_armed;
 
 	/* Who this is. */
 	int index;
@@ -1169,10 +1193,11 @@ static void bconn_free(struct bconn *c)
 	c->fd = -1;
 	free(c->rbuf);
 	free(c->wbuf);
+	free(c->sbuf);
 	free(c->sent_ns);
 	if (c->rr)
 		redisReaderFree(c->rr);
-	c->rbuf = c->wbuf = NULL;
+	c->rbuf = c->wbuf = c->sbuf = NULL;
 	c->sent_ns = NULL;
 	c->rr = NULL;
 }
@@ -1641,13 +1666,17 @@ struct load_spec {
 	int window;
 	int size;
 	uint64_t tick_ns;	 /* open loop: see bench_opts.tick_us */
+	bool uring;		 /* the io_uring engine instead of epoll */
 	const char *chan_prefix; /* Redis channel names: prefix:<peer> */
 };
 
 struct load_thread {
 	pthread_t tid;
 	const struct load_spec *spec;
-	int ep;
+	int ep;			/* epoll engine */
+	struct io_uring ring;	/* io_uring engine (spec->uring) */
+	uint32_t ring_inflight; /* receives and sends the kernel holds */
+	bool stopping;		/* cancelling: completions are only counted */
 	struct bconn **conns;
 	int nconns;
 	uint64_t start_ns, end_ns;
@@ -1669,14 +1698,90 @@ static void load_kill(struct load_thread *t, struct bconn *c, const char *why)
 	if (t->lost + t->bad < 5)
 		fprintf(stderr, "ringchat-bench: connection lost: %s\n", why);
 	c->dead = true;
-	epoll_ctl(t->ep, EPOLL_CTL_DEL, c->fd, NULL);
+	if (!t->spec->uring)
+		epoll_ctl(t->ep, EPOLL_CTL_DEL, c->fd, NULL);
 	t->lost++;
+}
+
+/* ---- the io_uring engine --------------------------------------------------
+ * One ring per load thread; every connection keeps one receive and at most
+ * one send in the kernel, and a loop turn submits all of them with the wait
+ * in one io_uring_enter: the sends of a tick cost one system call instead
+ * of one each. user_data is the connection's address with the operation in
+ * its low bits (struct bconn is 8-aligned). */
+enum { LU_CANCEL = 0, LU_RECV = 1, LU_SEND = 2 };
+
+static struct io_uring_sqe *lu_sqe(struct load_thread *t)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&t->ring);
+
+	if (!sqe && io_uring_submit(&t->ring) >= 0)
+		sqe = io_uring_get_sqe(&t->ring);
+	return sqe;
+}
+
+static void lu_arm_recv(struct load_thread *t, struct bconn *c)
+{
+	struct io_uring_sqe *sqe;
+
+	if (c->dead || c->recv_armed || t->stopping)
+		return;
+	if (c->rcap - c->rlen < 4096 && bench_grow(&c->rbuf, &c->rcap, c->rlen + 16384)) {
+		load_kill(t, c, "out of memory");
+		return;
+	}
+	sqe = lu_sqe(t);
+	if (!sqe) {
+		load_kill(t, c, "io_uring submission queue stuck");
+		return;
+	}
+	io_uring_prep_recv(sqe, c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
+	io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)c | LU_RECV);
+	c->recv_armed = true;
+	t->ring_inflight++;
+}
+
+static void lu_arm_send(struct load_thread *t, struct bconn *c)
+{
+	struct io_uring_sqe *sqe;
+
+	if (c->dead || c->send_armed)
+		return;
+	if (c->soff == c->slen) {
+		/* the last send is done: what wbuf holds becomes the next one */
+		uint8_t *b = c->sbuf;
+		size_t cap = c->scap;
+
+		if (c->woff == c->wlen)
+			return;
+		c->sbuf = c->wbuf;
+		c->scap = c->wcap;
+		c->soff = c->woff;
+		c->slen = c->wlen;
+		c->wbuf = b;
+		c->wcap = cap;
+		c->woff = c->wlen = 0;
+	}
+	sqe = lu_sqe(t);
+	if (!sqe) {
+		load_kill(t, c, "io_uring submission queue stuck");
+		return;
+	}
+	io_uring_prep_send(sqe, c->fd, c->sbuf + c->soff, c->slen - c->soff, MSG_NOSIGNAL);
+	io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)c | LU_SEND);
+	c->send_armed = true;
+	t->ring_inflight++;
 }
 
 static void load_flush(struct load_thread *t, struct bconn *c)
 {
-	int err = bconn_flush(c, t->ep);
+	int err;
 
+	if (t->spec->uring) {
+		lu_arm_send(t, c);
+		return;
+	}
+	err = bconn_flush(c, t->ep);
 	if (err)
 		load_kill(t, c, strerror(-err));
 }
@@ -1851,20 +1956,14 @@ static void load_on_redis(struct load_thread *t, struct bconn *c, redisReply *r,
 		load_delivered(t, bench_stamp(r->element[2]->str, r->element[2]->len), now);
 }
 
-static void load_read(struct load_thread *t, struct bconn *c, uint64_t now)
+/* Handles what rbuf holds: answers, pushes, Redis replies; then sends. */
+static void load_parse(struct load_thread *t, struct bconn *c, uint64_t now)
 {
 	struct frame_hdr h;
 	const char *p;
 	size_t off = 0;
-	int r, k;
+	int k;
 
-	r = bconn_fill(c);
-	if (r < 0) {
-		load_kill(t, c, r == -ENOTCONN ? "closed by the server" : strerror(-r));
-		return;
-	}
-	if (r == 0)
-		return;
 	if (c->rr) {
 		void *reply;
 
@@ -1900,6 +1999,98 @@ static void load_read(struct load_thread *t, struct bconn *c, uint64_t now)
 		load_flush(t, c);
 }
 
+static void load_read(struct load_thread *t, struct bconn *c, uint64_t now)
+{
+	int r = bconn_fill(c);
+
+	if (r < 0) {
+		load_kill(t, c, r == -ENOTCONN ? "closed by the server" : strerror(-r));
+		return;
+	}
+	if (r > 0)
+		load_parse(t, c, now);
+}
+
+static void lu_complete(struct load_thread *t, uint64_t ud, int res, uint64_t now)
+{
+	struct bconn *c = (struct bconn *)(uintptr_t)(ud & ~(uint64_t)3);
+	unsigned op = (unsigned)(ud & 3);
+
+	if (op == LU_CANCEL)
+		return;
+	t->ring_inflight--;
+	if (op == LU_RECV)
+		c->recv_armed = false;
+	else
+		c->send_armed = false;
+	if (c->dead || t->stopping)
+		return;
+	if (res == -EAGAIN || res == -EINTR) {
+		if (op == LU_RECV)
+			lu_arm_recv(t, c);
+		else
+			lu_arm_send(t, c);
+		return;
+	}
+	if (res < 0 || (op == LU_RECV && res == 0)) {
+		load_kill(t, c, res == 0 ? "closed by the server" : strerror(-res));
+		return;
+	}
+	if (op == LU_SEND) {
+		c->soff += (size_t)res;
+		lu_arm_send(t, c);
+		return;
+	}
+	c->rlen += (size_t)res;
+	load_parse(t, c, now);
+	lu_arm_recv(t, c);
+}
+
+/* Waits for completions until *ts passes, submitting what the last turn
+ * queued, and handles them all. */
+static void lu_turn(struct load_thread *t, struct timespec *ts, uint64_t *now)
+{
+	struct __kernel_timespec kts = {.tv_sec = ts->tv_sec, .tv_nsec = ts->tv_nsec};
+	struct io_uring_cqe *cqe;
+	unsigned head, n = 0;
+
+	io_uring_submit_and_wait_timeout(&t->ring, &cqe, 1, &kts, NULL);
+	*now = bench_now_ns();
+	io_uring_for_each_cqe(&t->ring, head, cqe)
+	{
+		lu_complete(t, cqe->user_data, cqe->res, *now);
+		n++;
+	}
+	io_uring_cq_advance(&t->ring, n);
+}
+
+/* Sends what is queued (the final acks), then takes every receive back
+ * from the kernel before the buffers are freed. Bounded: 2 s. */
+static void lu_finish(struct load_thread *t)
+{
+	uint64_t deadline = bench_now_ns() + 2000000000ull, now;
+	struct timespec ts = {.tv_sec = 0, .tv_nsec = 10000000};
+	bool sending = true;
+	int i;
+
+	while (sending && bench_now_ns() < deadline) {
+		sending = false;
+		for (i = 0; i < t->nconns; i++)
+			sending = sending || (!t->conns[i]->dead && t->conns[i]->send_armed);
+		if (sending)
+			lu_turn(t, &ts, &now);
+	}
+	t->stopping = true;
+	struct io_uring_sqe *sqe = lu_sqe(t);
+
+	if (sqe) {
+		io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL);
+		io_uring_sqe_set_data64(sqe, LU_CANCEL);
+	}
+	while (t->ring_inflight > 0 && bench_now_ns() < deadline + 1000000000ull)
+		lu_turn(t, &ts, &now);
+}
+
 /* True once every sender used its quota and has no answer pending. */
 static bool load_quota_done(const struct load_thread *t)
 {
@@ -1921,6 +2112,25 @@ static void *load_main(void *arg)
 	uint64_t now = bench_now_ns(), last_scan = now;
 	int i, n;
 
+	if (t->spec->uring) {
+		struct io_uring_params p = {
+		    .flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+			     IORING_SETUP_CQSIZE,
+		};
+		unsigned entries = 64;
+
+		while (entries < 2u * (unsigned)t->nconns + 16u)
+			entries *= 2;
+		p.cq_entries = entries * 2;
+		if (io_uring_queue_init_params(entries, &t->ring, &p) < 0) {
+			fprintf(stderr, "ringchat-bench: io_uring set-up failed; try --engine epoll\n");
+			t->lost = (uint64_t)t->nconns;
+			atomic_store_explicit(&t->done, true, memory_order_release);
+			return NULL;
+		}
+		for (i = 0; i < t->nconns; i++)
+			lu_arm_recv(t, t->conns[i]);
+	}
 	for (i = 0; i < t->nconns; i++)
 		if (t->conns[i]->role == ROLE_SENDER && !t->open_loop)
 			load_refill(t, t->conns[i], now);
@@ -1947,9 +2157,14 @@ static void *load_main(void *arg)
 					t->spec->tick_ns;
 			ts.tv_nsec = first > now ? (long)(first - now) : 0;
 		}
-		/* epoll_pwait2: a due time to the microsecond, not the millisecond. */
-		n = epoll_pwait2(t->ep, evs, BENCH_EPOLL_EVENTS, &ts, NULL);
-		now = bench_now_ns();
+		if (t->spec->uring) {
+			lu_turn(t, &ts, &now);
+			n = 0;
+		} else {
+			/* epoll_pwait2: a due time to the microsecond. */
+			n = epoll_pwait2(t->ep, evs, BENCH_EPOLL_EVENTS, &ts, NULL);
+			now = bench_now_ns();
+		}
 		for (i = 0; i < n; i++) {
 			struct bconn *c = evs[i].data.ptr;
 
@@ -1995,6 +2210,10 @@ static void *load_main(void *arg)
 			load_send_acks(t, c);
 			load_flush(t, c);
 		}
+	}
+	if (t->spec->uring) {
+		lu_finish(t);
+		io_uring_queue_exit(&t->ring);
 	}
 	t->ended_ns = now < t->end_ns ? now : t->end_ns;
 	atomic_store_explicit(&t->done, true, memory_order_release);
@@ -2061,16 +2280,24 @@ static int load_run(const struct bench_opts *o, const struct load_spec *sp, stru
 		t->end_ns = end;
 		t->open_loop = rate > 0;
 		t->quota_mode = quota_mode;
-		t->ep = epoll_create1(EPOLL_CLOEXEC);
+		t->ep = sp->uring ? -1 : epoll_create1(EPOLL_CLOEXEC);
 		t->conns = calloc((size_t)(n / nthreads + 1), sizeof(*t->conns));
-		if (t->ep == -1 || !t->conns)
+		if ((!sp->uring && t->ep == -1) || !t->conns)
 			goto out_stop;
 		for (k = i; k < n; k += nthreads) {
 			struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &conns[k]};
 
 			conns[k].want_out = false;
-			if (epoll_ctl(t->ep, EPOLL_CTL_ADD, conns[k].fd, &ev) == -1)
+			if (sp->uring) {
+				/* io_uring waits for a blocking socket itself; on a
+				 * non-blocking one a receive would end in -EAGAIN */
+				int fl = fcntl(conns[k].fd, F_GETFL);
+
+				if (fl == -1 || fcntl(conns[k].fd, F_SETFL, fl & ~O_NONBLOCK) == -1)
+					goto out_stop;
+			} else if (epoll_ctl(t->ep, EPOLL_CTL_ADD, conns[k].fd, &ev) == -1) {
 				goto out_stop;
+			}
 			t->conns[t->nconns++] = &conns[k];
 		}
 	}
@@ -2363,6 +2590,7 @@ static int msg_scenario_one(const struct bench_opts *o, const struct msg_setup *
 	    .window = o->window,
 	    .size = o->size,
 	    .tick_ns = (uint64_t)o->tick_us * 1000u,
+	    .uring = o->uring,
 	    .chan_prefix = chan,
 	};
 	struct load_result *res = calloc(1, sizeof(*res));
@@ -3113,6 +3341,8 @@ static void bench_usage(FILE *out)
 	    "  --rate R            chat/group: R msgs/s in all, open loop (default closed loop)\n"
 	    "  --tick-us U         with --rate: wake every U us and send what is due, stamped\n"
 	    "                      with its due time (0: wake at each due time)\n"
+	    "  --engine E          chat/group: epoll (a system call per send and receive) or\n"
+	    "                      uring (one io_uring_enter per loop turn) (uring)\n"
 	    "  --target T          chat/group: ringchat, redis or both (ringchat)\n"
 	    "  --redis-host H      --target redis: Redis address (127.0.0.1)\n"
 	    "  --redis-port P      --target redis: Redis port (16379)\n"
@@ -3176,6 +3406,7 @@ int main(int argc, char **argv)
 	    {"size", required_argument, NULL, 'S'},
 	    {"rate", required_argument, NULL, 'r'},
 	    {"tick-us", required_argument, NULL, 'k'},
+	    {"engine", required_argument, NULL, 'e'},
 	    {"target", required_argument, NULL, 'T'},
 	    {"redis-host", required_argument, NULL, 'H'},
 	    {"redis-port", required_argument, NULL, 'P'},
@@ -3196,6 +3427,7 @@ int main(int argc, char **argv)
 	    .members = 50,
 	    .messages = 10000,
 	    .size = 64,
+	    .uring = true,
 	    .redis_host = "127.0.0.1",
 	    .redis_port = 16379,
 	};
@@ -3284,6 +3516,15 @@ int main(int argc, char **argv)
 			break;
 		case 'k':
 			o.tick_us = bench_int_arg("tick-us", optarg, 0, 100000);
+			break;
+		case 'e':
+			if (!strcmp(optarg, "uring") || !strcmp(optarg, "epoll")) {
+				o.uring = optarg[0] == 'u';
+			} else {
+				fprintf(stderr, "ringchat-bench: --engine: '%s' is not uring or epoll\n",
+					optarg);
+				return 2;
+			}
 			break;
 		case 'T':
 			if (!strcmp(optarg, "ringchat"))
