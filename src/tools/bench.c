@@ -2122,7 +2122,16 @@ static void *load_main(void *arg)
 		while (entries < 2u * (unsigned)t->nconns + 16u)
 			entries *= 2;
 		p.cq_entries = entries * 2;
-		if (io_uring_queue_init_params(entries, &t->ring, &p) < 0) {
+		int err = io_uring_queue_init_params(entries, &t->ring, &p);
+
+		if (err < 0) {
+			/* before 6.1 the kernel knows neither flag: plain ring */
+			memset(&p, 0, sizeof(p));
+			p.flags = IORING_SETUP_CQSIZE;
+			p.cq_entries = entries * 2;
+			err = io_uring_queue_init_params(entries, &t->ring, &p);
+		}
+		if (err < 0) {
 			fprintf(stderr, "ringchat-bench: io_uring set-up failed; try --engine epoll\n");
 			t->lost = (uint64_t)t->nconns;
 			atomic_store_explicit(&t->done, true, memory_order_release);
