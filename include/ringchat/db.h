@@ -223,6 +223,25 @@ struct db_param {
 int64_t db_exec_multi(struct db *db, const struct db_multi *m, size_t nrows,
 		      const struct db_param *params);
 
+/*
+ * The rows of db_exec_multi in one round trip by MariaDB's array binding:
+ * "prefix row suffix" is prepared once (one cache entry, whatever nrows)
+ * and executed with all nrows parameter sets (COM_STMT_BULK_EXECUTE).
+ * MariaDB runs the rows one by one inside, so the server parses and plans
+ * once instead of once per statement piece: measured here at 37-row
+ * batches, a quarter less server CPU per row than power-of-two multi-row
+ * pieces. Same params layout and return as db_exec_multi, at most
+ * DB_MULTI_MAX_PARAMS parameters. Rows before a failing one may stay
+ * written: use it inside a transaction. Needs db_bulk_capable(); without
+ * it, fails with DB_ERR_OTHER.
+ */
+int64_t db_exec_bulk(struct db *db, const struct db_multi *m, size_t nrows,
+		     const struct db_param *params);
+
+/* True when the server of the current link runs array-bound statements
+ * (MariaDB 10.2 and later); false while DOWN or with a MySQL server. */
+bool db_bulk_capable(const struct db *db);
+
 /* 0 after a successful call, else the enum db_error of the last failed one. */
 int db_last_error(const struct db *db);
 /* Human-readable reason of the last failure, for logs; "" after success.

@@ -103,6 +103,12 @@ struct db {
 	MYSQL_BIND *binds; /* parameter binds, grown on demand */
 	size_t binds_cap;
 
+	/* db_exec_bulk: the rows of the call in progress, and the column
+	 * arrays it binds (values or pointers, lengths, NULL indicators) */
+	uint32_t bulk_rows;
+	unsigned char *bulk_buf;
+	size_t bulk_cap;
+
 	/* result scratch: one bind, length, null flag and buffer per column */
 	MYSQL_BIND *rbinds;
 	unsigned long *rlens;
@@ -429,6 +435,7 @@ void db_close(struct db *db)
 	if (db->mysql)
 		db_unlink(db);
 	free(db->binds);
+	free(db->bulk_buf);
 	free(db->rbinds);
 	free(db->rlens);
 	free(db->rnulls);
@@ -461,6 +468,10 @@ int db_ping(struct db *db)
 }
 
 /* ---- running statements ------------------------------------------------- */
+
+/* The cache identity (nrows) of a db_multi's one-row statement executed
+ * with array binding: never a row count of db_exec_multi. */
+#define DB_BULK_NROWS UINT32_MAX
 
 /* Builds "prefix row,row,...row suffix" for a multi-row statement. */
 static char *db_multi_sql(const struct db_multi *m, uint32_t nrows, unsigned long *len)
@@ -507,7 +518,7 @@ static struct db_stmt *db_stmt_get(struct db *db, const void *key, uint32_t nrow
 		return st;
 	}
 	if (m) {
-		built = db_multi_sql(m, nrows, &len);
+		built = db_multi_sql(m, nrows == DB_BULK_NROWS ? 1 : nrows, &len);
 		if (!built) {
 			*err = db_fail(db, DB_ERR_OTHER,
 				       "out of memory building a %" PRIu32 "-row statement", nrows);
@@ -639,6 +650,121 @@ static int db_bind_params(struct db *db, MYSQL_STMT *s, const struct db_param *p
 	if (mysql_stmt_bind_param(s, db->binds))
 		return db_fail(db, DB_ERR_OTHER, "bind: %s", mysql_stmt_error(s));
 	return 0;
+}
+
+/*
+ * Binds db->bulk_rows rows of np / bulk_rows parameters each (p row after
+ * row) column-wise: per column one array of values (numbers) or of
+ * pointers and lengths (strings, blobs), plus NULL indicators.
+ */
+static int db_bind_bulk(struct db *db, MYSQL_STMT *s, const struct db_param *p, size_t np)
+{
+#ifdef MARIADB_CLIENT_STMT_BULK_OPERATIONS
+	size_t rows = db->bulk_rows, width = rows ? np / rows : 0, need;
+	unsigned int array_size = (unsigned int)rows;
+	unsigned char *vals, *ind;
+	unsigned long *lens;
+
+	if (!db_bulk_capable(db))
+		return db_fail(db, DB_ERR_OTHER, "the server takes no bulk operations");
+	if (width == 0 || (unsigned)mysql_stmt_param_count(s) != width)
+		return db_fail(db, DB_ERR_OTHER, "statement has %u placeholders but rows of %zu",
+			       (unsigned)mysql_stmt_param_count(s), width);
+	/* 8-byte values or pointers, then lengths, then indicators */
+	need = np * (sizeof(uint64_t) + sizeof(unsigned long) + 1);
+	if (need > db->bulk_cap) {
+		unsigned char *nb = realloc(db->bulk_buf, need);
+
+		if (!nb)
+			return db_fail(db, DB_ERR_OTHER, "out of memory binding %zu rows", rows);
+		db->bulk_buf = nb;
+		db->bulk_cap = need;
+	}
+	if (width > db->binds_cap) {
+		MYSQL_BIND *nb = realloc(db->binds, width * sizeof(*nb));
+
+		if (!nb)
+			return db_fail(db, DB_ERR_OTHER, "out of memory binding %zu columns", width);
+		db->binds = nb;
+		db->binds_cap = width;
+	}
+	vals = db->bulk_buf;
+	lens = (unsigned long *)(void *)(vals + np * sizeof(uint64_t));
+	ind = (unsigned char *)(lens + np);
+	memset(db->binds, 0, width * sizeof(*db->binds));
+	for (size_t c = 0; c < width; c++) {
+		MYSQL_BIND *b = &db->binds[c];
+		unsigned char *col = vals + c * rows * sizeof(uint64_t);
+		unsigned long *clen = lens + c * rows;
+		char *cind = (char *)ind + c * rows;
+		bool any_null = false;
+
+		for (size_t r = 0; r < rows; r++) {
+			const struct db_param *x = &p[r * width + c];
+			const void *ptr = NULL;
+
+			cind[r] = STMT_INDICATOR_NONE;
+			switch (x->type) {
+			case 'l':
+				((int64_t *)(void *)col)[r] = x->l;
+				break;
+			case 'u':
+				((uint64_t *)(void *)col)[r] = x->u;
+				break;
+			case 'i':
+				((int *)(void *)col)[r] = x->i;
+				break;
+			case 's':
+				ptr = x->s;
+				clen[r] = x->s ? (unsigned long)strlen(x->s) : 0;
+				break;
+			case 'b':
+				ptr = x->b.p;
+				clen[r] = x->b.p ? (unsigned long)x->b.n : 0;
+				break;
+			default:
+				return db_fail(db, DB_ERR_OTHER, "parameter %zu has unknown type '%c'",
+					       r * width + c + 1, x->type);
+			}
+			if (x->type == 's' || x->type == 'b') {
+				((const void **)(void *)col)[r] = ptr;
+				if (!ptr) {
+					cind[r] = STMT_INDICATOR_NULL;
+					any_null = true;
+				}
+			}
+		}
+		b->buffer = col;
+		switch (p[c].type) {
+		case 'l':
+			b->buffer_type = MYSQL_TYPE_LONGLONG;
+			break;
+		case 'u':
+			b->buffer_type = MYSQL_TYPE_LONGLONG;
+			b->is_unsigned = 1;
+			break;
+		case 'i':
+			b->buffer_type = MYSQL_TYPE_LONG;
+			break;
+		default:
+			b->buffer_type = p[c].type == 's' ? MYSQL_TYPE_STRING : MYSQL_TYPE_BLOB;
+			b->length = clen;
+			break;
+		}
+		if (any_null)
+			b->u.indicator = cind;
+	}
+	if (mysql_stmt_attr_set(s, STMT_ATTR_ARRAY_SIZE, &array_size))
+		return db_fail(db, DB_ERR_OTHER, "array size: %s", mysql_stmt_error(s));
+	if (mysql_stmt_bind_param(s, db->binds))
+		return db_fail(db, DB_ERR_OTHER, "bind: %s", mysql_stmt_error(s));
+	return 0;
+#else
+	(void)s;
+	(void)p;
+	(void)np;
+	return db_fail(db, DB_ERR_OTHER, "built without MariaDB bulk operations");
+#endif
 }
 
 static int db_scratch_reserve(struct db *db, unsigned ncols, size_t bytes)
@@ -859,7 +985,8 @@ static int64_t db_run_once(struct db *db, const void *key, uint32_t nrows, const
 	st = db_stmt_get(db, key, nrows, m, &rc, retry);
 	if (!st)
 		return rc;
-	rc = db_bind_params(db, st->stmt, p, np);
+	rc = nrows == DB_BULK_NROWS ? db_bind_bulk(db, st->stmt, p, np)
+				    : db_bind_params(db, st->stmt, p, np);
 	if (rc)
 		return rc;
 	if (mysql_stmt_execute(st->stmt))
@@ -995,6 +1122,50 @@ int64_t db_exec_multi(struct db *db, const struct db_multi *m, size_t nrows,
 				       i / width + 1, i % width + 1, params[i].type,
 				       m->row_fmt[i % width]);
 	return db_run(db, m, (uint32_t)nrows, m, params, nrows * width, NULL);
+}
+
+int64_t db_exec_bulk(struct db *db, const struct db_multi *m, size_t nrows,
+		     const struct db_param *params)
+{
+	size_t width;
+	int64_t rc;
+
+	db_clear_error(db);
+	if (!m || !m->prefix || !m->row || !m->row_fmt || !m->row_fmt[0])
+		return db_fail(db, DB_ERR_OTHER, "incomplete struct db_multi");
+	if (nrows == 0)
+		return 0;
+	width = strlen(m->row_fmt);
+	if (nrows > DB_MULTI_MAX_PARAMS / width)
+		return db_fail(db, DB_ERR_OTHER, "%zu rows of %zu parameters exceed %d", nrows,
+			       width, DB_MULTI_MAX_PARAMS);
+	for (size_t i = 0; i < nrows * width; i++)
+		if (params[i].type != m->row_fmt[i % width])
+			return db_fail(db, DB_ERR_OTHER,
+				       "row %zu parameter %zu has type '%c', row_fmt wants '%c'",
+				       i / width + 1, i % width + 1, params[i].type,
+				       m->row_fmt[i % width]);
+	db->bulk_rows = (uint32_t)nrows;
+	rc = db_run(db, m, DB_BULK_NROWS, m, params, nrows * width, NULL);
+	db->bulk_rows = 0;
+	return rc;
+}
+
+bool db_bulk_capable(const struct db *db)
+{
+#ifdef MARIADB_CLIENT_STMT_BULK_OPERATIONS
+	unsigned long caps = 0, ext = 0;
+
+	if (!db->mysql ||
+	    mariadb_get_infov(db->mysql, MARIADB_CONNECTION_SERVER_CAPABILITIES, &caps) ||
+	    mariadb_get_infov(db->mysql, MARIADB_CONNECTION_EXTENDED_SERVER_CAPABILITIES, &ext))
+		return false;
+	/* a MySQL server sets CLIENT_MYSQL; MariaDB clears it */
+	return !(caps & CLIENT_MYSQL) && (ext & (MARIADB_CLIENT_STMT_BULK_OPERATIONS >> 32));
+#else
+	(void)db;
+	return false;
+#endif
 }
 
 uint64_t db_insert_id(const struct db *db)

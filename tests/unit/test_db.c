@@ -415,6 +415,84 @@ static void test_multi_insert_with_suffix(void **state)
 	db_rows_free(r);
 }
 
+/*
+ * Array binding: 1000 rows of every parameter type in one execution land
+ * exactly (order, values, NULLs in a string and a blob column); inside a
+ * transaction a duplicate fails the call and the rollback keeps none; a
+ * wrong type is refused unsent.
+ */
+static void test_bulk_insert(void **state)
+{
+	static const struct db_multi ins_all = {
+	    .prefix = "INSERT INTO store_test (name, n, s64, u64, note, data) VALUES ",
+	    .row = "(?, ?, ?, ?, ?, ?)",
+	    .row_fmt = "silusb",
+	};
+	enum { N = 1000, W = 6 };
+	char(*names)[32] = calloc(N, sizeof(*names));
+	struct db_param *p = calloc((size_t)N * W, sizeof(*p));
+	struct db_rows *r;
+
+	(void)state;
+	assert_non_null(names);
+	assert_non_null(p);
+	assert_true(db_bulk_capable(db));
+	for (size_t i = 0; i < N; i++) {
+		snprintf(names[i], sizeof(names[i]), "bulk-%zu", i);
+		p[W * i] = DB_S(names[i]);
+		p[W * i + 1] = DB_I((int)i - 500);
+		p[W * i + 2] = DB_L(-(int64_t)i * 1000000007);
+		p[W * i + 3] = DB_U(UINT64_MAX - i);
+		p[W * i + 4] = DB_S(i % 3 ? names[i] : NULL);
+		p[W * i + 5] = i % 5 ? DB_B(names[i], i % 7) : DB_B(NULL, 0);
+	}
+	assert_int_equal(db_exec_bulk(db, &ins_all, N, p), N);
+	r = db_query(db, "SELECT name, n, s64, u64, note, data FROM store_test ORDER BY id", NULL);
+	assert_non_null(r);
+	assert_int_equal(db_rows_count(r), N);
+	for (size_t i = 0; i < N; i++) {
+		assert_string_equal(db_cell_str(r, i, 0), names[i]);
+		assert_int_equal(db_cell_i64(r, i, 1), (int64_t)i - 500);
+		assert_int_equal(db_cell_i64(r, i, 2), -(int64_t)i * 1000000007);
+		assert_int_equal(strtoull(db_cell_str(r, i, 3), NULL, 10), UINT64_MAX - i);
+		if (i % 3)
+			assert_string_equal(db_cell_str(r, i, 4), names[i]);
+		else
+			assert_true(db_cell_is_null(r, i, 4));
+		if (i % 5) {
+			assert_int_equal(db_cell_len(r, i, 5), i % 7);
+			assert_memory_equal(db_cell_str(r, i, 5), names[i], i % 7);
+		} else {
+			assert_true(db_cell_is_null(r, i, 5));
+		}
+	}
+	db_rows_free(r);
+
+	/* a duplicate in row 700: the call fails, the rollback keeps none */
+	for (size_t i = 0; i < N; i++)
+		snprintf(names[i], sizeof(names[i]), "again-%zu", i);
+	snprintf(names[700], sizeof(names[700]), "bulk-3");
+	assert_int_equal(db_begin(db), 0);
+	assert_int_equal(db_exec_bulk(db, &ins_all, N, p), DB_ERR_DUP);
+	assert_int_equal(db_rollback(db), 0);
+	assert_int_equal(count_rows(), N);
+
+	/* row_fmt is enforced before anything is sent */
+	snprintf(names[700], sizeof(names[700]), "again-700");
+	p[W * 999 + 1] = DB_L(1);
+	assert_int_equal(db_exec_bulk(db, &ins_all, N, p), DB_ERR_OTHER);
+	p[W * 999 + 1] = DB_I(1);
+	assert_int_equal(db_exec_bulk(db, &ins_all, N, p), N);
+	assert_int_equal(count_rows(), 2 * N);
+	assert_int_equal(db_exec_bulk(db, &ins_all, 0, p), 0);
+	/* one row is a bulk of one */
+	snprintf(names[0], sizeof(names[0]), "single");
+	assert_int_equal(db_exec_bulk(db, &ins_all, 1, p), 1);
+	assert_int_equal(count_rows(), 2 * N + 1);
+	free(p);
+	free(names);
+}
+
 /* More distinct statements than the cache holds: evicted ones come back
  * and every call still runs its own statement. */
 static void test_statement_cache_eviction(void **state)
@@ -632,6 +710,7 @@ int main(void)
 					    table_teardown),
 	    cmocka_unit_test_setup_teardown(test_multi_insert_with_suffix, table_setup,
 					    table_teardown),
+	    cmocka_unit_test_setup_teardown(test_bulk_insert, table_setup, table_teardown),
 	    cmocka_unit_test_setup_teardown(test_statement_cache_eviction, table_setup,
 					    table_teardown),
 	    cmocka_unit_test_setup_teardown(test_transactions, table_setup, table_teardown),
