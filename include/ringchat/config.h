@@ -59,6 +59,7 @@ struct config {
 	int group_member_cap;
 	int commit_batch_max;        /* rows per group-commit batch */
 	int commit_interval_us;      /* least time between batch starts (0 = none) */
+	int commit_bulk;             /* 1: message rows as one array-bound INSERT */
 	int unread_defer_ms;         /* hold unread marks in memory this long (0 = off) */
 	int rate_msgs_per_s;         /* per-connection request rate ... */
 	int rate_burst;              /* ... and burst (token bucket) */

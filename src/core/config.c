@@ -92,6 +92,7 @@ static bool config_valid_log_level(const char *s);
 
 /* Indexed by enum durability. */
 static const char *const durability_words[] = {"stored", "relay", NULL};
+static const char *const off_on_words[] = {"off", "on", NULL};
 
 /* One row per key, aligned by hand: the formatter would indent it oddly. */
 /* clang-format off */
@@ -146,6 +147,9 @@ static const struct config_entry config_table[] = {
 	INT_KEY(commit_interval_us, "2000", 0, 100000,
 		"least time between the starts of two group commits while less than a full batch "
 		"waits: a few more rows per commit instead of a commit for each few; 0 = at once"),
+	ENUM_KEY(commit_bulk, "on", off_on_words,
+		 "on: a batch's message rows go as one array-bound INSERT where the server has "
+		 "bulk operations; off: as multi-row INSERTs (for proxies without them)"),
 	INT_KEY(unread_defer_ms, "1000", 0, 60000,
 		"stored mode: hold a 1:1 message's unread mark in memory this long, so that an ack "
 		"within it writes nothing; 0 = write it with the message"),

@@ -109,6 +109,7 @@ struct commit_writer {
 	uint32_t cap;	      /* per lane, power of two */
 	uint32_t batch_limit; /* commit_batch_max */
 	uint64_t interval_ns; /* commit_interval_us */
+	bool bulk;	      /* commit_bulk: message rows by db_exec_bulk */
 	pthread_t thread;
 	bool started;
 	alignas(SPSC_CACHELINE) _Atomic int sleeping; /* set by the writer before it blocks */
@@ -430,7 +431,7 @@ static void commit_fill_row(struct db_param *p, const struct commit_item *it)
  */
 static int commit_insert_chunk(uint32_t from, uint32_t n)
 {
-	if (db_bulk_capable(cw.db)) {
+	if (cw.bulk && db_bulk_capable(cw.db)) {
 		for (uint32_t i = 0; i < n; i++)
 			commit_fill_row(&cw.params[i * COMMIT_MSG_COLS], cw.rows[from + i]);
 		int64_t rc = db_exec_bulk(cw.db, &commit_ins_msg, n, cw.params);
@@ -1112,6 +1113,7 @@ int commit_start(struct worker_pool *pool)
 	cw.nlanes = pool->n;
 	cw.batch_limit = cfg->commit_batch_max > 0 ? (uint32_t)cfg->commit_batch_max : 1;
 	cw.interval_ns = (uint64_t)cfg->commit_interval_us * 1000;
+	cw.bulk = cfg->commit_bulk != 0;
 	/* a lane holds every item its worker has out, and a worker may fill
 	 * a couple of batches while one commits */
 	while (cap < 2 * cw.batch_limit || cap < (uint32_t)cfg->queue_depth)

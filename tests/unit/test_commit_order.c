@@ -234,6 +234,28 @@ static void test_collision_fails_only_its_row(void **state)
 	free(other);
 }
 
+/*
+ * The same rules with commit_bulk off: message rows as power-of-two
+ * multi-row INSERTs, the path for servers and proxies without bulk
+ * executions. Fresh users, since these tests assume none of their rows.
+ */
+static void test_multi_row_path(void **state)
+{
+	int64_t saved = user_base;
+
+	commit_stop();
+	cfg.commit_bulk = 0;
+	assert_int_equal(commit_start(&pool), 0);
+	user_base += 1000;
+	test_order_per_worker(state);
+	test_client_msg_id_once(state);
+	test_collision_fails_only_its_row(state);
+	user_base = saved;
+	commit_stop();
+	cfg.commit_bulk = 1;
+	assert_int_equal(commit_start(&pool), 0);
+}
+
 static void test_acks(void **state)
 {
 	int64_t u = user(40), other = user(41), g = user(50);
@@ -387,6 +409,8 @@ int main(void)
 	    cmocka_unit_test(test_collision_fails_only_its_row),
 	    cmocka_unit_test(test_acks),
 	    cmocka_unit_test(test_stats),
+	    /* restarts the writer: after test_stats, which reads its totals */
+	    cmocka_unit_test(test_multi_row_path),
 	    cmocka_unit_test(test_held_marks),
 	};
 	int rc;
@@ -419,7 +443,7 @@ int main(void)
 		return 1;
 	rc = cmocka_run_group_tests(tests, NULL, NULL);
 	commit_stop();
-	db_exec(db, "DELETE FROM messages WHERE from_id BETWEEN ? AND ?", "ll", user(0), user(99));
+	db_exec(db, "DELETE FROM messages WHERE from_id BETWEEN ? AND ?", "ll", user(0), user(1099));
 	worker_pool_destroy(&pool);
 	db_close(db);
 	db_thread_end();
