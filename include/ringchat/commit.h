@@ -122,6 +122,7 @@ struct commit_stats {
 	uint64_t max_batch_items;
 	uint64_t latency_ns_total; /* sum over batches: gather to hand-back */
 	uint64_t latency_ns_max;
+	uint64_t cursor_moves; /* group acks settled by primary key (recent group messages) */
 	/* Batches by latency: latency_le[i] is how many took at most
 	 * commit_lat_bucket_us[i] (cumulative, as Prometheus wants it);
 	 * turns counts them all. */

@@ -157,11 +157,15 @@ void metrics_render(FILE *out, struct worker_pool *pool)
 			"ringchat_commit_failed_items_total %llu\n"
 			"# HELP ringchat_commit_acks_total Acks written by the group-commit writer.\n"
 			"# TYPE ringchat_commit_acks_total counter\n"
-			"ringchat_commit_acks_total %llu\n",
+			"ringchat_commit_acks_total %llu\n"
+			"# HELP ringchat_commit_cursor_moves_total Group read cursors moved by primary key for acks of recently written group messages.\n"
+			"# TYPE ringchat_commit_cursor_moves_total counter\n"
+			"ringchat_commit_cursor_moves_total %llu\n",
 			(double)cs.latency_ns_total / 1e9, (double)cs.latency_ns_max / 1e9,
 			(unsigned long long)cs.last_batch_items,
 			(unsigned long long)cs.max_batch_items,
-			(unsigned long long)cs.failed_items, (unsigned long long)cs.acks);
+			(unsigned long long)cs.failed_items, (unsigned long long)cs.acks,
+			(unsigned long long)cs.cursor_moves);
 		fprintf(out, "# HELP ringchat_commit_batch_seconds Group-commit batches by latency, from gathering to handing the completions back.\n"
 			     "# TYPE ringchat_commit_batch_seconds histogram\n");
 		for (int i = 0; i < COMMIT_LAT_BUCKETS; i++)

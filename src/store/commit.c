@@ -83,6 +83,11 @@
 #define COMMIT_BACKOFF_MIN_MS 50
 #define COMMIT_BACKOFF_MAX_MS 800
 #define COMMIT_MSG_COLS 9
+/* 2^16 recent group messages (1 MiB): at 3,000 group sends a second the
+ * last ~20 s, far longer than members take to ack */
+#define COMMIT_GCACHE_BITS 16
+#define COMMIT_GCACHE_SLOTS (1u << COMMIT_GCACHE_BITS)
+#define COMMIT_CURSOR_COLS 3
 #define COMMIT_PARAMS_MAX                                                                          \
 	(COMMIT_CHUNK_ROWS * COMMIT_MSG_COLS > COMMIT_ACK_CHUNK * 2                                \
 	     ? COMMIT_CHUNK_ROWS * COMMIT_MSG_COLS                                                 \
@@ -144,13 +149,31 @@ struct commit_writer {
 	uint32_t napairs, apairs_cap;
 	uint64_t plan_held, plan_absorbed;
 
+	/* group messages this writer committed lately, msg_id -> group_id
+	 * (direct-mapped: a newer id takes an older one's slot), so that an
+	 * ack of one moves its member's cursor by primary key instead of
+	 * going through the temporary table and a join with messages */
+	struct commit_gslot *gcache; /* COMMIT_GCACHE_SLOTS; NULL: not used */
+	bool bulk_now;		     /* this attempt may use db_exec_bulk */
+	struct commit_gack *gacks;   /* this attempt's cursor moves */
+	uint32_t ngacks, gacks_cap;
+
 	/* statistics, read by commit_stats_get from any thread */
 	_Atomic uint64_t st_batches, st_rows, st_acks, st_failed, st_retries;
 	_Atomic uint64_t st_last, st_max, st_lat_total, st_lat_max;
 	_Atomic uint64_t st_lat_bucket[COMMIT_LAT_BUCKETS + 1], st_turns;
+	_Atomic uint64_t st_cursor_moves;
 };
 
 static struct commit_writer cw;
+
+struct commit_gslot {
+	int64_t msg_id, group_id;
+};
+
+struct commit_gack {
+	int64_t group_id, user_id, msg_id; /* msg_id: the largest acked */
+};
 
 /* A batch is the floor of a stored send's latency: the tail of this
  * histogram is what the senders' OKs wait for. */
@@ -158,11 +181,24 @@ const uint32_t commit_lat_bucket_us[COMMIT_LAT_BUCKETS] = {
     500, 1000, 2000, 5000, 10000, 20000, 50000, 100000, 250000, 1000000,
 };
 
+#define COMMIT_INS_MSG_PREFIX                                                                      \
+	"INSERT INTO messages (msg_id, conversation_id, from_id, to_id, group_id, type, text, "    \
+	"send_time, client_msg_id) VALUES "
+#define COMMIT_INS_MSG_ROW "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+#define COMMIT_INS_MSG_FMT "llllliblb"
+/* the same row as one statement, for db_exec_bulk */
+static const char COMMIT_SQL_INS_MSG_ONE[] = COMMIT_INS_MSG_PREFIX COMMIT_INS_MSG_ROW;
+/* a member's group cursor, for db_exec_bulk: GREATEST never moves it
+ * back, and a user who is not a member has no row to change */
+static const char COMMIT_SQL_CURSOR_ONE[] =
+    "UPDATE group_members SET read_msg_id = GREATEST(read_msg_id, ?) "
+    "WHERE group_id = ? AND user_id = ?";
+#define COMMIT_CURSOR_FMT "lll"
+
 static const struct db_multi commit_ins_msg = {
-    .prefix = "INSERT INTO messages (msg_id, conversation_id, from_id, to_id, group_id, "
-	      "type, text, send_time, client_msg_id) VALUES ",
-    .row = "(?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    .row_fmt = "llllliblb",
+    .prefix = COMMIT_INS_MSG_PREFIX,
+    .row = COMMIT_INS_MSG_ROW,
+    .row_fmt = COMMIT_INS_MSG_FMT,
 };
 
 /* One row per 1:1 message its recipient has not acknowledged (see
@@ -336,6 +372,7 @@ void commit_stats_get(struct commit_stats *out)
 	out->max_batch_items = atomic_load_explicit(&cw.st_max, memory_order_relaxed);
 	out->latency_ns_total = atomic_load_explicit(&cw.st_lat_total, memory_order_relaxed);
 	out->latency_ns_max = atomic_load_explicit(&cw.st_lat_max, memory_order_relaxed);
+	out->cursor_moves = atomic_load_explicit(&cw.st_cursor_moves, memory_order_relaxed);
 	/* turns first: a batch counted between the two reads shows up in
 	 * the buckets, so no bucket ever exceeds the count */
 	out->turns = atomic_load_explicit(&cw.st_turns, memory_order_acquire);
@@ -431,10 +468,11 @@ static void commit_fill_row(struct db_param *p, const struct commit_item *it)
  */
 static int commit_insert_chunk(uint32_t from, uint32_t n)
 {
-	if (cw.bulk && db_bulk_capable(cw.db)) {
+	if (cw.bulk_now) {
 		for (uint32_t i = 0; i < n; i++)
 			commit_fill_row(&cw.params[i * COMMIT_MSG_COLS], cw.rows[from + i]);
-		int64_t rc = db_exec_bulk(cw.db, &commit_ins_msg, n, cw.params);
+		int64_t rc =
+		    db_exec_bulk(cw.db, COMMIT_SQL_INS_MSG_ONE, COMMIT_INS_MSG_FMT, n, cw.params);
 
 		return rc < 0 ? (int)rc : 0;
 	}
@@ -633,11 +671,122 @@ static bool commit_holding(void)
  * unread_set.h): cw.upairs gets the rows to write, cw.apairs the acks the
  * database must apply. Returns 0 or -ENOMEM.
  */
+/* ---- recent group messages and their acks ------------------------------- */
+
+static struct commit_gslot *commit_gslot_of(int64_t msg_id)
+{
+	/* Fibonacci hashing: msg_ids are sequential in their low bits */
+	return &cw.gcache[((uint64_t)msg_id * 0x9E3779B97F4A7C15ull) >> (64 - COMMIT_GCACHE_BITS)];
+}
+
+/* The group of msg_id if this writer committed it lately, else 0. */
+static int64_t commit_gcache_group(int64_t msg_id)
+{
+	const struct commit_gslot *s = commit_gslot_of(msg_id);
+
+	return s->msg_id == msg_id ? s->group_id : 0;
+}
+
+/* Remembers the group rows of a committed batch. */
+static void commit_gcache_note_batch(void)
+{
+	for (uint32_t i = 0; i < cw.nrows; i++) {
+		const struct commit_item *it = cw.rows[i];
+
+		if (it->group_id && it->status == ST_OK)
+			*commit_gslot_of(it->msg_id) =
+			    (struct commit_gslot){.msg_id = it->msg_id, .group_id = it->group_id};
+	}
+}
+
+/* Adds user's ack of msg_id in group; an item's acks of one group, the
+ * usual case, fold into one entry as they come. */
+static int commit_gack_add(uint32_t item_start, int64_t user, int64_t group, int64_t msg_id)
+{
+	struct commit_gack *last = cw.ngacks > item_start ? &cw.gacks[cw.ngacks - 1] : NULL;
+
+	if (last && last->group_id == group && last->user_id == user) {
+		if (msg_id > last->msg_id)
+			last->msg_id = msg_id;
+		return 0;
+	}
+	if (cw.ngacks == cw.gacks_cap) {
+		uint32_t ncap = cw.gacks_cap ? 2 * cw.gacks_cap : 256;
+		struct commit_gack *n = realloc(cw.gacks, ncap * sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		cw.gacks = n;
+		cw.gacks_cap = ncap;
+	}
+	cw.gacks[cw.ngacks++] =
+	    (struct commit_gack){.group_id = group, .user_id = user, .msg_id = msg_id};
+	return 0;
+}
+
+static int commit_gack_cmp(const void *a, const void *b)
+{
+	const struct commit_gack *x = a, *y = b;
+
+	if (x->group_id != y->group_id)
+		return x->group_id < y->group_id ? -1 : 1;
+	if (x->user_id != y->user_id)
+		return x->user_id < y->user_id ? -1 : 1;
+	return 0;
+}
+
+/* One entry per (group, user) with the largest id: an UPDATE that matched
+ * one row twice in a statement would keep only one of the values. */
+static void commit_gacks_merge(void)
+{
+	uint32_t out = 0;
+
+	if (cw.ngacks < 2)
+		return;
+	qsort(cw.gacks, cw.ngacks, sizeof(*cw.gacks), commit_gack_cmp);
+	for (uint32_t i = 1; i < cw.ngacks; i++) {
+		struct commit_gack *o = &cw.gacks[out];
+
+		if (!commit_gack_cmp(o, &cw.gacks[i])) {
+			if (cw.gacks[i].msg_id > o->msg_id)
+				o->msg_id = cw.gacks[i].msg_id;
+		} else {
+			cw.gacks[++out] = cw.gacks[i];
+		}
+	}
+	cw.ngacks = out + 1;
+}
+
+/* Moves the cursors of cw.gacks: one primary-key UPDATE each, sent as
+ * array-bound executions. */
+static int commit_apply_cursors(void)
+{
+	const uint32_t chunk = COMMIT_PARAMS_MAX / COMMIT_CURSOR_COLS;
+
+	for (uint32_t from = 0; from < cw.ngacks; from += chunk) {
+		uint32_t n = cw.ngacks - from < chunk ? cw.ngacks - from : chunk;
+
+		for (uint32_t i = 0; i < n; i++) {
+			const struct commit_gack *g = &cw.gacks[from + i];
+
+			cw.params[3 * i] = DB_L(g->msg_id);
+			cw.params[3 * i + 1] = DB_L(g->group_id);
+			cw.params[3 * i + 2] = DB_L(g->user_id);
+		}
+		int64_t rc =
+		    db_exec_bulk(cw.db, COMMIT_SQL_CURSOR_ONE, COMMIT_CURSOR_FMT, n, cw.params);
+
+		if (rc < 0)
+			return (int)rc;
+	}
+	return 0;
+}
+
 static int commit_plan_unread(uint64_t now_ms)
 {
 	bool hold = commit_holding();
 
-	cw.nupairs = cw.napairs = 0;
+	cw.nupairs = cw.napairs = cw.ngacks = 0;
 	cw.plan_held = cw.plan_absorbed = 0;
 	for (uint32_t i = 0; i < cw.nrows; i++) {
 		const struct commit_item *it = cw.rows[i];
@@ -667,17 +816,26 @@ static int commit_plan_unread(uint64_t now_ms)
 	}
 	for (uint32_t a = 0; a < cw.nacks; a++) {
 		const struct commit_item *it = cw.acks[a];
+		uint32_t item_start = cw.ngacks;
 
 		if (!commit_pairs_reserve(&cw.apairs, &cw.apairs_cap, cw.napairs, it->nacks))
 			return -ENOMEM;
 		for (uint32_t k = 0; k < it->nacks; k++) {
-			if (cw.uset && unread_set_cancel(cw.uset, it->from_id, it->ack_ids[k])) {
+			int64_t id = it->ack_ids[k], group;
+
+			if (cw.uset && unread_set_cancel(cw.uset, it->from_id, id)) {
 				cw.plan_absorbed++;
 				continue;
 			}
-			cw.apairs[cw.napairs++] = (struct unread_pair){it->from_id, it->ack_ids[k]};
+			if (cw.bulk_now && (group = commit_gcache_group(id))) {
+				if (commit_gack_add(item_start, it->from_id, group, id))
+					return -ENOMEM;
+				continue;
+			}
+			cw.apairs[cw.napairs++] = (struct unread_pair){it->from_id, id};
 		}
 	}
+	commit_gacks_merge();
 	return 0;
 }
 
@@ -685,6 +843,8 @@ static int commit_apply_acks(void)
 {
 	int64_t rc;
 
+	if (cw.ngacks && (rc = commit_apply_cursors()))
+		return (int)rc;
 	if (!cw.napairs)
 		return 0;
 	rc = commit_exec_pairs(&commit_del_unread, cw.apairs, cw.napairs, COMMIT_ACK_CHUNK, false);
@@ -753,6 +913,7 @@ static int commit_attempt(bool row_by_row)
 	rc = db_begin(cw.db);
 	if (rc)
 		return rc;
+	cw.bulk_now = cw.bulk && db_bulk_capable(cw.db);
 	rc = row_by_row ? commit_insert_row_by_row() : commit_insert_all();
 	if (rc) {
 		/* outside row-by-row a refused row takes the multi-row
@@ -793,6 +954,9 @@ static int commit_attempt(bool row_by_row)
 		}
 		return rc;
 	}
+	if (cw.gcache)
+		commit_gcache_note_batch();
+	atomic_fetch_add_explicit(&cw.st_cursor_moves, cw.ngacks, memory_order_relaxed);
 	if (cw.uset) {
 		unread_set_commit(cw.uset);
 		if (floor >= 0) {
@@ -1096,6 +1260,8 @@ static void commit_free(void)
 	free(cw.flushes);
 	free(cw.upairs);
 	free(cw.apairs);
+	free(cw.gacks);
+	free(cw.gcache);
 	unread_set_free(cw.uset);
 	db_close(cw.db);
 	memset(&cw, 0, sizeof(cw));
@@ -1128,6 +1294,7 @@ int commit_start(struct worker_pool *pool)
 	cw.acks = calloc(2 * (size_t)cw.batch_limit, sizeof(*cw.acks));
 	cw.params = calloc(COMMIT_PARAMS_MAX, sizeof(*cw.params));
 	cw.flushes = calloc(2 * (size_t)cw.batch_limit, sizeof(*cw.flushes));
+	cw.gcache = calloc(COMMIT_GCACHE_SLOTS, sizeof(*cw.gcache));
 	cw.node_id = cfg->node_id;
 	cw.floor_stored = -1;
 	/* relay mode writes only what waited for an offline recipient:
@@ -1144,7 +1311,7 @@ int commit_start(struct worker_pool *pool)
 	if (cw.db)
 		db_set_txn_only(cw.db);
 	if (!cw.lanes || cw.wake_fd == -1 || !cw.batch || !cw.rows || !cw.acks || !cw.params ||
-	    !cw.flushes || !cw.db) {
+	    !cw.flushes || !cw.gcache || !cw.db) {
 		if (cw.wake_fd == -1)
 			cw.wake_fd = 0;
 		ret = -ENOMEM;

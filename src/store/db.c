@@ -469,8 +469,8 @@ int db_ping(struct db *db)
 
 /* ---- running statements ------------------------------------------------- */
 
-/* The cache identity (nrows) of a db_multi's one-row statement executed
- * with array binding: never a row count of db_exec_multi. */
+/* The cache identity (nrows) of a statement executed with array binding
+ * (its key is its SQL text, as for db_exec): never a db_exec_multi count. */
 #define DB_BULK_NROWS UINT32_MAX
 
 /* Builds "prefix row,row,...row suffix" for a multi-row statement. */
@@ -518,7 +518,7 @@ static struct db_stmt *db_stmt_get(struct db *db, const void *key, uint32_t nrow
 		return st;
 	}
 	if (m) {
-		built = db_multi_sql(m, nrows == DB_BULK_NROWS ? 1 : nrows, &len);
+		built = db_multi_sql(m, nrows, &len);
 		if (!built) {
 			*err = db_fail(db, DB_ERR_OTHER,
 				       "out of memory building a %" PRIu32 "-row statement", nrows);
@@ -1124,29 +1124,29 @@ int64_t db_exec_multi(struct db *db, const struct db_multi *m, size_t nrows,
 	return db_run(db, m, (uint32_t)nrows, m, params, nrows * width, NULL);
 }
 
-int64_t db_exec_bulk(struct db *db, const struct db_multi *m, size_t nrows,
+int64_t db_exec_bulk(struct db *db, const char *sql, const char *row_fmt, size_t nrows,
 		     const struct db_param *params)
 {
 	size_t width;
 	int64_t rc;
 
 	db_clear_error(db);
-	if (!m || !m->prefix || !m->row || !m->row_fmt || !m->row_fmt[0])
-		return db_fail(db, DB_ERR_OTHER, "incomplete struct db_multi");
+	if (!sql || !row_fmt || !row_fmt[0])
+		return db_fail(db, DB_ERR_OTHER, "db_exec_bulk without a statement or row_fmt");
 	if (nrows == 0)
 		return 0;
-	width = strlen(m->row_fmt);
+	width = strlen(row_fmt);
 	if (nrows > DB_MULTI_MAX_PARAMS / width)
 		return db_fail(db, DB_ERR_OTHER, "%zu rows of %zu parameters exceed %d", nrows,
 			       width, DB_MULTI_MAX_PARAMS);
 	for (size_t i = 0; i < nrows * width; i++)
-		if (params[i].type != m->row_fmt[i % width])
+		if (params[i].type != row_fmt[i % width])
 			return db_fail(db, DB_ERR_OTHER,
 				       "row %zu parameter %zu has type '%c', row_fmt wants '%c'",
 				       i / width + 1, i % width + 1, params[i].type,
-				       m->row_fmt[i % width]);
+				       row_fmt[i % width]);
 	db->bulk_rows = (uint32_t)nrows;
-	rc = db_run(db, m, DB_BULK_NROWS, m, params, nrows * width, NULL);
+	rc = db_run(db, sql, DB_BULK_NROWS, NULL, params, nrows * width, NULL);
 	db->bulk_rows = 0;
 	return rc;
 }

@@ -1,22 +1,24 @@
 #!/usr/bin/env bash
 # chat.sh - one run of the messaging benchmark as docs/benchmarks.md quotes it.
 #
-#   tests/perf/chat.sh [-b BUILD_DIR] [-n "NODE FLAGS"] MODE [BENCH ARGS...]
+#   tests/perf/chat.sh [-b BUILD_DIR] [-n "NODE FLAGS"] [-s SCENARIO] MODE [BENCH ARGS...]
 #
 #   tests/perf/chat.sh stored --users 1000 --window 4 --duration 10
 #   tests/perf/chat.sh relay --users 1000 --window 4 --duration 10 --target both
 #   tests/perf/chat.sh stored --users 1000 --window 16 --rate 37500 --duration 10
 #   tests/perf/chat.sh -n "--unread-defer-ms 0" stored --users 1000 --window 4 --duration 10
+#   tests/perf/chat.sh -s group stored --groups 10 --members 50 --window 4 --target both
+#   tests/perf/chat.sh -s offline stored --messages 10000 --window 64
 #
 # MODE is the node's durability (stored or relay). Starts the private
 # services (left running), makes a fresh database ringchat_bench with
 # sql/schema.sql (each run starts from empty tables), starts a node on it
 # (--durability MODE --hash-cost 1 --workers 2, then the -n flags), runs
-# `ringchat-bench chat` with the given arguments and --server-pid
-# NODE,MARIADBD (--redis-pid for --target redis|both), prints the bench's
-# summary and the node's group-commit and unread-mark metrics, and stops the
-# node. Keeps node.log, bench.txt and metrics.txt in
-# tests/perf/out/chat-MODE-YYYYmmdd-HHMMSS/.
+# `ringchat-bench SCENARIO` (chat, or the -s one: group, offline) with the
+# given arguments and --server-pid NODE,MARIADBD (--redis-pid for --target
+# redis|both), prints the bench's summary and the node's group-commit and
+# unread-mark metrics, and stops the node. Keeps node.log, bench.txt and
+# metrics.txt in tests/perf/out/SCENARIO-MODE-YYYYmmdd-HHMMSS/.
 set -euo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -27,10 +29,12 @@ usage() {
 }
 
 NODE_FLAGS=()
-while getopts "b:n:h" opt; do
+SCENARIO=chat
+while getopts "b:n:s:h" opt; do
 	case $opt in
 	b) BUILD=$(cd "$OPTARG" && pwd -P) ;;
 	n) read -r -a NODE_FLAGS <<<"$OPTARG" ;;
+	s) SCENARIO=$OPTARG ;;
 	*) usage ;;
 	esac
 done
@@ -39,10 +43,12 @@ shift $((OPTIND - 1))
 MODE=$1
 shift
 [[ $MODE == stored || $MODE == relay ]] || perf_die "MODE is stored or relay, not '$MODE'"
+[[ $SCENARIO == chat || $SCENARIO == group || $SCENARIO == offline ]] ||
+	perf_die "SCENARIO is chat, group or offline, not '$SCENARIO'"
 
 perf_check_build
 perf_services_start
-OUT=$PERF_DIR/out/chat-$MODE-$(date +%Y%m%d-%H%M%S)
+OUT=$PERF_DIR/out/$SCENARIO-$MODE-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$OUT"
 
 DB=ringchat_bench
@@ -59,7 +65,7 @@ MARIADB_PID=$(pgrep -x mariadbd | head -n 1 || true)
 REDIS_PID=$(pgrep -f 'redis-server .*:'"${RINGCHAT_REDIS_PORT:-16379}" | head -n 1 || true)
 ADMIN_PORT=$(sed -n 's/.*info admin listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$OUT/node.log" | head -n 1)
 
-CMD=("$BUILD/src/ringchat-bench" chat --port "$NODE_PORT" "$@"
+CMD=("$BUILD/src/ringchat-bench" "$SCENARIO" --port "$NODE_PORT" "$@"
 	--server-pid "$NODE_PID${MARIADB_PID:+,$MARIADB_PID}" ${REDIS_PID:+--redis-pid "$REDIS_PID"})
 echo "\$ ${CMD[*]}   # node: --durability $MODE ${NODE_FLAGS[*]}" | tee "$OUT/command.txt"
 "${CMD[@]}" 2>&1 | grep -v '^\[' | tee "$OUT/bench.txt"

@@ -260,6 +260,8 @@ static void test_acks(void **state)
 {
 	int64_t u = user(40), other = user(41), g = user(50);
 	struct commit_item *m1, *m2, *g1, *g2, *g3, *ack;
+	struct commit_stats st;
+	uint64_t moves;
 	int64_t ids[3];
 
 	(void)state;
@@ -299,6 +301,25 @@ static void test_acks(void **state)
 	assert_int_equal(ack->status, ST_OK);
 	assert_int_equal(query_int("SELECT read_msg_id FROM group_members WHERE group_id = ?", g),
 			 g2->msg_id);
+	/* g3 was committed in an earlier batch, so the writer knows its group
+	 * and moves the cursor by primary key; g1 in the same ack is older */
+	ids[0] = g1->msg_id;
+	ids[1] = g3->msg_id;
+	ack->nacks = 2;
+	commit_stats_get(&st);
+	moves = st.cursor_moves;
+	submit(0, ack);
+	assert_int_equal(take(0)->status, ST_OK);
+	assert_int_equal(query_int("SELECT read_msg_id FROM group_members WHERE group_id = ?", g),
+			 g3->msg_id);
+	commit_stats_get(&st);
+	assert_int_equal(st.cursor_moves, moves + 1); /* both acks fold into one move */
+	/* the same acks from a user outside the group change nothing and
+	 * make no member */
+	ack->from_id = user(42);
+	submit(1, ack);
+	assert_int_equal(take(1)->status, ST_OK);
+	assert_int_equal(query_int("SELECT COUNT(*) FROM group_members WHERE group_id = ?", g), 1);
 	/* its own recipient does mark m2 */
 	ids[0] = m2->msg_id;
 	ack->from_id = other;

@@ -423,11 +423,9 @@ static void test_multi_insert_with_suffix(void **state)
  */
 static void test_bulk_insert(void **state)
 {
-	static const struct db_multi ins_all = {
-	    .prefix = "INSERT INTO store_test (name, n, s64, u64, note, data) VALUES ",
-	    .row = "(?, ?, ?, ?, ?, ?)",
-	    .row_fmt = "silusb",
-	};
+	static const char ins_all[] =
+	    "INSERT INTO store_test (name, n, s64, u64, note, data) VALUES (?, ?, ?, ?, ?, ?)";
+	static const char fmt[] = "silusb";
 	enum { N = 1000, W = 6 };
 	char(*names)[32] = calloc(N, sizeof(*names));
 	struct db_param *p = calloc((size_t)N * W, sizeof(*p));
@@ -446,7 +444,7 @@ static void test_bulk_insert(void **state)
 		p[W * i + 4] = DB_S(i % 3 ? names[i] : NULL);
 		p[W * i + 5] = i % 5 ? DB_B(names[i], i % 7) : DB_B(NULL, 0);
 	}
-	assert_int_equal(db_exec_bulk(db, &ins_all, N, p), N);
+	assert_int_equal(db_exec_bulk(db, ins_all, fmt, N, p), N);
 	r = db_query(db, "SELECT name, n, s64, u64, note, data FROM store_test ORDER BY id", NULL);
 	assert_non_null(r);
 	assert_int_equal(db_rows_count(r), N);
@@ -473,22 +471,36 @@ static void test_bulk_insert(void **state)
 		snprintf(names[i], sizeof(names[i]), "again-%zu", i);
 	snprintf(names[700], sizeof(names[700]), "bulk-3");
 	assert_int_equal(db_begin(db), 0);
-	assert_int_equal(db_exec_bulk(db, &ins_all, N, p), DB_ERR_DUP);
+	assert_int_equal(db_exec_bulk(db, ins_all, fmt, N, p), DB_ERR_DUP);
 	assert_int_equal(db_rollback(db), 0);
 	assert_int_equal(count_rows(), N);
 
 	/* row_fmt is enforced before anything is sent */
 	snprintf(names[700], sizeof(names[700]), "again-700");
 	p[W * 999 + 1] = DB_L(1);
-	assert_int_equal(db_exec_bulk(db, &ins_all, N, p), DB_ERR_OTHER);
+	assert_int_equal(db_exec_bulk(db, ins_all, fmt, N, p), DB_ERR_OTHER);
 	p[W * 999 + 1] = DB_I(1);
-	assert_int_equal(db_exec_bulk(db, &ins_all, N, p), N);
+	assert_int_equal(db_exec_bulk(db, ins_all, fmt, N, p), N);
 	assert_int_equal(count_rows(), 2 * N);
-	assert_int_equal(db_exec_bulk(db, &ins_all, 0, p), 0);
+	assert_int_equal(db_exec_bulk(db, ins_all, fmt, 0, p), 0);
 	/* one row is a bulk of one */
 	snprintf(names[0], sizeof(names[0]), "single");
-	assert_int_equal(db_exec_bulk(db, &ins_all, 1, p), 1);
+	assert_int_equal(db_exec_bulk(db, ins_all, fmt, 1, p), 1);
 	assert_int_equal(count_rows(), 2 * N + 1);
+	/* an UPDATE too: the affected rows of all sets, a set matching none */
+	{
+		static const char upd[] = "UPDATE store_test SET n = n + ? WHERE name = ?";
+		struct db_param u[6] = {DB_I(1000), DB_S("single"),  DB_I(1000),
+					DB_S("nobody"), DB_I(7),    DB_S("bulk-2")};
+
+		assert_int_equal(db_exec_bulk(db, upd, "is", 3, u), 2);
+		assert_int_equal(db_exec(db, "SELECT 1 FROM store_test WHERE name = ? AND n = ?",
+					 "si", "single", 1000 - 500),
+				 1);
+		assert_int_equal(db_exec(db, "SELECT 1 FROM store_test WHERE name = ? AND n = ?",
+					 "si", "bulk-2", 2 - 500 + 7),
+				 1);
+	}
 	free(p);
 	free(names);
 }
