@@ -1101,41 +1101,12 @@ struct db_rows *db_query(struct db *db, const char *sql, const char *fmt, ...)
 	return rows;
 }
 
-int64_t db_exec_multi(struct db *db, const struct db_multi *m, size_t nrows,
-		      const struct db_param *params)
+/* nrows rows of params against row_fmt (non-empty): 0, or the failure. */
+static int db_check_rows(struct db *db, const char *row_fmt, size_t nrows,
+			 const struct db_param *params)
 {
-	size_t width;
+	size_t width = strlen(row_fmt);
 
-	db_clear_error(db);
-	if (!m || !m->prefix || !m->row || !m->row_fmt || !m->row_fmt[0])
-		return db_fail(db, DB_ERR_OTHER, "incomplete struct db_multi");
-	if (nrows == 0)
-		return 0;
-	width = strlen(m->row_fmt);
-	if (nrows > DB_MULTI_MAX_PARAMS / width)
-		return db_fail(db, DB_ERR_OTHER, "%zu rows of %zu parameters exceed %d", nrows,
-			       width, DB_MULTI_MAX_PARAMS);
-	for (size_t i = 0; i < nrows * width; i++)
-		if (params[i].type != m->row_fmt[i % width])
-			return db_fail(db, DB_ERR_OTHER,
-				       "row %zu parameter %zu has type '%c', row_fmt wants '%c'",
-				       i / width + 1, i % width + 1, params[i].type,
-				       m->row_fmt[i % width]);
-	return db_run(db, m, (uint32_t)nrows, m, params, nrows * width, NULL);
-}
-
-int64_t db_exec_bulk(struct db *db, const char *sql, const char *row_fmt, size_t nrows,
-		     const struct db_param *params)
-{
-	size_t width;
-	int64_t rc;
-
-	db_clear_error(db);
-	if (!sql || !row_fmt || !row_fmt[0])
-		return db_fail(db, DB_ERR_OTHER, "db_exec_bulk without a statement or row_fmt");
-	if (nrows == 0)
-		return 0;
-	width = strlen(row_fmt);
 	if (nrows > DB_MULTI_MAX_PARAMS / width)
 		return db_fail(db, DB_ERR_OTHER, "%zu rows of %zu parameters exceed %d", nrows,
 			       width, DB_MULTI_MAX_PARAMS);
@@ -1145,8 +1116,40 @@ int64_t db_exec_bulk(struct db *db, const char *sql, const char *row_fmt, size_t
 				       "row %zu parameter %zu has type '%c', row_fmt wants '%c'",
 				       i / width + 1, i % width + 1, params[i].type,
 				       row_fmt[i % width]);
+	return 0;
+}
+
+int64_t db_exec_multi(struct db *db, const struct db_multi *m, size_t nrows,
+		      const struct db_param *params)
+{
+	int rc;
+
+	db_clear_error(db);
+	if (!m || !m->prefix || !m->row || !m->row_fmt || !m->row_fmt[0])
+		return db_fail(db, DB_ERR_OTHER, "incomplete struct db_multi");
+	if (nrows == 0)
+		return 0;
+	rc = db_check_rows(db, m->row_fmt, nrows, params);
+	if (rc)
+		return rc;
+	return db_run(db, m, (uint32_t)nrows, m, params, nrows * strlen(m->row_fmt), NULL);
+}
+
+int64_t db_exec_bulk(struct db *db, const char *sql, const char *row_fmt, size_t nrows,
+		     const struct db_param *params)
+{
+	int64_t rc;
+
+	db_clear_error(db);
+	if (!sql || !row_fmt || !row_fmt[0])
+		return db_fail(db, DB_ERR_OTHER, "db_exec_bulk without a statement or row_fmt");
+	if (nrows == 0)
+		return 0;
+	rc = db_check_rows(db, row_fmt, nrows, params);
+	if (rc)
+		return rc;
 	db->bulk_rows = (uint32_t)nrows;
-	rc = db_run(db, sql, DB_BULK_NROWS, NULL, params, nrows * width, NULL);
+	rc = db_run(db, sql, DB_BULK_NROWS, NULL, params, nrows * strlen(row_fmt), NULL);
 	db->bulk_rows = 0;
 	return rc;
 }
