@@ -134,36 +134,31 @@ static void bench_free(cJSON **j, int n)
 		cJSON_Delete(j[i]);
 }
 
-/* Closed loop, epoll engine, against the node and then Redis pub/sub. */
-static void test_bench_chat_closed_epoll_both(void **state)
+/* Closed loop with engine, against the node and then Redis pub/sub. */
+static void bench_closed_both(struct node *node, const char *engine)
 {
-	struct bench_state *s = *state;
+	char args[160];
 	cJSON *j[2];
 	int n;
 
-	bench_run(s->node,
-		  "chat --users 20 --window 4 --duration 1 --warmup 0 --engine epoll --target both",
-		  j, 2, &n);
+	snprintf(args, sizeof(args),
+		 "chat --users 20 --window 4 --duration 1 --warmup 0 --engine %s --target both",
+		 engine);
+	bench_run(node, args, j, 2, &n);
 	assert_int_equal(n, 2);
 	bench_check_delivered(j[0], "ringchat");
 	bench_check_delivered(j[1], "redis");
 	bench_free(j, n);
 }
 
-/* Closed loop, io_uring engine, both targets. */
+static void test_bench_chat_closed_epoll_both(void **state)
+{
+	bench_closed_both(((struct bench_state *)*state)->node, "epoll");
+}
+
 static void test_bench_chat_closed_uring_both(void **state)
 {
-	struct bench_state *s = *state;
-	cJSON *j[2];
-	int n;
-
-	bench_run(s->node,
-		  "chat --users 20 --window 4 --duration 1 --warmup 0 --engine uring --target both",
-		  j, 2, &n);
-	assert_int_equal(n, 2);
-	bench_check_delivered(j[0], "ringchat");
-	bench_check_delivered(j[1], "redis");
-	bench_free(j, n);
+	bench_closed_both(((struct bench_state *)*state)->node, "uring");
 }
 
 /*
