@@ -6,6 +6,7 @@
  * log says why), 2 for a bad configuration (one line names the key).
  */
 #include <malloc.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,10 +20,17 @@
 #include "ringchat/ring.h"
 #include "ringchat/worker.h"
 
+static struct worker_pool pool;
+
+/* The group-commit writer's hand-back: wakes the worker it gave work to. */
+static void wake_worker(int id)
+{
+	worker_wake(&pool.workers[id]);
+}
+
 int main(int argc, char **argv)
 {
 	static struct config cfg;
-	struct worker_pool pool;
 	bool check_only = false;
 	sigset_t mask;
 	int nworkers, ret, lvl;
@@ -62,29 +70,31 @@ int main(int argc, char **argv)
 	nworkers = cfg.workers > 0 ? cfg.workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
 	if (nworkers < 1)
 		nworkers = 1;
-	if (worker_pool_init(&pool, &cfg, nworkers, (uint32_t)cfg.max_connections)) {
+	if (worker_pool_init(&pool, &cfg, nworkers, &dispatch_worker_ops)) {
 		log_error("cannot allocate %d workers for %d connections", nworkers,
 			  cfg.max_connections);
 		return 1;
 	}
-	if (dispatch_global_init(&pool)) {
+	if (dispatch_start(&cfg, nworkers, (uint32_t)cfg.max_connections, worker_post,
+			   wake_worker)) {
 		log_error("start-up failed");
 		worker_pool_destroy(&pool);
 		return 1;
 	}
 	if (worker_pool_start(&pool)) {
 		worker_pool_stop(&pool);
-		dispatch_global_stop(&pool);
+		dispatch_stop();
 		worker_pool_destroy(&pool);
 		return 1;
 	}
 	log_info("ringchatd starting: node_id=%d workers=%d durability=%s", cfg.node_id,
 		 nworkers, cfg.durability == DURABILITY_RELAY ? "relay" : "stored");
 
+	pthread_setname_np(pthread_self(), "ring");
 	ret = ring_run(&cfg, &pool);
 
 	worker_pool_stop(&pool);
-	dispatch_global_stop(&pool);
+	dispatch_stop();
 	counters_dump(stderr);
 	worker_pool_destroy(&pool);
 	log_info("ringchatd stopped");

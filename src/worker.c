@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -14,8 +15,6 @@
 
 #include "ringchat/clock.h"
 #include "ringchat/counters.h"
-#include "ringchat/dispatch.h"
-#include "ringchat/handler.h"
 #include "ringchat/log.h"
 #include "ringchat/worker.h"
 
@@ -147,8 +146,7 @@ bool worker_pool_idle(struct worker_pool *p)
 	for (int i = 0; i < p->n; i++)
 		if (spsc_size(&p->workers[i].in))
 			return false;
-	return atomic_load_explicit(&p->busy, memory_order_seq_cst) == 0 &&
-	       atomic_load_explicit(&p->deferred, memory_order_seq_cst) == 0;
+	return atomic_load_explicit(&p->busy, memory_order_seq_cst) == 0 && p->ops->deferred() == 0;
 }
 
 static void *worker_main(void *arg)
@@ -156,7 +154,11 @@ static void *worker_main(void *arg)
 	struct worker *w = arg;
 	struct worker_pool *p = w->pool;
 
-	if (dispatch_worker_start(w))
+	char name[16];
+
+	snprintf(name, sizeof(name), "worker-%d", w->id);
+	pthread_setname_np(pthread_self(), name);
+	if (p->ops->start(w))
 		log_warn("worker %d: storage not ready at start; will retry on use", w->id);
 	for (;;) {
 		struct in_msg *m;
@@ -167,20 +169,20 @@ static void *worker_main(void *arg)
 		 * busy" while a message is in our hands. */
 		atomic_fetch_add_explicit(&p->busy, 1, memory_order_seq_cst);
 		for (int k = 0; k < 64 && (m = spsc_pop(&w->in)); k++) {
-			dispatch_in(w, m);
+			p->ops->handle(w, m);
 			did = true;
 		}
 		if (run_posted(w))
 			did = true;
-		if (dispatch_poll(w))
+		if (p->ops->poll(w))
 			did = true;
 		atomic_fetch_sub_explicit(&p->busy, 1, memory_order_seq_cst);
 		if (did)
 			continue;
 		if (atomic_load_explicit(&p->stopping, memory_order_acquire) &&
-		    !spsc_size(&w->in) && !dispatch_has_work(w) &&
+		    !spsc_size(&w->in) && !p->ops->has_work(w) &&
 		    !atomic_load_explicit(&w->post_pending, memory_order_acquire) &&
-		    (!atomic_load_explicit(&p->deferred, memory_order_acquire) ||
+		    (!p->ops->deferred() ||
 		     clock_mono_ms() > atomic_load_explicit(&p->stop_deadline_ms,
 							    memory_order_relaxed)))
 			break; /* deferred replies (a login on the hasher) get a
@@ -197,34 +199,33 @@ static void *worker_main(void *arg)
 		}
 		struct pollfd pfd = { .fd = w->wake_fd, .events = POLLIN };
 
-		poll(&pfd, 1, dispatch_has_work(w) ? 5 : WORKER_POLL_MS);
+		poll(&pfd, 1, p->ops->has_work(w) ? 5 : WORKER_POLL_MS);
 		eventfd_drain(w->wake_fd);
 		atomic_store_explicit(&w->sleeping, 0, memory_order_relaxed);
 	}
-	dispatch_worker_stop(w);
+	p->ops->stop(w);
 	return NULL;
 }
 
-int worker_pool_init(struct worker_pool *p, const struct config *cfg, int n, uint32_t max_conns)
+int worker_pool_init(struct worker_pool *p, const struct config *cfg, int n,
+		     const struct worker_ops *ops)
 {
 	memset(p, 0, sizeof(*p));
 	p->cfg = cfg;
+	p->ops = ops;
 	p->n = n;
 	/* struct worker holds cache-line aligned queue indices */
 	p->workers = aligned_alloc(SPSC_CACHELINE, (size_t)n * sizeof(*p->workers));
 	if (p->workers)
 		memset(p->workers, 0, (size_t)n * sizeof(*p->workers));
-	/* calloc'd pages are touched only when a slot is first used, so an
-	 * unused session costs no resident memory */
-	p->sessions = calloc(max_conns, sizeof(*p->sessions));
-	p->nsessions = max_conns;
 	p->ring_wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (!p->workers || !p->sessions || p->ring_wake_fd == -1)
+	if (!p->workers || p->ring_wake_fd == -1)
 		goto out_free;
 	for (int i = 0; i < n; i++) {
 		struct worker *w = &p->workers[i];
 
 		w->id = i;
+		w->cfg = cfg;
 		w->pool = p;
 		pthread_mutex_init(&w->post_lock, NULL);
 		w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -291,7 +292,6 @@ void worker_pool_destroy(struct worker_pool *p)
 		}
 	}
 	free(p->workers);
-	free(p->sessions);
 	if (p->ring_wake_fd > 0)
 		close(p->ring_wake_fd);
 	memset(p, 0, sizeof(*p));

@@ -57,7 +57,7 @@
  *
  * Threads: commit_start/commit_stop on the main thread (before workers
  * start / after they stopped); commit_submit, commit_take, commit_has_room
- * and commit_inflight only on the worker thread w; commit_stats_get
+ * and commit_inflight only on the worker thread that owns the lane; commit_stats_get
  * anywhere.
  */
 #ifndef RINGCHAT_COMMIT_H
@@ -66,9 +66,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-struct worker;
-struct worker_pool;
-struct pending_reply;
+struct config;
 
 #define COMMIT_RETRY_MS 3000	      /* retry a failing transaction this long */
 #define COMMIT_CHUNK_ROWS 1024	      /* message rows of one INSERT statement, at most */
@@ -87,7 +85,6 @@ struct commit_item {
 	bool stored_other;	     /* writer: stored before under another msg_id */
 	uint16_t origin;	     /* the submitting worker's id (set by commit_submit) */
 	const char *error;	     /* writer: static reason when status != ST_OK */
-	struct pending_reply *reply; /* the caller's, untouched by the writer */
 
 	/* COMMIT_INSERT_MSG: the row. to_id 0 for group rows, group_id 0 for
 	 * 1:1 rows. cmid NULL when the message has no client_msg_id. */
@@ -131,11 +128,13 @@ struct commit_stats {
 };
 
 /*
- * Creates the queues (one pair per worker of pool, each of
- * commit_capacity() items) and starts the writer thread with its own
- * struct db. Storage being down is no error here. Returns 0 or -errno.
+ * Creates the queues (one pair per lane: a worker, numbered 0..nlanes-1,
+ * each of commit_capacity() items) and starts the writer thread with its
+ * own struct db. wake(lane) is called on the writer thread after it handed
+ * completions to that lane: it must wake the lane's worker (and not
+ * block). Storage being down is no error here. Returns 0 or -errno.
  */
-int commit_start(struct worker_pool *pool);
+int commit_start(const struct config *cfg, int nlanes, void (*wake)(int lane));
 
 /*
  * Drains and stops: the writer commits everything still queued, hands it
@@ -153,20 +152,20 @@ uint32_t commit_capacity(void);
  * COMMIT_FLUSH_UNREAD before it reads the user's unread rows. */
 bool commit_defers_unread(void);
 
-/* True when w may submit one more item. */
-bool commit_has_room(struct worker *w);
+/* True when lane may submit one more item. */
+bool commit_has_room(int lane);
 
 /*
  * Hands it to the writer (and wakes it). Returns false, leaving it with
- * the caller, when w already has commit_capacity() items out.
+ * the caller, when lane already has commit_capacity() items out.
  */
-bool commit_submit(struct worker *w, struct commit_item *it);
+bool commit_submit(int lane, struct commit_item *it);
 
-/* The next item handed back to w (oldest first), or NULL. */
-struct commit_item *commit_take(struct worker *w);
+/* The next item handed back to lane (oldest first), or NULL. */
+struct commit_item *commit_take(int lane);
 
-/* Items w submitted and has not taken back yet. */
-uint32_t commit_inflight(struct worker *w);
+/* Items lane submitted and has not taken back yet. */
+uint32_t commit_inflight(int lane);
 
 void commit_stats_get(struct commit_stats *out);
 

@@ -48,11 +48,17 @@ struct config;
 struct db;
 struct db_rows;
 
-/* Negative results of the db_* calls. */
+/*
+ * Negative results of the db_* calls. They lie below -DB_ERR_BASE, outside
+ * the errno range (MAX_ERRNO 4095), so one int can carry either a storage
+ * outcome or a -errno (-ENOMEM from the caller's own allocation) without
+ * the two being confused.
+ */
+#define DB_ERR_BASE 10000
 enum db_error {
-	DB_ERR_DUP = -1,   /* duplicate key (ER_DUP_ENTRY) */
-	DB_ERR_DOWN = -2,  /* server unreachable or connection lost */
-	DB_ERR_OTHER = -3, /* anything else: bad SQL, bad params, no memory */
+	DB_ERR_DUP = -(DB_ERR_BASE + 1),   /* duplicate key (ER_DUP_ENTRY) */
+	DB_ERR_DOWN = -(DB_ERR_BASE + 2),  /* server unreachable or connection lost */
+	DB_ERR_OTHER = -(DB_ERR_BASE + 3), /* anything else: bad SQL, bad params, no memory */
 };
 
 #define DB_STMT_CACHE_MAX 128		/* prepared statements per connection */

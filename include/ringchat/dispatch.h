@@ -1,33 +1,40 @@
 /*
- * dispatch.h - the worker side of a frame: session bookkeeping, the check
- * order of the contract (unknown command, not logged in, payload, rate),
- * the command table, and encoding of replies and pushes.
+ * dispatch.h - the worker side of a frame: the contract's check order
+ * (unknown command, not logged in, payload, rate), the command table, and
+ * the wiring of the handler modules into the node. Only dispatch knows
+ * the handlers.
+ *
+ * The worker pool reaches it through dispatch_worker_ops (worker.h's
+ * struct worker_ops), handed over by main.
  */
 #ifndef RINGCHAT_DISPATCH_H
 #define RINGCHAT_DISPATCH_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "ringchat/worker.h"
 
-/* Worker thread start/end: opens and closes the worker's storage
- * connections and the handler modules' per-worker state. */
-int dispatch_worker_start(struct worker *w);
-void dispatch_worker_stop(struct worker *w);
+struct config;
 
-/* Handles one message from the I/O thread; takes ownership of m. */
-void dispatch_in(struct worker *w, struct in_msg *m);
+/* The calls a worker thread makes into the request layer. */
+extern const struct worker_ops dispatch_worker_ops;
 
-/* Runs the worker's periodic and asynchronous work (completions of group
- * commit, timers). Returns true if it did anything. */
-bool dispatch_poll(struct worker *w);
-/* True while the worker holds work that is not in its in queue. */
-bool dispatch_has_work(struct worker *w);
+/*
+ * Starts what the handler modules share across workers: the session table
+ * (max_conns slots), the registry, the hasher (auth) and the group-commit
+ * writer (messages). post and wake are the worker pool's worker_post and
+ * wake-up, which the hasher and the writer use to hand work back. Call
+ * before the workers start. Returns 0 or -errno (nothing left running).
+ */
+int dispatch_start(const struct config *cfg, int nworkers, uint32_t max_conns,
+		   int (*post)(struct worker *owner, void (*fn)(struct worker *, void *), void *arg),
+		   void (*wake)(int worker_id));
+/* After the workers stopped: stops the writer and the hasher, frees the
+ * shared state. */
+void dispatch_stop(void);
 
-/* Global start-up / shutdown of what handler modules share across
- * workers (registry, committer). Called before workers start and after
- * they stop. Returns 0 or -errno. */
-int dispatch_global_init(struct worker_pool *pool);
-void dispatch_global_stop(struct worker_pool *pool);
+/* Replies still waiting for a completion (the shutdown drain waits). */
+uint32_t dispatch_deferred(void);
 
 #endif

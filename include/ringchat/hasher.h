@@ -5,12 +5,12 @@
  * worker, it would stall every other request of the connections pinned to
  * that worker; during a reconnect storm that is everyone's. The hasher is
  * a small pool of threads (hash_threads) that take hash jobs from one
- * bounded FIFO queue, run them, and hand each job back to the worker that
- * submitted it (worker_post), where its completion runs.
+ * bounded FIFO queue, run them, and hand each job back through the post
+ * function given to hasher_start, which takes it to the thread that
+ * submitted it (the worker pool's worker_post, for a login).
  *
  * Jobs are owned by the submitter: the hasher only reads the inputs,
- * writes the result fields and then gives the job to job->done on
- * job->worker's thread. The password is wiped (explicit_bzero) before that,
+ * writes the result fields and then gives the job back to post(job). The password is wiped (explicit_bzero) before that,
  * whatever the outcome; so is the stored hash of a VERIFY job.
  */
 #ifndef RINGCHAT_HASHER_H
@@ -22,7 +22,6 @@
 #include "ringchat/passwd.h"
 
 struct config;
-struct worker;
 
 /* Jobs queued (not yet started) per hasher thread before hasher_submit
  * refuses more. */
@@ -37,8 +36,6 @@ struct hash_job {
 	/* Set by the submitter. */
 	enum hash_kind kind;
 	int cost;                           /* HASH_MAKE */
-	struct worker *worker;              /* done runs on this worker's thread */
-	void (*done)(struct worker *w, void *job); /* job is this struct */
 	char password[PASSWD_MAX_BYTES + 1];
 	char hash[PASSWD_HASH_SIZE];        /* VERIFY: stored hash; MAKE: the result */
 	/* Set by the hasher before done runs. */
@@ -50,10 +47,13 @@ struct hash_job {
 
 /*
  * Starts cfg->hash_threads hasher threads, after timing one hash at
- * cfg->hash_cost to seed the mean that hasher_wait_ms uses. Call before
- * the workers start. Returns 0 or -errno (no thread left running).
+ * cfg->hash_cost to seed the mean that hasher_wait_ms uses. Each finished
+ * job is given to post(job) on a hasher thread; post takes it to where
+ * its completion runs and returns 0, or -ENOMEM (the hasher retries, so a
+ * completion always runs). Call before the workers start. Returns 0 or
+ * -errno (no thread left running).
  */
-int hasher_start(const struct config *cfg);
+int hasher_start(const struct config *cfg, int (*post)(struct hash_job *job));
 
 /*
  * Runs every job still queued (their completions are posted to their
@@ -63,8 +63,8 @@ int hasher_start(const struct config *cfg);
 void hasher_stop(void);
 
 /*
- * Any thread: queues job (kind, cost, worker, done and password filled
- * in) and returns 0; job->done will run exactly once, on job->worker.
+ * Any thread: queues job (kind, cost and password filled in) and returns
+ * 0; the job will be given to post exactly once.
  * Returns -EBUSY when HASHER_QUEUE_PER_THREAD jobs per thread are already
  * waiting, or -ESHUTDOWN when the hasher is not running: then the job is
  * untouched and the caller still owns it.

@@ -1,25 +1,43 @@
 /*
- * messages.h - what the messaging module offers other modules besides its
- * command handlers and hooks (those are in handlers.h).
+ * messages.h - MSG_SEND, GROUP_SEND, MSG_ACK, HISTORY, the push of
+ * unacknowledged messages at login, and the completions of the group-commit
+ * writer. Handlers follow session.h.
  *
- * The messaging module keeps, per worker, caches of the social graph it
- * checks on every send: "a and b are friends" and "the members of group
- * g". They expire after a short TTL (a safety net, and the only bound on
- * what another node changed) and are dropped wholesale whenever
- * social_changed() is called, so that a change made on this node is seen
- * by the very next request of any connection.
+ * Threads: messages_start/stop on the main thread (before the workers
+ * start / after they stopped); the rest on worker threads.
  */
 #ifndef RINGCHAT_MESSAGES_H
 #define RINGCHAT_MESSAGES_H
 
-/* Lifetime of a cached friendship or member list. */
-#define MESSAGES_SOCIAL_TTL_MS 2000
+#include <stdbool.h>
+
+struct config;
+struct req;
+struct session;
+struct worker;
+
+void messages_send(struct req *r);
+void messages_group_send(struct req *r);
+void messages_ack(struct req *r);
+void messages_history(struct req *r);
+
+/* After LOGIN/RESUME: push every message s->user_id has not acknowledged
+ * (1:1 and group), oldest first; holds the session's later frames while
+ * the writer flushes the user's held unread marks. */
+void messages_push_unacked(struct worker *w, struct session *s);
+
+/* Worker thread: takes completions of the group-commit writer. Returns
+ * true if any were handled. */
+bool messages_poll(struct worker *w);
+/* True while w has items out with the writer. */
+bool messages_has_work(struct worker *w);
 
 /*
- * Call after committing any change that removes or adds a friendship or a
- * group membership, or dissolves a group (FRIEND_ACCEPT / DELETE,
- * GROUP_JOIN / QUIT / DISSOLVE). Any thread; costs one atomic add.
+ * Per-worker state for nworkers workers, and the group-commit writer.
+ * wake(lane) must wake worker `lane` when the writer hands it completions
+ * (the worker pool's worker_wake). Returns 0 or -errno.
  */
-void social_changed(void);
+int messages_start(const struct config *cfg, int nworkers, void (*wake)(int lane));
+void messages_stop(void);
 
 #endif

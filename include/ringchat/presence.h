@@ -24,21 +24,21 @@ struct worker;
 
 /*
  * Marks the user online on this node with session conn. *prev_node gets
- * the node id of the session it replaced (-1 if none). Returns 0, or -1
+ * the node id of the session it replaced (-1 if none). Returns 0, or -EIO
  * when Redis is unreachable.
  */
 int presence_set_online(struct worker *w, int64_t user_id, uint64_t conn, int *prev_node);
 /* Removes the entry if it still names this session. 1 removed, 0 not
- * ours (a newer session replaced it), -1 Redis unreachable. */
+ * ours (a newer session replaced it), -EIO Redis unreachable. */
 int presence_set_offline(struct worker *w, int64_t user_id, uint64_t conn);
 /* One round trip for n users: node[i] = node id or -1 when offline.
- * Returns 0 or -1 (node[] then all -1). */
+ * Returns 0, or -EIO / -ENOMEM (node[] then all -1). */
 int presence_lookup(struct worker *w, const int64_t *user_ids, size_t n, int *node);
 /* Refreshes the TTL of every session this worker holds, at most once per
  * PRESENCE_REFRESH_S; cheap to call often. */
 void presence_refresh(struct worker *w);
 /* Pushes PUSH_PRESENCE {user_id, online} to the user's friends that are
- * online. Returns 0 or -1 on a storage error. */
+ * online. Returns 0, -EIO on a storage error, or -ENOMEM. */
 int presence_notify_friends(struct worker *w, int64_t user_id, bool online);
 
 #endif

@@ -17,9 +17,9 @@
 int registry_init(void);
 void registry_destroy(void);
 
-/* Maps user_id to conn. Returns the connection it replaced, or 0. Returns
- * UINT64_MAX (and changes nothing) when out of memory. */
-uint64_t registry_set(int64_t user_id, uint64_t conn);
+/* Maps user_id to conn; *replaced gets the connection it replaced, or 0.
+ * Returns 0, or -ENOMEM (and changes nothing). */
+int registry_set(int64_t user_id, uint64_t conn, uint64_t *replaced);
 /* Removes the entry only if it still maps to conn; true if removed. */
 bool registry_remove(int64_t user_id, uint64_t conn);
 /* The user's connection on this node, or 0 when not logged in here. */

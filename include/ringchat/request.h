@@ -19,7 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "ringchat/handler.h"
+#include "ringchat/session.h"
 
 #define REQ_ID_MAX 9007199254740991LL /* 2^53 - 1 */
 
@@ -37,6 +37,14 @@ bool req_opt_str(struct req *r, const char *key, size_t minb, size_t maxb, const
 		 bool *present);
 /* Required array of 1..max ids; *out is malloc'd (caller frees). */
 bool req_id_array(struct req *r, const char *key, size_t max, int64_t **out, size_t *n);
+
+/*
+ * Parses a request payload p[0, n) (n > 0): returns the JSON object (the
+ * caller deletes it), or NULL when it is not exactly one object (trailing
+ * bytes other than white space) or holds a NUL, raw or escaped (C strings
+ * would silently cut "secret\u0000junk" short).
+ */
+cJSON *req_parse_body(const uint8_t *p, uint32_t n);
 
 /* True if s[0..n) is valid UTF-8 (no overlongs, no surrogates). */
 bool utf8_valid(const char *s, size_t n);

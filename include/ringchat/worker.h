@@ -30,7 +30,6 @@
 
 struct db;
 struct kv;
-struct session;
 struct worker_task;
 
 /* conn reference: slot in the low 32 bits, generation in the high 32. */
@@ -72,6 +71,7 @@ struct out_msg {
 
 struct worker {
 	int id;
+	const struct config *cfg;
 	struct worker_pool *pool;
 	pthread_t thread;
 	struct spsc in;
@@ -89,24 +89,36 @@ struct worker {
 	_Atomic bool post_pending;
 };
 
+/*
+ * What a worker thread runs: the request layer above the pool, handed to
+ * worker_pool_init by main (dispatch_worker_ops), so the pool calls up
+ * only through these.
+ */
+struct worker_ops {
+	int (*start)(struct worker *w);	 /* on the thread, first: storage links */
+	void (*stop)(struct worker *w);	 /* on the thread, last */
+	void (*handle)(struct worker *w, struct in_msg *m); /* takes m */
+	bool (*poll)(struct worker *w);	 /* asynchronous work; true if it did any */
+	bool (*has_work)(struct worker *w); /* work held outside the in queue */
+	uint32_t (*deferred)(void);	 /* replies waiting for completions, all workers */
+};
+
 struct worker_pool {
 	const struct config *cfg;
+	const struct worker_ops *ops;
 	int n;
 	struct worker *workers;
-	struct session *sessions; /* one per conn slot; slot s owned by worker s % n */
-	uint32_t nsessions;
 	_Atomic int ring_sleeping; /* set by the I/O thread before it blocks */
 	int ring_wake_fd;          /* eventfd polled by the I/O thread */
 	_Atomic bool stopping;
 	_Atomic uint64_t stop_deadline_ms; /* mono ms: stop waiting for deferred replies */
 	_Atomic uint32_t busy;     /* workers currently handling a message */
-	_Atomic uint32_t deferred; /* replies waiting for a group commit */
 };
 
-/* Creates n workers (not started) with queues of cfg->queue_depth.
- * Returns 0 or -errno. */
+/* Creates n workers (not started) with queues of cfg->queue_depth, that
+ * will run ops. Returns 0 or -errno. */
 int worker_pool_init(struct worker_pool *p, const struct config *cfg, int n,
-		     uint32_t max_conns);
+		     const struct worker_ops *ops);
 /* Starts the threads. Returns 0 or -errno. */
 int worker_pool_start(struct worker_pool *p);
 /* Asks workers to finish what is queued and exit; joins them. */
@@ -126,6 +138,13 @@ void worker_pool_flush_wakes(struct worker_pool *p);
 /* Any thread: wake worker w if it sleeps (after giving it work through a
  * queue other than its in queue, e.g. commit completions). */
 void worker_wake(struct worker *w);
+
+/*
+ * Any thread: runs fn(w, arg) on worker w's thread, soon, in post order.
+ * For completions of work done elsewhere (the hasher). Returns 0, or
+ * -ENOMEM (fn will not run). arg is owned by fn from then on.
+ */
+int worker_post(struct worker *w, void (*fn)(struct worker *w, void *arg), void *arg);
 
 /* Worker thread: hand an out_msg to the I/O thread (waits while full). */
 void worker_send_out(struct worker *w, struct out_msg *m);

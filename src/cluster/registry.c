@@ -98,7 +98,7 @@ static int grow(struct shard *s)
 	return 0;
 }
 
-uint64_t registry_set(int64_t user, uint64_t conn)
+int registry_set(int64_t user, uint64_t conn, uint64_t *replaced)
 {
 	uint64_t h = mix((uint64_t)user), prev = 0;
 	struct shard *s = &shards[h % SHARDS];
@@ -108,7 +108,7 @@ uint64_t registry_set(int64_t user, uint64_t conn)
 	/* keep the table at most half full, tombstones included */
 	if ((s->used + 1) * 2 > s->cap && grow(s)) {
 		pthread_mutex_unlock(&s->lock);
-		return UINT64_MAX;
+		return -ENOMEM;
 	}
 	e = find(s, user, h, true);
 	if (e->user == user) {
@@ -121,7 +121,8 @@ uint64_t registry_set(int64_t user, uint64_t conn)
 	}
 	e->conn = conn;
 	pthread_mutex_unlock(&s->lock);
-	return prev;
+	*replaced = prev;
+	return 0;
 }
 
 bool registry_remove(int64_t user, uint64_t conn)

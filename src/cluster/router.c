@@ -1,6 +1,7 @@
 #include <stdlib.h>
 
-#include "ringchat/handler.h"
+#include "ringchat/session.h"
+#include "ringchat/outbox.h"
 #include "ringchat/registry.h"
 #include "ringchat/router.h"
 
@@ -12,7 +13,7 @@ bool router_push_user(struct worker *w, int64_t user_id, uint16_t cmd, cJSON *pa
 		cJSON_Delete(payload);
 		return false;
 	}
-	push_to_conn(w, conn, cmd, payload);
+	outbox_push(w, conn, cmd, payload);
 	return true;
 }
 
@@ -23,7 +24,7 @@ bool router_push_user_text(struct worker *w, int64_t user_id, uint16_t cmd, cons
 
 	if (!conn)
 		return false;
-	push_text_to_conn(w, conn, cmd, json, len);
+	outbox_push_text(w, conn, cmd, json, len);
 	return true;
 }
 
@@ -41,9 +42,9 @@ size_t router_push_users(struct worker *w, const int64_t *user_ids, size_t n, in
 			delivered[i] = false;
 		if (!conn)
 			continue;
-		if (!frame && !(frame = push_encode(cmd, payload, &len)))
+		if (!frame && !(frame = outbox_encode(cmd, payload, &len)))
 			break;
-		push_bytes_to_conn(w, conn, frame, len);
+		outbox_push_bytes(w, conn, frame, len);
 		if (delivered)
 			delivered[i] = true;
 		count++;

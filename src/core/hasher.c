@@ -12,6 +12,8 @@
  * which the threads measure as they go (a moving mean of the job times).
  */
 #include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +22,6 @@
 #include "ringchat/clock.h"
 #include "ringchat/config.h"
 #include "ringchat/counters.h"
-#include "ringchat/handler.h"
 #include "ringchat/hasher.h"
 #include "ringchat/log.h"
 
@@ -28,7 +29,7 @@
  * job (a preempted thread) yet follows a hash_cost change within tens of
  * jobs. */
 #define HASHER_MEAN_SHIFT 3
-/* worker_post can only fail for want of memory: wait this long and retry
+/* post can only fail for want of memory: wait this long and retry
  * (a completion must run, or its reply and held frames wait forever). */
 #define HASHER_POST_RETRY_MS 10
 #define HASHER_THREADS_MAX 64 /* as the config key's range */
@@ -43,6 +44,7 @@ static struct {
 	bool stopping;            /* threads exit once the queue is empty */
 	uint64_t mean_ns;         /* moving mean of a job's time */
 	int nthreads;
+	int (*post)(struct hash_job *job);
 	pthread_t threads[HASHER_THREADS_MAX];
 } hasher = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
@@ -79,7 +81,7 @@ static void hasher_run(struct hash_job *job)
 
 static void hasher_post(struct hash_job *job)
 {
-	while (worker_post(job->worker, job->done, job)) {
+	while (hasher.post(job)) {
 		log_limited(&hasher_gate_post, LOG_WARN, "hasher: %s",
 			    "out of memory handing a job back to its worker; retrying");
 		hasher_sleep_ms(HASHER_POST_RETRY_MS);
@@ -88,7 +90,10 @@ static void hasher_post(struct hash_job *job)
 
 static void *hasher_main(void *arg)
 {
-	(void)arg;
+	char name[16];
+
+	snprintf(name, sizeof(name), "hasher-%d", (int)(intptr_t)arg);
+	pthread_setname_np(pthread_self(), name);
 	pthread_mutex_lock(&hasher.lock);
 	for (;;) {
 		struct hash_job *job;
@@ -119,7 +124,7 @@ static void *hasher_main(void *arg)
 	return NULL;
 }
 
-int hasher_start(const struct config *cfg)
+int hasher_start(const struct config *cfg, int (*post)(struct hash_job *job))
 {
 	static const char probe[] = "hasher start-up timing";
 	char hash[PASSWD_HASH_SIZE];
@@ -140,9 +145,10 @@ int hasher_start(const struct config *cfg)
 	hasher.queued_max = (uint32_t)n * HASHER_QUEUE_PER_THREAD;
 	hasher.stopping = false;
 	hasher.nthreads = 0;
+	hasher.post = post;
 	pthread_mutex_unlock(&hasher.lock);
 	for (int i = 0; i < n; i++) {
-		ret = pthread_create(&hasher.threads[i], NULL, hasher_main, NULL);
+		ret = pthread_create(&hasher.threads[i], NULL, hasher_main, (void *)(intptr_t)i);
 		if (ret) {
 			log_error("hasher: cannot start thread %d: %s", i, strerror(ret));
 			hasher_stop();

@@ -89,19 +89,20 @@
 #include "ringchat/config.h"
 #include "ringchat/counters.h"
 #include "ringchat/db.h"
-#include "ringchat/handler.h"
-#include "ringchat/handlers.h"
+#include "ringchat/session.h"
+#include "ringchat/auth.h"
+#include "ringchat/friends.h"
+#include "ringchat/messages.h"
 #include "ringchat/hasher.h"
 #include "ringchat/kv.h"
 #include "ringchat/log.h"
 #include "ringchat/passwd.h"
+#include "ringchat/outbox.h"
 #include "ringchat/protocol.h"
 #include "ringchat/registry.h"
 #include "ringchat/request.h"
 #include "ringchat/worker.h"
-#ifdef HAVE_PRESENCE
 #include "ringchat/presence.h"
-#endif
 
 #define AUTH_NAME_MIN_BYTES 3
 #define AUTH_NAME_MAX_BYTES 32
@@ -160,7 +161,9 @@ struct auth_to {
  * password and a hash.
  */
 struct auth_job {
-	struct hash_job hash; /* first: the completion gets &hash */
+	struct hash_job hash; /* first: the hasher hands back &hash */
+	struct worker *w;     /* the completion runs on this worker */
+	void (*done)(struct worker *w, void *job);
 	struct pending_reply *p;
 	uint64_t conn;
 	uint16_t cmd;
@@ -183,7 +186,7 @@ static struct log_gate auth_gate_storage, auth_gate_shed, auth_gate_locked, auth
 
 static const struct config *auth_cfg(const struct req *r)
 {
-	return r->w->pool->cfg;
+	return r->w->cfg;
 }
 
 static struct auth_to auth_to_req(struct req *r)
@@ -415,7 +418,7 @@ static int auth_fail_check(struct req *r, const char *name)
  * Redis failure here is only logged. */
 static void auth_fail_record(struct worker *w, uint32_t peer_addr, const char *name)
 {
-	const struct config *cfg = w->pool->cfg;
+	const struct config *cfg = w->cfg;
 	struct kv *kv = w->kv;
 	char key[AUTH_KEY_BYTES];
 	long long window_ms = (long long)cfg->login_fail_window_s * 1000;
@@ -459,8 +462,7 @@ static void auth_session_begin(const struct auth_to *to, int64_t uid, const char
 	struct session *s = to->s;
 	uint64_t old;
 
-	old = registry_set(uid, to->conn);
-	if (old == UINT64_MAX) {
+	if (registry_set(uid, to->conn, &old)) {
 		cJSON_Delete(reply);
 		log_error("auth: registry out of memory, login of user %" PRId64 " refused", uid);
 		auth_answer_err(to, ST_INTERNAL, "out of memory");
@@ -472,13 +474,12 @@ static void auth_session_begin(const struct auth_to *to, int64_t uid, const char
 		cJSON *k = cJSON_CreateObject();
 
 		cJSON_AddStringToObject(k, "reason", "logged in elsewhere");
-		push_to_conn(w, old, CMD_PUSH_KICKED, k);
-		conn_close_after_flush(w, old);
+		outbox_push(w, old, CMD_PUSH_KICKED, k);
+		outbox_close(w, old);
 		counter_inc(kicks);
 		log_info("event=kick user=%" PRId64 " conn=%u by_conn=%u", uid, CONN_SLOT(old),
 			 CONN_SLOT(to->conn));
 	}
-#ifdef HAVE_PRESENCE
 	{
 		int prev_node = -1;
 
@@ -490,23 +491,16 @@ static void auth_session_begin(const struct auth_to *to, int64_t uid, const char
 		/* A prev_node other than ours: the cluster layer kicks sessions
 		 * on other nodes. */
 	}
-#endif
 	counter_inc(logins);
 	log_info("event=login user=%" PRId64 " conn=%u via=%s", uid, CONN_SLOT(to->conn),
 		 to->cmd == CMD_RESUME ? "resume" : "password");
 	auth_answer(to, ST_OK, reply);
 
-#ifdef HAVE_FRIENDS
 	friends_push_pending(w, s);
-#endif
-#ifdef HAVE_MESSAGES
 	messages_push_unacked(w, s);
-#endif
-#ifdef HAVE_PRESENCE
 	if (presence_notify_friends(w, uid, true))
 		log_limited(&auth_gate_presence, LOG_WARN,
 				 "auth: online presence of user %" PRId64 " not sent", uid);
-#endif
 }
 
 /* A LOGIN or RESUME on a connection that already carries a user. */
@@ -530,8 +524,8 @@ static struct auth_job *auth_job_new(struct req *r, enum hash_kind kind, const c
 		return NULL;
 	}
 	job->hash.kind = kind;
-	job->hash.worker = r->w;
-	job->hash.done = done;
+	job->w = r->w;
+	job->done = done;
 	/* req_str bounded it to PASSWD_MAX_BYTES */
 	snprintf(job->hash.password, sizeof(job->hash.password), "%s", password);
 	job->conn = r->conn;
@@ -549,7 +543,7 @@ static void auth_job_free(struct auth_job *job)
 static struct auth_to auth_to_job(struct worker *w, struct auth_job *job)
 {
 	return (struct auth_to){
-		.w = w, .s = &w->pool->sessions[CONN_SLOT(job->conn)],
+		.w = w, .s = session_of(job->conn),
 		.conn = job->conn, .cmd = job->cmd, .p = job->p,
 	};
 }
@@ -741,7 +735,7 @@ static void auth_login_verified(const struct auth_to *to, struct auth_job *job)
 	auth_key_token(key, token);
 	auth_key_fail_user(fkey, job->name);
 	/* One round trip: store the token and clear the name's failures. */
-	kv_append(kv, "SET %s %lld EX %d", key, (long long)job->uid, w->pool->cfg->token_ttl_s);
+	kv_append(kv, "SET %s %lld EX %d", key, (long long)job->uid, w->cfg->token_ttl_s);
 	kv_append(kv, "DEL %s", fkey);
 	rep = kv_reply(kv);
 	rep_del = kv_reply(kv);
@@ -936,34 +930,43 @@ void auth_on_close(struct worker *w, struct session *s)
 	 * kick sends no offline presence. */
 	if (!registry_remove(s->user_id, s->conn))
 		return;
-#ifdef HAVE_PRESENCE
 	/* 0: a newer session (on another node) owns the entry; the user is
 	 * still online. -1 (Redis down): nothing newer is known, say offline. */
 	if (presence_set_offline(w, s->user_id, s->conn) != 0 &&
 	    presence_notify_friends(w, s->user_id, false))
 		log_limited(&auth_gate_presence, LOG_WARN,
 				 "auth: offline presence of user %" PRId64 " not sent", s->user_id);
-#else
-	(void)w;
-#endif
 }
 
 /* ---- global -------------------------------------------------------------- */
 
-int auth_global_init(struct worker_pool *pool)
+/* The worker pool's post, for the hasher's completions. */
+static int (*auth_post)(struct worker *owner, void (*fn)(struct worker *, void *), void *arg);
+
+/* Hasher thread: takes a finished job to the worker that submitted it. */
+static int auth_hash_post(struct hash_job *hash)
+{
+	struct auth_job *job = (struct auth_job *)hash;
+
+	return auth_post(job->w, job->done, job);
+}
+
+int auth_start(const struct config *cfg,
+	       int (*post)(struct worker *owner, void (*fn)(struct worker *, void *), void *arg))
 {
 	static const char dummy_password[] = "no user has this password";
 	int ret;
 
 	atomic_store_explicit(&auth_inflight, 0, memory_order_relaxed);
-	ret = passwd_hash(dummy_password, pool->cfg->hash_cost, auth_dummy_hash,
+	ret = passwd_hash(dummy_password, cfg->hash_cost, auth_dummy_hash,
 			  sizeof(auth_dummy_hash));
 	if (ret) {
 		log_error("auth: cannot make the dummy hash: %s", strerror(-ret));
 		return ret;
 	}
 	/* Last: nothing after it can fail and leave the threads running. */
-	ret = hasher_start(pool->cfg);
+	auth_post = post;
+	ret = hasher_start(cfg, auth_hash_post);
 	if (ret) {
 		log_error("auth: cannot start the hasher: %s", strerror(-ret));
 		return ret;
@@ -971,7 +974,7 @@ int auth_global_init(struct worker_pool *pool)
 	return 0;
 }
 
-void auth_global_stop(void)
+void auth_stop(void)
 {
 	uint64_t shed = atomic_load_explicit(&counters.login_shed, memory_order_relaxed);
 	uint64_t locked = atomic_load_explicit(&counters.login_locked, memory_order_relaxed);

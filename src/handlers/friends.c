@@ -35,13 +35,10 @@
 
 #include "ringchat/counters.h"
 #include "ringchat/db.h"
-#include "ringchat/handler.h"
-#include "ringchat/handlers.h"
+#include "ringchat/session.h"
 #include "ringchat/log.h"
-#ifdef HAVE_MESSAGES
-#include "ringchat/messages.h"
-#endif
 #include "ringchat/presence.h"
+#include "ringchat/outbox.h"
 #include "ringchat/protocol.h"
 #include "ringchat/request.h"
 #include "ringchat/router.h"
@@ -59,16 +56,6 @@ static const char SQL_PENDING_TO[] =
     "SELECT r.from_id, u.username, r.remark FROM friend_requests r "
     "JOIN users u ON u.id = r.from_id WHERE r.to_id = ? "
     "ORDER BY r.created_at, r.from_id";
-
-/* After a friendship came or went, and before the reply: the messaging
- * module's caches must not answer the client's next request from the old
- * state. */
-static void friends_changed(void)
-{
-#ifdef HAVE_MESSAGES
-	social_changed();
-#endif
-}
 
 /* Logs a storage failure and answers 12 INTERNAL. Reads the reason before
  * the rollback, which would replace it. */
@@ -203,7 +190,7 @@ void friends_request(struct req *r)
 		/* The target asked us first: this request answers it. */
 		if (friends_make(w, to, me) || db_commit(db))
 			goto out_db_failed;
-		friends_changed();
+		social_changed();
 		reply_ok(r, NULL);
 		friends_push_accepted(w, to, me, my_name);
 		friends_push_accepted(w, me, to, to_name);
@@ -255,7 +242,7 @@ void friends_accept(struct req *r)
 	}
 	if (friends_make(w, asker, me) || db_commit(db))
 		goto out_db_failed;
-	friends_changed();
+	social_changed();
 	reply_ok(r, NULL);
 	friends_push_accepted(w, asker, me, my_name);
 	return;
@@ -298,7 +285,7 @@ void friends_delete(struct req *r)
 	n = db_exec(db, "DELETE FROM friends WHERE user_id = ? AND friend_id = ?", "ll", other, me);
 	if (n < 0 || db_commit(db))
 		goto out_db_failed;
-	friends_changed();
+	social_changed();
 	reply_ok(r, NULL);
 	return;
 
@@ -437,22 +424,9 @@ void friends_push_pending(struct worker *w, struct session *s)
 		return;
 	}
 	for (size_t i = 0; i < db_rows_count(rows); i++)
-		push_to_conn(w, s->conn, CMD_PUSH_FRIEND_REQUEST,
+		outbox_push(w, s->conn, CMD_PUSH_FRIEND_REQUEST,
 			     friends_request_payload(db_cell_i64(rows, i, 0),
 						     db_cell_str(rows, i, 1),
 						     db_cell_str(rows, i, 2)));
 	db_rows_free(rows);
-}
-
-bool friends_are_friends(struct worker *w, int64_t a, int64_t b, int *err)
-{
-	int64_t n =
-	    db_exec(w->db, "SELECT 1 FROM friends WHERE user_id = ? AND friend_id = ?", "ll", a, b);
-
-	if (n < 0) {
-		*err = (int)n;
-		return false;
-	}
-	*err = 0;
-	return n > 0;
 }

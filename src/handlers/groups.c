@@ -30,12 +30,8 @@
 #include "ringchat/config.h"
 #include "ringchat/counters.h"
 #include "ringchat/db.h"
-#include "ringchat/handler.h"
-#include "ringchat/handlers.h"
+#include "ringchat/session.h"
 #include "ringchat/log.h"
-#ifdef HAVE_MESSAGES
-#include "ringchat/messages.h"
-#endif
 #include "ringchat/presence.h"
 #include "ringchat/protocol.h"
 #include "ringchat/request.h"
@@ -52,16 +48,6 @@
 #define GROUP_STATE_DISSOLVED 1
 /* conversations.kind of a group's conversation (sql/schema.sql) */
 #define GROUP_CONV_KIND 2
-
-/* After a membership came or went, and before the reply: the messaging
- * module's caches must not answer the client's next request from the old
- * state. */
-static void groups_changed(void)
-{
-#ifdef HAVE_MESSAGES
-	social_changed();
-#endif
-}
 
 /* Logs a storage failure and answers 12 INTERNAL. Reads the reason before
  * the rollback, which would replace it. */
@@ -163,7 +149,7 @@ void groups_create(struct req *r)
 		    group_id, me) < 0 ||
 	    db_commit(db))
 		goto out_db_failed;
-	groups_changed();
+	social_changed();
 	out = cJSON_CreateObject();
 	json_add_int(out, "group_id", group_id);
 	reply_ok(r, out);
@@ -200,7 +186,7 @@ void groups_dissolve(struct req *r)
 	    db_exec(db, "DELETE FROM group_members WHERE group_id = ?", "l", group_id) < 0 ||
 	    db_commit(db))
 		goto out_db_failed;
-	groups_changed();
+	social_changed();
 	reply_ok(r, NULL);
 
 	n = db_rows_count(rows);
@@ -231,7 +217,7 @@ void groups_join(struct req *r)
 	struct db *db = w->db;
 	struct db_rows *rows;
 	int64_t me = r->s->user_id, group_id, owner, count, already, newest = 0;
-	int cap = w->pool->cfg->group_member_cap;
+	int cap = w->cfg->group_member_cap;
 
 	if (!req_id(r, "group_id", &group_id))
 		return;
@@ -264,7 +250,7 @@ void groups_join(struct req *r)
 		    "lll", group_id, me, newest) < 0 ||
 	    db_commit(db))
 		goto out_db_failed;
-	groups_changed();
+	social_changed();
 	reply_ok(r, NULL);
 	return;
 
@@ -314,7 +300,7 @@ void groups_quit(struct req *r)
 	db_rows_free(rows);
 	if (n < 0 || db_commit(db))
 		goto out_db_failed;
-	groups_changed();
+	social_changed();
 	reply_ok(r, NULL);
 	return;
 
@@ -438,49 +424,4 @@ out_no_memory:
 	cJSON_Delete(out);
 	db_rows_free(rows);
 	reply_err(r, ST_INTERNAL, "out of memory");
-}
-
-int groups_is_member(struct worker *w, int64_t group_id, int64_t user_id)
-{
-	struct db_rows *rows;
-	int ret = GROUP_GONE;
-
-	rows = db_query(w->db,
-			"SELECT g.state, m.user_id IS NOT NULL FROM chat_groups g "
-			"LEFT JOIN group_members m ON m.group_id = g.id AND m.user_id = ? "
-			"WHERE g.id = ?",
-			"ll", user_id, group_id);
-	if (!rows)
-		return db_last_error(w->db);
-	if (db_rows_count(rows) == 1 && db_cell_i64(rows, 0, 0) == GROUP_STATE_LIVE)
-		ret = db_cell_i64(rows, 0, 1) ? GROUP_MEMBER : GROUP_NOT_MEMBER;
-	db_rows_free(rows);
-	return ret;
-}
-
-int groups_member_ids(struct worker *w, int64_t group_id, int64_t **ids, size_t *n)
-{
-	struct db_rows *rows;
-	size_t count;
-
-	*ids = NULL;
-	*n = 0;
-	rows = db_query(w->db,
-			"SELECT user_id FROM group_members WHERE group_id = ? ORDER BY join_seq",
-			"l", group_id);
-	if (!rows)
-		return db_last_error(w->db);
-	count = db_rows_count(rows);
-	if (count) {
-		*ids = malloc(count * sizeof(**ids));
-		if (!*ids) {
-			db_rows_free(rows);
-			return -ENOMEM;
-		}
-		for (size_t i = 0; i < count; i++)
-			(*ids)[i] = db_cell_i64(rows, i, 0);
-	}
-	*n = count;
-	db_rows_free(rows);
-	return 0;
 }

@@ -68,12 +68,14 @@
 #include "ringchat/config.h"
 #include "ringchat/counters.h"
 #include "ringchat/db.h"
-#include "ringchat/handler.h"
-#include "ringchat/handlers.h"
+#include "ringchat/session.h"
+#include "ringchat/auth.h"
 #include "ringchat/ids.h"
 #include "ringchat/json_text.h"
+#include "ringchat/kmap.h"
 #include "ringchat/log.h"
 #include "ringchat/messages.h"
+#include "ringchat/outbox.h"
 #include "ringchat/protocol.h"
 #include "ringchat/request.h"
 #include "ringchat/router.h"
@@ -87,15 +89,9 @@
 #define MSG_UNACKED_PAGE 500  /* rows per query when pushing at login */
 #define MSG_UNACKED_ROWS 4000 /* rows held at once over all streams */
 #define MSG_UNACKED_PAGE_MIN 16
-#define MSG_CONV_CACHE_MAX 65536 /* entries per worker, each cache */
-#define MSG_FRIEND_CACHE_MAX 65536
-#define MSG_GROUP_CACHE_MAX 4096
 #define MSG_DEDUP_SETS 1024 /* retry cache: sets x ways entries per worker */
 #define MSG_DEDUP_WAYS 4
 #define MSG_ROOM_WAIT_US 200	   /* pause while the writer's lane is full */
-
-#define MSG_CONV_PAIR 1
-#define MSG_CONV_GROUP 2
 
 /* Columns of every message SELECT below, in this order. */
 #define MSG_COLS "msg_id, conversation_id, from_id, to_id, group_id, type, text, send_time"
@@ -105,142 +101,7 @@ enum msg_item_flags {
 	MSG_RELAY = 1u << 1, /* relay mode: nobody waits for this row */
 };
 
-/* ---- small hash map: (k1, k2) → v, k1 != 0 -------------------------------- */
-
-struct kmap_slot {
-	uint64_t k1, k2, v;
-};
-
-struct kmap {
-	struct kmap_slot *slots;
-	uint32_t mask; /* slots - 1, slots a power of two */
-	uint32_t n;
-	uint32_t limit; /* most entries; kmap_put fails beyond */
-};
-
-static uint32_t kmap_hash(uint64_t k1, uint64_t k2)
-{
-	uint64_t x =
-	    k1 * 0x9e3779b97f4a7c15ull ^ (k2 + 0x632be59bd9b4e019ull) * 0xbf58476d1ce4e5b9ull;
-
-	x ^= x >> 31;
-	x *= 0x94d049bb133111ebull;
-	x ^= x >> 29;
-	return (uint32_t)(x >> 32);
-}
-
-static int kmap_init(struct kmap *m, uint32_t slots, uint32_t limit)
-{
-	m->slots = calloc(slots, sizeof(*m->slots));
-	if (!m->slots)
-		return -ENOMEM;
-	m->mask = slots - 1;
-	m->n = 0;
-	m->limit = limit;
-	return 0;
-}
-
-static void kmap_destroy(struct kmap *m)
-{
-	free(m->slots);
-	m->slots = NULL;
-}
-
-static struct kmap_slot *kmap_get(const struct kmap *m, uint64_t k1, uint64_t k2)
-{
-	for (uint32_t i = kmap_hash(k1, k2) & m->mask;; i = (i + 1) & m->mask) {
-		struct kmap_slot *s = &m->slots[i];
-
-		if (s->k1 == 0)
-			return NULL;
-		if (s->k1 == k1 && s->k2 == k2)
-			return s;
-	}
-}
-
-static void kmap_insert_slot(struct kmap *m, struct kmap_slot src)
-{
-	uint32_t i = kmap_hash(src.k1, src.k2) & m->mask;
-
-	while (m->slots[i].k1)
-		i = (i + 1) & m->mask;
-	m->slots[i] = src;
-}
-
-/* Doubles the table; false when out of memory (the map is unchanged). */
-static bool kmap_grow(struct kmap *m)
-{
-	struct kmap_slot *old = m->slots;
-	uint32_t old_n = m->mask + 1;
-	struct kmap_slot *slots = calloc((size_t)old_n * 2, sizeof(*slots));
-
-	if (!slots)
-		return false;
-	m->slots = slots;
-	m->mask = old_n * 2 - 1;
-	for (uint32_t i = 0; i < old_n; i++)
-		if (old[i].k1)
-			kmap_insert_slot(m, old[i]);
-	free(old);
-	return true;
-}
-
-/* The slot of (k1, k2), made with v = 0 when new; NULL when the map holds
- * limit entries already or memory ran out. */
-static struct kmap_slot *kmap_put(struct kmap *m, uint64_t k1, uint64_t k2)
-{
-	struct kmap_slot *s = kmap_get(m, k1, k2);
-
-	if (s)
-		return s;
-	if (m->n >= m->limit)
-		return NULL;
-	/* load factor at most 1/2: probes stay short */
-	if ((m->n + 1) * 2 > m->mask + 1 && !kmap_grow(m))
-		return NULL;
-	kmap_insert_slot(m, (struct kmap_slot){.k1 = k1, .k2 = k2});
-	m->n++;
-	return kmap_get(m, k1, k2);
-}
-
-/* Removes s (from kmap_get/kmap_put) by shifting back the entries of its
- * probe run, so lookups need no tombstones. */
-static void kmap_del(struct kmap *m, struct kmap_slot *s)
-{
-	uint32_t i = (uint32_t)(s - m->slots), j = i;
-
-	for (;;) {
-		j = (j + 1) & m->mask;
-		if (!m->slots[j].k1)
-			break;
-		uint32_t home = kmap_hash(m->slots[j].k1, m->slots[j].k2) & m->mask;
-
-		/* move j into the hole at i unless its home lies in (i, j] */
-		if ((j > i && (home <= i || home > j)) || (j < i && home <= i && home > j)) {
-			m->slots[i] = m->slots[j];
-			i = j;
-		}
-	}
-	m->slots[i] = (struct kmap_slot){0};
-	m->n--;
-}
-
-static void kmap_clear(struct kmap *m)
-{
-	memset(m->slots, 0, ((size_t)m->mask + 1) * sizeof(*m->slots));
-	m->n = 0;
-}
-
 /* ---- per-worker state ------------------------------------------------------ */
-
-/* Members of a group, sorted by id; shared by the cache and the items of
- * messages in flight (reference counted, one worker only). */
-struct msg_group {
-	uint32_t refs;
-	uint64_t loaded_ms;
-	size_t n;
-	int64_t ids[];
-};
 
 /* A committed (from_id, client_msg_id) and what its send answered. */
 struct msg_dedup {
@@ -252,15 +113,12 @@ struct msg_dedup {
 };
 
 struct msg_worker {
-	struct kmap conv;    /* (min user, max user) or (group, 0) → conversation id */
-	struct kmap friends; /* (min, max) → mono ms when found to be friends */
-	struct kmap groups;  /* (group, 0) → struct msg_group * */
 	struct kmap held;
 	char *jbuf; /* PUSH_MSG text being built (msg_push_text) */
 	size_t jcap;    /* (sender, 0) → held messages in flight */
-	uint64_t epoch_seen;
 	struct msg_dedup *dedup; /* MSG_DEDUP_SETS * MSG_DEDUP_WAYS */
 	uint64_t dedup_clock;
+	struct msg_item *backlog, *backlog_tail; /* completions taken, not yet handled */
 	bool *delivered; /* scratch for router_push_users */
 	int64_t *ids;	 /* scratch: recipients of a late push */
 	size_t scratch_cap;
@@ -269,54 +127,21 @@ struct msg_worker {
 /* A message or ack on its way through the writer. */
 struct msg_item {
 	struct commit_item ci;
+	struct pending_reply *reply; /* the sender's, NULL when nobody waits */
 	uint8_t flags;		 /* enum msg_item_flags */
 	bool to_pushed;		 /* 1:1: the recipient got it at send time */
-	struct msg_group *group; /* group rows: the members at send time */
+	struct social_group *group; /* group rows: the members at send time */
 	uint8_t *pushed;	 /* group rows not held: bit per member, got it */
 	uint64_t conn;		 /* COMMIT_FLUSH_UNREAD: the logging-in connection */
+	struct msg_item *next;	 /* on the worker's backlog (msg_wait_room) */
 	char data[];		 /* text, client_msg_id, pushed bits */
 };
 
-static struct worker_pool *msg_pool;
+static int msg_nworkers;
 static struct msg_worker *msg_workers;
-static _Atomic uint64_t msg_social_epoch;
-
-void social_changed(void)
-{
-	/* release pairs with the acquire in msg_refresh: a worker that sees
-	 * the new epoch also sees the committed change behind it */
-	atomic_fetch_add_explicit(&msg_social_epoch, 1, memory_order_release);
-}
-
 static struct msg_worker *msg_worker_of(struct worker *w)
 {
 	return &msg_workers[w->id];
-}
-
-static void msg_group_put(struct msg_group *g)
-{
-	if (g && --g->refs == 0)
-		free(g);
-}
-
-static void msg_groups_clear(struct msg_worker *mw)
-{
-	for (uint32_t i = 0; i <= mw->groups.mask; i++)
-		if (mw->groups.slots[i].k1)
-			msg_group_put((struct msg_group *)(uintptr_t)mw->groups.slots[i].v);
-	kmap_clear(&mw->groups);
-}
-
-/* Drops the social caches when someone changed the graph. */
-static void msg_refresh(struct msg_worker *mw)
-{
-	uint64_t e = atomic_load_explicit(&msg_social_epoch, memory_order_acquire);
-
-	if (e != mw->epoch_seen) {
-		mw->epoch_seen = e;
-		kmap_clear(&mw->friends);
-		msg_groups_clear(mw);
-	}
 }
 
 static bool msg_scratch_reserve(struct msg_worker *mw, size_t n)
@@ -336,180 +161,6 @@ static bool msg_scratch_reserve(struct msg_worker *mw, size_t n)
 	mw->ids = ids;
 	mw->scratch_cap = n;
 	return true;
-}
-
-/* ---- social checks (cached) ------------------------------------------------- */
-
-/* 1 friends, 0 not, or a negative enum db_error. */
-static int msg_are_friends(struct worker *w, int64_t a, int64_t b)
-{
-	struct msg_worker *mw = msg_worker_of(w);
-	uint64_t lo = (uint64_t)(a < b ? a : b), hi = (uint64_t)(a < b ? b : a);
-	uint64_t now = clock_mono_ms();
-	struct kmap_slot *s = kmap_get(&mw->friends, lo, hi);
-	bool yes;
-	int err;
-
-	if (s && now - s->v < MESSAGES_SOCIAL_TTL_MS)
-		return 1;
-	yes = friends_are_friends(w, a, b, &err);
-	if (err)
-		return err;
-	if (!yes) {
-		if (s)
-			kmap_del(&mw->friends, s);
-		return 0;
-	}
-	s = kmap_put(&mw->friends, lo, hi);
-	if (!s) {
-		kmap_clear(&mw->friends);
-		s = kmap_put(&mw->friends, lo, hi);
-	}
-	if (s)
-		s->v = now;
-	return 1;
-}
-
-static int msg_cmp_i64(const void *x, const void *y)
-{
-	int64_t a = *(const int64_t *)x, b = *(const int64_t *)y;
-
-	return (a > b) - (a < b);
-}
-
-static bool msg_group_has(const struct msg_group *g, int64_t uid)
-{
-	return bsearch(&uid, g->ids, g->n, sizeof(int64_t), msg_cmp_i64) != NULL;
-}
-
-/* Reads the member list of gid from the database into the cache. */
-static int msg_group_load(struct worker *w, int64_t gid, struct msg_group **out)
-{
-	struct msg_worker *mw = msg_worker_of(w);
-	struct kmap_slot *s;
-	struct msg_group *g;
-	int64_t *ids;
-	size_t n;
-	int rc;
-
-	*out = NULL;
-	rc = groups_member_ids(w, gid, &ids, &n);
-	if (rc)
-		return rc;
-	s = kmap_get(&mw->groups, (uint64_t)gid, 0);
-	if (s) {
-		msg_group_put((struct msg_group *)(uintptr_t)s->v);
-		kmap_del(&mw->groups, s);
-	}
-	if (n == 0)
-		return 0; /* missing or dissolved: not cached, it may not stay so */
-	g = malloc(sizeof(*g) + n * sizeof(int64_t));
-	if (!g) {
-		free(ids);
-		return -ENOMEM;
-	}
-	g->refs = 1; /* the caller's */
-	g->loaded_ms = clock_mono_ms();
-	g->n = n;
-	memcpy(g->ids, ids, n * sizeof(int64_t));
-	free(ids);
-	qsort(g->ids, n, sizeof(int64_t), msg_cmp_i64);
-	s = kmap_put(&mw->groups, (uint64_t)gid, 0);
-	if (!s) {
-		msg_groups_clear(mw);
-		s = kmap_put(&mw->groups, (uint64_t)gid, 0);
-	}
-	if (s) {
-		g->refs++; /* the cache's */
-		s->v = (uint64_t)(uintptr_t)g;
-	}
-	*out = g;
-	return 0;
-}
-
-/*
- * The members of gid as seen by user uid: *out is a new reference (the
- * caller puts it) or NULL for a missing or dissolved group. A list that
- * lacks uid is re-read once, so a member who just joined is found.
- * Returns 0 or a negative error.
- */
-static int msg_group_get(struct worker *w, int64_t gid, int64_t uid, struct msg_group **out)
-{
-	struct msg_worker *mw = msg_worker_of(w);
-	struct kmap_slot *s = kmap_get(&mw->groups, (uint64_t)gid, 0);
-	struct msg_group *g = s ? (struct msg_group *)(uintptr_t)s->v : NULL;
-
-	if (g && clock_mono_ms() - g->loaded_ms < MESSAGES_SOCIAL_TTL_MS && msg_group_has(g, uid)) {
-		g->refs++;
-		*out = g;
-		return 0;
-	}
-	return msg_group_load(w, gid, out);
-}
-
-/* 1 the user exists, 0 not, or a negative enum db_error. */
-static int msg_user_exists(struct worker *w, int64_t uid)
-{
-	int64_t n = db_exec(w->db, "SELECT 1 FROM users WHERE id = ?", "l", uid);
-
-	return n < 0 ? (int)n : n > 0;
-}
-
-/* ---- conversations ----------------------------------------------------------- */
-
-/*
- * The conversation id of (kind, a, b): > 0, or 0 when it does not exist
- * and create is false, or a negative enum db_error. Made on first use
- * with INSERT IGNORE, so two workers (or nodes) racing agree on one row.
- */
-static int64_t msg_conv(struct worker *w, int kind, int64_t a, int64_t b, bool create)
-{
-	struct msg_worker *mw = msg_worker_of(w);
-	struct kmap_slot *s = kmap_get(&mw->conv, (uint64_t)a, (uint64_t)b);
-	struct db_rows *rows;
-	int64_t id = 0, n;
-
-	if (s)
-		return (int64_t)s->v;
-	for (int pass = 0; pass < 2 && !id; pass++) {
-		rows = db_query(w->db,
-				"SELECT id FROM conversations WHERE kind = ? AND a = ? AND b = ?",
-				"ill", kind, a, b);
-		if (!rows)
-			return db_last_error(w->db);
-		if (db_rows_count(rows))
-			id = db_cell_i64(rows, 0, 0);
-		db_rows_free(rows);
-		if (id || !create || pass)
-			break;
-		n = db_exec(w->db, "INSERT IGNORE INTO conversations (kind, a, b) VALUES (?, ?, ?)",
-			    "ill", kind, a, b);
-		if (n < 0)
-			return n;
-		if (n == 1)
-			id = (int64_t)db_insert_id(w->db);
-		/* else another writer made it first: read it again */
-	}
-	if (!id)
-		return create ? DB_ERR_OTHER : 0;
-	s = kmap_put(&mw->conv, (uint64_t)a, (uint64_t)b);
-	if (!s) {
-		kmap_clear(&mw->conv);
-		s = kmap_put(&mw->conv, (uint64_t)a, (uint64_t)b);
-	}
-	if (s)
-		s->v = (uint64_t)id;
-	return id;
-}
-
-static int64_t msg_pair_conv(struct worker *w, int64_t x, int64_t y, bool create)
-{
-	return msg_conv(w, MSG_CONV_PAIR, x < y ? x : y, x < y ? y : x, create);
-}
-
-static int64_t msg_group_conv(struct worker *w, int64_t gid, bool create)
-{
-	return msg_conv(w, MSG_CONV_GROUP, gid, 0, create);
 }
 
 /* ---- retry cache (client_msg_id) ---------------------------------------------- */
@@ -715,12 +366,30 @@ static void msg_db_failed(struct req *r, int rc, const char *what)
 
 /* ---- the writer's lane ------------------------------------------------------- */
 
-/* Waits, taking completions meanwhile, until w may submit one item. */
+/*
+ * Waits until w may submit one item to the writer. Completions taken to
+ * make room are only queued on the backlog: their handling (replies,
+ * late pushes, a login's flush) runs from the worker loop in
+ * messages_poll, never inside the handler that is waiting here.
+ */
 static void msg_wait_room(struct worker *w)
 {
-	while (!commit_has_room(w))
-		if (!messages_poll(w))
+	struct msg_worker *mw = msg_worker_of(w);
+
+	while (!commit_has_room(w->id)) {
+		struct msg_item *it = (struct msg_item *)commit_take(w->id);
+
+		if (!it) {
 			usleep(MSG_ROOM_WAIT_US);
+			continue;
+		}
+		it->next = NULL;
+		if (mw->backlog_tail)
+			mw->backlog_tail->next = it;
+		else
+			mw->backlog = it;
+		mw->backlog_tail = it;
+	}
 }
 
 static struct msg_item *msg_item_new(const struct commit_item *src, size_t bits_bytes)
@@ -751,7 +420,7 @@ static struct msg_item *msg_item_new(const struct commit_item *src, size_t bits_
 
 static void msg_item_free(struct msg_item *it)
 {
-	msg_group_put(it->group);
+	social_group_put(it->group);
 	free(it);
 }
 
@@ -821,10 +490,10 @@ static void msg_complete(struct worker *w, struct msg_item *it)
 		return;
 	}
 	if (ci->kind == COMMIT_ACK) {
-		if (ci->reply && ok)
-			reply_complete_text(w, ci->reply, "{}", 2);
-		else if (ci->reply)
-			reply_complete(w, ci->reply, ci->status,
+		if (it->reply && ok)
+			reply_complete_text(w, it->reply, "{}", 2);
+		else if (it->reply)
+			reply_complete(w, it->reply, ci->status,
 				       reply_error_payload("%s", ci->error));
 		free((void *)ci->ack_ids);
 		free(it);
@@ -842,13 +511,13 @@ static void msg_complete(struct worker *w, struct msg_item *it)
 		msg_warn("relay: message %" PRId64 " for an offline recipient not stored: %s",
 			 ci->msg_id, ci->error);
 	}
-	if (ci->reply && ok) {
+	if (it->reply && ok) {
 		struct msg_result_text t;
 
 		msg_result_text(&t, ci->msg_id, ci->conversation_id, ci->send_time);
-		reply_complete_text(w, ci->reply, t.s, t.len);
-	} else if (ci->reply) {
-		reply_complete(w, ci->reply, ci->status, reply_error_payload("%s", ci->error));
+		reply_complete_text(w, it->reply, t.s, t.len);
+	} else if (it->reply) {
+		reply_complete(w, it->reply, ci->status, reply_error_payload("%s", ci->error));
 	}
 	if (it->flags & MSG_HELD)
 		msg_held_dec(mw, ci->from_id);
@@ -857,10 +526,21 @@ static void msg_complete(struct worker *w, struct msg_item *it)
 
 bool messages_poll(struct worker *w)
 {
+	struct msg_worker *mw = msg_worker_of(w);
 	struct commit_item *ci;
 	bool did = false;
 
-	while ((ci = commit_take(w))) {
+	/* taken earlier than anything still queued: first */
+	while (mw->backlog) {
+		struct msg_item *it = mw->backlog;
+
+		mw->backlog = it->next;
+		if (!mw->backlog)
+			mw->backlog_tail = NULL;
+		msg_complete(w, it);
+		did = true;
+	}
+	while ((ci = commit_take(w->id))) {
 		msg_complete(w, (struct msg_item *)ci);
 		did = true;
 	}
@@ -869,7 +549,7 @@ bool messages_poll(struct worker *w)
 
 bool messages_has_work(struct worker *w)
 {
-	return commit_inflight(w) > 0;
+	return commit_inflight(w->id) > 0 || msg_worker_of(w)->backlog;
 }
 
 /* ---- sending ----------------------------------------------------------------- */
@@ -877,7 +557,7 @@ bool messages_has_work(struct worker *w)
 /* Pushes ci at send time to its online recipients; records who got it in
  * it (NULL in relay mode before it is known whether an item is needed).
  * Returns true when some recipient (not the sender) is not online. */
-static bool msg_push_now(struct worker *w, const struct commit_item *ci, struct msg_group *g,
+static bool msg_push_now(struct worker *w, const struct commit_item *ci, struct social_group *g,
 			 bool *to_pushed)
 {
 	struct msg_worker *mw = msg_worker_of(w);
@@ -899,7 +579,7 @@ static bool msg_push_now(struct worker *w, const struct commit_item *ci, struct 
 /* Copies mw->delivered (from msg_push_now) into the item's bits. */
 static void msg_note_pushed(struct msg_worker *mw, struct msg_item *it, int64_t from)
 {
-	const struct msg_group *g = it->group;
+	const struct social_group *g = it->group;
 
 	if (!it->pushed)
 		return;
@@ -910,7 +590,7 @@ static void msg_note_pushed(struct msg_worker *mw, struct msg_item *it, int64_t 
 
 /* Relay mode: push, answer OK, and store only what did not reach a
  * recipient. Takes over g. */
-static void msg_send_relay(struct req *r, struct commit_item *ci, struct msg_group *g)
+static void msg_send_relay(struct req *r, struct commit_item *ci, struct social_group *g)
 {
 	struct worker *w = r->w;
 	struct msg_worker *mw = msg_worker_of(w);
@@ -919,7 +599,6 @@ static void msg_send_relay(struct req *r, struct commit_item *ci, struct msg_gro
 
 	msg_wait_room(w);
 	store = msg_push_now(w, ci, g, &to_pushed);
-	ci->reply = NULL;
 	counter_inc(msgs_accepted);
 	{
 		struct msg_result_text t;
@@ -930,14 +609,14 @@ static void msg_send_relay(struct req *r, struct commit_item *ci, struct msg_gro
 	if (ci->cmid)
 		msg_dedup_put(mw, ci);
 	if (!store) {
-		msg_group_put(g);
+		social_group_put(g);
 		return;
 	}
 	it = msg_item_new(ci, g ? (g->n + 7) / 8 : 0);
 	if (!it) {
 		log_error("messages: relay: out of memory; message %" PRId64 " not stored",
 			  ci->msg_id);
-		msg_group_put(g);
+		social_group_put(g);
 		return;
 	}
 	it->flags = MSG_RELAY;
@@ -945,7 +624,7 @@ static void msg_send_relay(struct req *r, struct commit_item *ci, struct msg_gro
 	it->group = g;
 	msg_note_pushed(mw, it, ci->from_id);
 	/* room was made above and nothing was submitted since */
-	if (!commit_submit(w, &it->ci)) {
+	if (!commit_submit(w->id, &it->ci)) {
 		log_error("messages: relay: writer lane full; message %" PRId64 " not stored",
 			  ci->msg_id);
 		msg_item_free(it);
@@ -957,7 +636,7 @@ static void msg_send_relay(struct req *r, struct commit_item *ci, struct msg_gro
  * the row with text and cmid pointing into the request; g (group sends)
  * is a reference this function takes over.
  */
-static void msg_send(struct req *r, struct commit_item *ci, struct msg_group *g)
+static void msg_send(struct req *r, struct commit_item *ci, struct social_group *g)
 {
 	struct worker *w = r->w;
 	struct msg_worker *mw = msg_worker_of(w);
@@ -971,7 +650,7 @@ static void msg_send(struct req *r, struct commit_item *ci, struct msg_group *g)
 
 		msg_result_text(&t, d->msg_id, d->conv, d->send_time);
 		reply_ok_text(r, t.s, t.len);
-		msg_group_put(g);
+		social_group_put(g);
 		return;
 	}
 	ci->msg_id = ids_next();
@@ -979,12 +658,12 @@ static void msg_send(struct req *r, struct commit_item *ci, struct msg_group *g)
 	if (!ci->msg_id) {
 		log_error("messages: msg_id space exhausted");
 		reply_err(r, ST_INTERNAL, "cannot assign a message id");
-		msg_group_put(g);
+		social_group_put(g);
 		return;
 	}
 	if (g && !msg_scratch_reserve(mw, g->n))
 		goto out_nomem;
-	if (w->pool->cfg->durability == DURABILITY_RELAY) {
+	if (w->cfg->durability == DURABILITY_RELAY) {
 		msg_send_relay(r, ci, g);
 		return;
 	}
@@ -1002,8 +681,8 @@ static void msg_send(struct req *r, struct commit_item *ci, struct msg_group *g)
 		it->flags |= MSG_HELD;
 	}
 	msg_wait_room(w);
-	it->ci.reply = reply_defer(r);
-	if (!it->ci.reply) {
+	it->reply = reply_defer(r);
+	if (!it->reply) {
 		/* reply_defer answered INTERNAL already */
 		if (held)
 			msg_held_dec(mw, ci->from_id);
@@ -1017,10 +696,10 @@ static void msg_send(struct req *r, struct commit_item *ci, struct msg_group *g)
 	 * push is built from ci, and the item's other fields are ours until
 	 * it comes back on this thread.
 	 */
-	if (!commit_submit(w, &it->ci)) {
+	if (!commit_submit(w->id, &it->ci)) {
 		/* room was made above and nothing was submitted since */
 		log_error("messages: writer lane full after waiting for room");
-		reply_complete(w, it->ci.reply, ST_INTERNAL,
+		reply_complete(w, it->reply, ST_INTERNAL,
 			       reply_error_payload("internal queue full"));
 		if (held)
 			msg_held_dec(mw, ci->from_id);
@@ -1034,7 +713,7 @@ static void msg_send(struct req *r, struct commit_item *ci, struct msg_group *g)
 	return;
 
 out_nomem:
-	msg_group_put(g);
+	social_group_put(g);
 	reply_err(r, ST_INTERNAL, "out of memory");
 }
 
@@ -1046,7 +725,7 @@ static bool msg_read_content(struct req *r, struct commit_item *ci)
 	bool has_cmid;
 
 	if (!req_int(r, "type", 0, 2, &type) ||
-	    !req_str(r, "text", 1, (size_t)r->w->pool->cfg->text_max, &text) ||
+	    !req_str(r, "text", 1, (size_t)r->w->cfg->text_max, &text) ||
 	    !req_opt_str(r, "client_msg_id", 0, MSG_CMID_MAX, &cmid, &has_cmid))
 		return false;
 	ci->kind = COMMIT_INSERT_MSG;
@@ -1064,7 +743,7 @@ static bool msg_read_content(struct req *r, struct commit_item *ci)
 /* 6 FORBIDDEN for an existing user who is not a friend, else 5. */
 static void msg_not_friends(struct req *r, int64_t uid)
 {
-	int rc = msg_user_exists(r->w, uid);
+	int rc = social_user_exists(r->w, uid);
 
 	if (rc < 0)
 		msg_db_failed(r, rc, "looking up the user");
@@ -1081,10 +760,10 @@ void messages_send(struct req *r)
 	struct commit_item ci = {0};
 	int rc;
 
-	msg_refresh(msg_worker_of(w));
+	social_refresh(w);
 	if (!req_id(r, "to", &to) || !msg_read_content(r, &ci))
 		return;
-	rc = msg_are_friends(w, me, to);
+	rc = social_are_friends(w, me, to);
 	if (rc < 0) {
 		msg_db_failed(r, rc, "checking the friendship");
 		return;
@@ -1093,7 +772,7 @@ void messages_send(struct req *r)
 		msg_not_friends(r, to);
 		return;
 	}
-	conv = msg_pair_conv(w, me, to, true);
+	conv = social_pair_conv(w, me, to, true);
 	if (conv < 0) {
 		msg_db_failed(r, (int)conv, "finding the conversation");
 		return;
@@ -1105,10 +784,10 @@ void messages_send(struct req *r)
 }
 
 /* Member list of gid for user me, or a reply (5, 6, 12) and NULL. */
-static struct msg_group *msg_group_for(struct req *r, int64_t gid, int64_t me)
+static struct social_group *msg_group_for(struct req *r, int64_t gid, int64_t me)
 {
-	struct msg_group *g;
-	int rc = msg_group_get(r->w, gid, me, &g);
+	struct social_group *g;
+	int rc = social_group_get(r->w, gid, me, &g);
 
 	if (rc) {
 		if (rc == -ENOMEM)
@@ -1121,8 +800,8 @@ static struct msg_group *msg_group_for(struct req *r, int64_t gid, int64_t me)
 		reply_err(r, ST_NOT_FOUND, "no group %" PRId64, gid);
 		return NULL;
 	}
-	if (!msg_group_has(g, me)) {
-		msg_group_put(g);
+	if (!social_group_has(g, me)) {
+		social_group_put(g);
 		reply_err(r, ST_FORBIDDEN, "you are not a member of group %" PRId64, gid);
 		return NULL;
 	}
@@ -1134,17 +813,17 @@ void messages_group_send(struct req *r)
 	struct worker *w = r->w;
 	int64_t me = r->s->user_id, gid, conv;
 	struct commit_item ci = {0};
-	struct msg_group *g;
+	struct social_group *g;
 
-	msg_refresh(msg_worker_of(w));
+	social_refresh(w);
 	if (!req_id(r, "group_id", &gid) || !msg_read_content(r, &ci))
 		return;
 	g = msg_group_for(r, gid, me);
 	if (!g)
 		return;
-	conv = msg_group_conv(w, gid, true);
+	conv = social_group_conv(w, gid, true);
 	if (conv < 0) {
-		msg_group_put(g);
+		social_group_put(g);
 		msg_db_failed(r, (int)conv, "finding the conversation");
 		return;
 	}
@@ -1165,7 +844,7 @@ void messages_ack(struct req *r)
 
 	if (!req_id_array(r, "msg_ids", MSG_ACK_MAX, &ids, &n))
 		return;
-	if (w->pool->cfg->durability == DURABILITY_RELAY) {
+	if (w->cfg->durability == DURABILITY_RELAY) {
 		/* Relay stores only what waited for an offline recipient, and
 		 * that reaches a session through the login push; the rest was
 		 * never written, so its ack has nothing to mark. (A stored
@@ -1194,10 +873,10 @@ void messages_ack(struct req *r)
 	it->ci.ack_ids = ids;
 	it->ci.nacks = (uint32_t)n;
 	msg_wait_room(w);
-	it->ci.reply = reply_defer(r);
-	if (!it->ci.reply || !commit_submit(w, &it->ci)) {
-		if (it->ci.reply)
-			reply_complete(w, it->ci.reply, ST_INTERNAL,
+	it->reply = reply_defer(r);
+	if (!it->reply || !commit_submit(w->id, &it->ci)) {
+		if (it->reply)
+			reply_complete(w, it->reply, ST_INTERNAL,
 				       reply_error_payload("internal queue full"));
 		free(ids);
 		free(it);
@@ -1217,7 +896,7 @@ void messages_history(struct req *r)
 	int64_t conv;
 	int rc;
 
-	msg_refresh(msg_worker_of(w));
+	social_refresh(w);
 	if (!req_opt_id(r, "with", &with, &has_with) ||
 	    !req_opt_id(r, "group_id", &gid, &has_group) ||
 	    !req_opt_id(r, "before_id", &before, &has_before) ||
@@ -1228,7 +907,7 @@ void messages_history(struct req *r)
 		return;
 	}
 	if (has_with) {
-		rc = msg_are_friends(w, me, with);
+		rc = social_are_friends(w, me, with);
 		if (rc < 0) {
 			msg_db_failed(r, rc, "checking the friendship");
 			return;
@@ -1237,14 +916,14 @@ void messages_history(struct req *r)
 			msg_not_friends(r, with);
 			return;
 		}
-		conv = msg_pair_conv(w, me, with, false);
+		conv = social_pair_conv(w, me, with, false);
 	} else {
-		struct msg_group *g = msg_group_for(r, gid, me);
+		struct social_group *g = msg_group_for(r, gid, me);
 
 		if (!g)
 			return;
-		msg_group_put(g);
-		conv = msg_group_conv(w, gid, false);
+		social_group_put(g);
+		conv = social_group_conv(w, gid, false);
 	}
 	if (conv < 0) {
 		msg_db_failed(r, (int)conv, "finding the conversation");
@@ -1342,7 +1021,7 @@ static void msg_push_unacked_now(struct worker *w, struct session *s, int64_t be
 	int64_t uid = s->user_id, page;
 	/* stop well below the connection's output cap: the rest waits for
 	 * the next login (after the client has acked what it got) */
-	size_t budget = (size_t)w->pool->cfg->out_limit_bytes / 2, sent_bytes = 0, pushed = 0;
+	size_t budget = (size_t)w->cfg->out_limit_bytes / 2, sent_bytes = 0, pushed = 0;
 	struct msg_stream *st = NULL;
 	struct db_rows *groups;
 	size_t nst = 0;
@@ -1352,7 +1031,7 @@ static void msg_push_unacked_now(struct worker *w, struct session *s, int64_t be
 			  "SELECT c.id, gm.read_msg_id FROM group_members gm "
 			  "JOIN conversations c ON c.kind = ? AND c.a = gm.group_id AND c.b = 0 "
 			  "WHERE gm.user_id = ?",
-			  "il", MSG_CONV_GROUP, uid);
+			  "il", SOCIAL_CONV_GROUP, uid);
 	if (!groups) {
 		err = db_last_error(w->db);
 		goto out_failed;
@@ -1404,7 +1083,7 @@ static void msg_push_unacked_now(struct worker *w, struct session *s, int64_t be
 			err = -ENOMEM;
 			goto out_failed;
 		}
-		push_to_conn(w, s->conn, CMD_PUSH_MSG, m);
+		outbox_push(w, s->conn, CMD_PUSH_MSG, m);
 		counter_inc(msgs_pushed);
 		pushed++;
 		if (best_id > s->stored_pushed_max)
@@ -1462,7 +1141,7 @@ void messages_push_unacked(struct worker *w, struct session *s)
 	it->ci.msg_id = below; /* not the writer's: kept for msg_flushed */
 	it->conn = s->conn;
 	msg_wait_room(w);
-	if (!commit_submit(w, &it->ci)) {
+	if (!commit_submit(w->id, &it->ci)) {
 		free(it);
 		msg_warn("login of user %" PRId64 ": writer lane full; held unread marks not "
 			 "flushed", s->user_id);
@@ -1476,7 +1155,7 @@ void messages_push_unacked(struct worker *w, struct session *s)
  * is stored, as it would with the storage down). */
 static void msg_flushed(struct worker *w, struct msg_item *it)
 {
-	struct session *s = &w->pool->sessions[CONN_SLOT(it->conn)];
+	struct session *s = session_of(it->conn);
 
 	if (it->ci.status != ST_OK)
 		msg_warn("login of user %" PRId64 ": held unread marks not flushed: %s",
@@ -1492,11 +1171,6 @@ static void msg_flushed(struct worker *w, struct msg_item *it)
 
 static void msg_worker_destroy(struct msg_worker *mw)
 {
-	if (mw->groups.slots)
-		msg_groups_clear(mw);
-	kmap_destroy(&mw->conv);
-	kmap_destroy(&mw->friends);
-	kmap_destroy(&mw->groups);
 	kmap_destroy(&mw->held);
 	free(mw->dedup);
 	free(mw->jbuf);
@@ -1504,49 +1178,52 @@ static void msg_worker_destroy(struct msg_worker *mw)
 	free(mw->ids);
 }
 
-int messages_global_init(struct worker_pool *pool)
+int messages_start(const struct config *cfg, int nworkers, void (*wake)(int lane))
 {
-	int ret = ids_init(pool->cfg->node_id);
+	int ret = ids_init(cfg->node_id);
 
 	if (ret)
 		return ret;
-	msg_workers = calloc((size_t)pool->n, sizeof(*msg_workers));
+	msg_workers = calloc((size_t)nworkers, sizeof(*msg_workers));
 	if (!msg_workers)
 		return -ENOMEM;
-	msg_pool = pool;
-	for (int i = 0; i < pool->n; i++) {
+	msg_nworkers = nworkers;
+	for (int i = 0; i < nworkers; i++) {
 		struct msg_worker *mw = &msg_workers[i];
 
-		if (kmap_init(&mw->conv, 1024, MSG_CONV_CACHE_MAX) ||
-		    kmap_init(&mw->friends, 1024, MSG_FRIEND_CACHE_MAX) ||
-		    kmap_init(&mw->groups, 256, MSG_GROUP_CACHE_MAX) ||
-		    /* a sender per in-flight item at most */
+		if (/* a sender per in-flight item at most */
 		    kmap_init(&mw->held, 256, UINT32_MAX / 4) ||
 		    !(mw->dedup = calloc(MSG_DEDUP_SETS * MSG_DEDUP_WAYS, sizeof(*mw->dedup)))) {
 			ret = -ENOMEM;
 			goto out_free;
 		}
 	}
-	ret = commit_start(pool);
+	ret = social_init(nworkers);
 	if (ret)
 		goto out_free;
+	ret = commit_start(cfg, nworkers, wake);
+	if (ret) {
+		social_destroy();
+		goto out_free;
+	}
 	return 0;
 
 out_free:
-	for (int i = 0; i < pool->n; i++)
+	for (int i = 0; i < nworkers; i++)
 		msg_worker_destroy(&msg_workers[i]);
 	free(msg_workers);
 	msg_workers = NULL;
 	return ret;
 }
 
-void messages_global_stop(void)
+void messages_stop(void)
 {
 	if (!msg_workers)
 		return;
 	/* workers have stopped, and they stop only with nothing in flight */
 	commit_stop();
-	for (int i = 0; i < msg_pool->n; i++)
+	social_destroy();
+	for (int i = 0; i < msg_nworkers; i++)
 		msg_worker_destroy(&msg_workers[i]);
 	free(msg_workers);
 	msg_workers = NULL;

@@ -1,3 +1,4 @@
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,7 +9,7 @@
 #include "ringchat/clock.h"
 #include "ringchat/counters.h"
 #include "ringchat/db.h"
-#include "ringchat/handler.h"
+#include "ringchat/session.h"
 #include "ringchat/kv.h"
 #include "ringchat/log.h"
 #include "ringchat/presence.h"
@@ -36,7 +37,7 @@ static void fmt_key(char *buf, size_t n, int64_t uid)
 
 static void fmt_val(struct worker *w, char *buf, size_t n, uint64_t conn)
 {
-	snprintf(buf, n, "%d:%" PRIu64, w->pool->cfg->node_id, conn);
+	snprintf(buf, n, "%d:%" PRIu64, w->cfg->node_id, conn);
 }
 
 static int parse_node(const redisReply *r)
@@ -59,7 +60,7 @@ int presence_set_online(struct worker *w, int64_t uid, uint64_t conn, int *prev_
 		counter_inc(redis_errors);
 		if (r)
 			freeReplyObject(r);
-		return -1;
+		return -EIO;
 	}
 	*prev_node = parse_node(r);
 	freeReplyObject(r);
@@ -79,7 +80,7 @@ int presence_set_offline(struct worker *w, int64_t uid, uint64_t conn)
 		counter_inc(redis_errors);
 		if (r)
 			freeReplyObject(r);
-		return -1;
+		return -EIO;
 	}
 	ret = r->integer > 0 ? 1 : 0;
 	freeReplyObject(r);
@@ -92,7 +93,7 @@ int presence_lookup(struct worker *w, const int64_t *uids, size_t n, int *node)
 	size_t *lens;
 	char (*keys)[40];
 	redisReply *r;
-	int ret = -1;
+	int ret = -EIO;
 
 	for (size_t i = 0; i < n; i++)
 		node[i] = -1;
@@ -131,32 +132,34 @@ out_free:
 void presence_refresh(struct worker *w)
 {
 	static _Thread_local uint64_t next_ms;
-	struct worker_pool *p = w->pool;
+	uint32_t nworkers = (uint32_t)w->pool->n;
 	uint64_t now = clock_mono_ms();
 	size_t queued = 0;
 
 	if (now < next_ms)
 		return;
 	next_ms = now + PRESENCE_REFRESH_S * 1000;
-	for (uint32_t s = (uint32_t)w->id; s < p->nsessions; s += (uint32_t)p->n) {
-		struct session *ss = &p->sessions[s];
+	for (uint32_t s = (uint32_t)w->id; s < session_slots(); s += nworkers) {
+		struct session *ss = session_at(s);
 		char key[40], val[48];
 
 		if (!ss->user_id || ss->closing)
 			continue;
 		fmt_key(key, sizeof(key), ss->user_id);
 		fmt_val(w, val, sizeof(val), ss->conn);
+		/* every append, even a failed one, owes one kv_reply: the
+		 * link must be left with nothing pending (kv.h) */
+		queued++;
 		if (kv_append(w->kv, "EVAL %s 1 %s %s %d", refresh_lua, key, val,
 			      PRESENCE_TTL_S))
 			break;
-		queued++;
 	}
 	for (size_t i = 0; i < queued; i++) {
 		redisReply *r = kv_reply(w->kv);
 
 		if (!r) {
 			counter_inc(redis_errors);
-			break;
+			continue;
 		}
 		freeReplyObject(r);
 	}
@@ -172,13 +175,13 @@ int presence_notify_friends(struct worker *w, int64_t uid, bool online)
 	rows = db_query(w->db, "SELECT friend_id FROM friends WHERE user_id = ?", "l", uid);
 	if (!rows) {
 		counter_inc(mysql_errors);
-		return -1;
+		return -EIO;
 	}
 	n = db_rows_count(rows);
 	ids = malloc((n ? n : 1) * sizeof(*ids));
 	if (!ids) {
 		db_rows_free(rows);
-		return -1;
+		return -ENOMEM;
 	}
 	for (size_t i = 0; i < n; i++)
 		ids[i] = db_cell_i64(rows, i, 0);

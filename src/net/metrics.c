@@ -12,9 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#ifdef HAVE_COMMIT
 #include "ringchat/commit.h"
-#endif
 #include "ringchat/counters.h"
 #include "ringchat/log.h"
 #include "ringchat/metrics.h"
@@ -136,7 +134,6 @@ void metrics_render(FILE *out, struct worker_pool *pool)
 			rc_status_name((uint32_t)s),
 			(unsigned long long)atomic_load_explicit(&counters.resp_by_status[s],
 								 memory_order_relaxed));
-#ifdef HAVE_COMMIT
 	{
 		struct commit_stats cs;
 
@@ -179,7 +176,6 @@ void metrics_render(FILE *out, struct worker_pool *pool)
 			(unsigned long long)cs.turns, (double)cs.latency_ns_total / 1e9,
 			(unsigned long long)cs.turns);
 	}
-#endif
 	if (pool) {
 		fprintf(out, "# HELP ringchat_queue_depth Items waiting in a worker queue.\n"
 			     "# TYPE ringchat_queue_depth gauge\n");

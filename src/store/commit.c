@@ -73,7 +73,6 @@
 #include "ringchat/protocol.h"
 #include "ringchat/spsc.h"
 #include "ringchat/unread_set.h"
-#include "ringchat/worker.h"
 
 #define COMMIT_QUEUE_MIN 4096	 /* items per lane, at least */
 #define COMMIT_IDLE_POLL_MS 1000 /* sleep bound when idle (stop is also a wake) */
@@ -108,7 +107,7 @@ struct commit_lane {
 };
 
 struct commit_writer {
-	struct worker_pool *pool;
+	void (*wake)(int lane); /* tells a worker it has completions */
 	struct commit_lane *lanes;
 	int nlanes;
 	uint32_t cap;	      /* per lane, power of two */
@@ -314,23 +313,23 @@ bool commit_defers_unread(void)
 	return cw.uset != NULL;
 }
 
-bool commit_has_room(struct worker *w)
+bool commit_has_room(int lane)
 {
-	return cw.lanes[w->id].inflight < cw.cap;
+	return cw.lanes[lane].inflight < cw.cap;
 }
 
-uint32_t commit_inflight(struct worker *w)
+uint32_t commit_inflight(int lane)
 {
-	return cw.started ? cw.lanes[w->id].inflight : 0;
+	return cw.started ? cw.lanes[lane].inflight : 0;
 }
 
-bool commit_submit(struct worker *w, struct commit_item *it)
+bool commit_submit(int lane, struct commit_item *it)
 {
-	struct commit_lane *l = &cw.lanes[w->id];
+	struct commit_lane *l = &cw.lanes[lane];
 
 	if (l->inflight >= cw.cap)
 		return false;
-	it->origin = (uint16_t)w->id;
+	it->origin = (uint16_t)lane;
 	it->status = ST_OK;
 	it->stored_other = false;
 	it->error = NULL;
@@ -347,14 +346,14 @@ bool commit_submit(struct worker *w, struct commit_item *it)
 	return true;
 }
 
-struct commit_item *commit_take(struct worker *w)
+struct commit_item *commit_take(int lane)
 {
 	struct commit_lane *l;
 	struct commit_item *it;
 
 	if (!cw.started)
 		return NULL;
-	l = &cw.lanes[w->id];
+	l = &cw.lanes[lane];
 	it = spsc_pop(&l->done);
 	if (it)
 		l->inflight--;
@@ -1116,15 +1115,13 @@ static void commit_run_batch(void)
  * submission order); then one wake per worker. */
 static void commit_hand_back(void)
 {
-	struct worker_pool *p = cw.pool;
-
 	for (uint32_t i = 0; i < cw.nbatch; i++) {
 		struct commit_item *it = cw.batch[i];
 		struct commit_lane *l = &cw.lanes[it->origin];
 
 		/* never full (see commit.h); a bug would spin here, not lose it */
 		while (!spsc_push(&l->done, it)) {
-			worker_wake(&p->workers[it->origin]);
+			cw.wake(it->origin);
 			sched_yield();
 		}
 		l->touched = true;
@@ -1132,7 +1129,7 @@ static void commit_hand_back(void)
 	for (int i = 0; i < cw.nlanes; i++) {
 		if (cw.lanes[i].touched) {
 			cw.lanes[i].touched = false;
-			worker_wake(&p->workers[i]);
+			cw.wake(i);
 		}
 	}
 	cw.nbatch = 0;
@@ -1177,6 +1174,7 @@ static int commit_idle_ms(uint64_t now)
 static void *commit_main(void *arg)
 {
 	(void)arg;
+	pthread_setname_np(pthread_self(), "writer");
 	if (db_thread_init())
 		log_warn("commit: MySQL thread set-up failed");
 	for (;;) {
@@ -1251,7 +1249,7 @@ static void commit_free(void)
 		}
 		free(cw.lanes);
 	}
-	if (cw.wake_fd > 0)
+	if (cw.wake_fd != -1)
 		close(cw.wake_fd);
 	free(cw.batch);
 	free(cw.rows);
@@ -1267,16 +1265,16 @@ static void commit_free(void)
 	memset(&cw, 0, sizeof(cw));
 }
 
-int commit_start(struct worker_pool *pool)
+int commit_start(const struct config *cfg, int nlanes, void (*wake)(int lane))
 {
-	const struct config *cfg = pool->cfg;
 	size_t lanes_bytes;
 	uint32_t cap = COMMIT_QUEUE_MIN;
 	int ret;
 
 	memset(&cw, 0, sizeof(cw));
-	cw.pool = pool;
-	cw.nlanes = pool->n;
+	cw.wake_fd = -1;
+	cw.wake = wake;
+	cw.nlanes = nlanes;
 	cw.batch_limit = cfg->commit_batch_max > 0 ? (uint32_t)cfg->commit_batch_max : 1;
 	cw.interval_ns = (uint64_t)cfg->commit_interval_us * 1000;
 	cw.bulk = cfg->commit_bulk != 0;
@@ -1312,8 +1310,6 @@ int commit_start(struct worker_pool *pool)
 		db_set_txn_only(cw.db);
 	if (!cw.lanes || cw.wake_fd == -1 || !cw.batch || !cw.rows || !cw.acks || !cw.params ||
 	    !cw.flushes || !cw.gcache || !cw.db) {
-		if (cw.wake_fd == -1)
-			cw.wake_fd = 0;
 		ret = -ENOMEM;
 		goto out_free;
 	}

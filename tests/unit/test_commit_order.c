@@ -10,8 +10,8 @@
  * written when due, a login flush writes its user's marks at once, a
  * clean stop writes what is left and leaves no floor to recover.
  *
- * The test thread plays both workers of a pool that is set up but never
- * started (commit.c only needs the workers' ids and wake-up fds). Users
+ * The test thread plays the workers of both lanes (commit.c only needs
+ * lane numbers and a wake-up callback, which polling makes unneeded). Users
  * and groups are random ids far above real ones; their rows are deleted
  * at the end. Without RINGCHAT_MYSQL_SOCKET or a server it exits 77.
  */
@@ -34,13 +34,12 @@
 #include "ringchat/db.h"
 #include "ringchat/ids.h"
 #include "ringchat/protocol.h"
-#include "ringchat/worker.h"
 
 #define SKIP 77
 #define TAKE_TIMEOUT_MS 15000
 
 static struct config cfg;
-static struct worker_pool pool;
+#define LANES 2
 static struct db *db;
 static int64_t user_base; /* this run's users: user_base + 0..99 */
 
@@ -84,9 +83,15 @@ static struct commit_item *ack_item(int64_t user_id, const int64_t *ids, uint32_
 	return it;
 }
 
+/* take() polls: the writer's wake-up is not needed here. */
+static void test_wake(int lane)
+{
+	(void)lane;
+}
+
 static void submit(int lane, struct commit_item *it)
 {
-	assert_true(commit_submit(&pool.workers[lane], it));
+	assert_true(commit_submit(lane, it));
 }
 
 /* The next item handed back to lane (fails after a timeout). */
@@ -95,7 +100,7 @@ static struct commit_item *take(int lane)
 	int64_t deadline = (int64_t)clock_mono_ms() + TAKE_TIMEOUT_MS;
 	struct commit_item *it;
 
-	while (!(it = commit_take(&pool.workers[lane]))) {
+	while (!(it = commit_take(lane))) {
 		if ((int64_t)clock_mono_ms() > deadline)
 			fail_msg("lane %d: nothing handed back in %d ms", lane, TAKE_TIMEOUT_MS);
 		usleep(500);
@@ -140,8 +145,8 @@ static void test_order_per_worker(void **state)
 			assert_int_equal(it->status, ST_OK);
 			assert_false(it->stored_other);
 		}
-		assert_int_equal(commit_inflight(&pool.workers[lane]), 0);
-		assert_null(commit_take(&pool.workers[lane]));
+		assert_int_equal(commit_inflight(lane), 0);
+		assert_null(commit_take(lane));
 	}
 	for (int i = 0; i < N; i++) {
 		assert_int_equal(
@@ -245,7 +250,7 @@ static void test_multi_row_path(void **state)
 
 	commit_stop();
 	cfg.commit_bulk = 0;
-	assert_int_equal(commit_start(&pool), 0);
+	assert_int_equal(commit_start(&cfg, LANES, test_wake), 0);
 	user_base += 1000;
 	test_order_per_worker(state);
 	test_client_msg_id_once(state);
@@ -253,7 +258,7 @@ static void test_multi_row_path(void **state)
 	user_base = saved;
 	commit_stop();
 	cfg.commit_bulk = 1;
-	assert_int_equal(commit_start(&pool), 0);
+	assert_int_equal(commit_start(&cfg, LANES, test_wake), 0);
 }
 
 static void test_acks(void **state)
@@ -363,7 +368,7 @@ static void test_held_marks(void **state)
 	(void)state;
 	commit_stop();
 	cfg.unread_defer_ms = 300;
-	assert_int_equal(commit_start(&pool), 0);
+	assert_int_equal(commit_start(&cfg, LANES, test_wake), 0);
 	assert_true(commit_defers_unread());
 
 	m1 = msg_item(other, u, 0, "not acked: written when due", NULL);
@@ -410,7 +415,7 @@ static void test_held_marks(void **state)
 	assert_int_equal(query_int("SELECT unread_floor FROM node_state WHERE node_id = ?", 3), 0);
 
 	cfg.unread_defer_ms = 0;
-	assert_int_equal(commit_start(&pool), 0);
+	assert_int_equal(commit_start(&cfg, LANES, test_wake), 0);
 	assert_false(commit_defers_unread());
 	db_exec(db, "DELETE FROM unread WHERE to_id IN (?, ?)", "ll", u, other);
 	free(m1);
@@ -460,12 +465,11 @@ int main(void)
 	srand((unsigned)time(NULL) ^ (unsigned)getpid());
 	/* far above any real id, still an exact double */
 	user_base = ((int64_t)1 << 50) + ((int64_t)(rand() & 0xffffff) << 8);
-	if (ids_init(3) || worker_pool_init(&pool, &cfg, 2, 64) || commit_start(&pool))
+	if (ids_init(3) || commit_start(&cfg, LANES, test_wake))
 		return 1;
 	rc = cmocka_run_group_tests(tests, NULL, NULL);
 	commit_stop();
 	db_exec(db, "DELETE FROM messages WHERE from_id BETWEEN ? AND ?", "ll", user(0), user(1099));
-	worker_pool_destroy(&pool);
 	db_close(db);
 	db_thread_end();
 	db_global_end();

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "ringchat/request.h"
+#include "ringchat/session.h"
 
 bool utf8_valid(const char *str, size_t n)
 {
@@ -227,4 +228,42 @@ bool json_array_add_int(cJSON *arr, int64_t v)
 	cJSON *item = cJSON_CreateRaw(int_text(buf, v));
 
 	return item && cJSON_AddItemToArray(arr, item);
+}
+
+/* A JSON payload must be exactly one object: nothing but white space may
+ * follow it, and no string may hold a NUL (C strings would silently cut
+ * it short: "secret\u0000junk" must not compare equal to "secret"). */
+static bool payload_has_nul(const uint8_t *p, uint32_t n)
+{
+	if (memchr(p, 0, n))
+		return true;
+	for (uint32_t i = 0; i + 5 < n; i++) {
+		if (p[i] == '\\') {
+			if (p[i + 1] == 'u' && p[i + 2] == '0' && p[i + 3] == '0' &&
+			    p[i + 4] == '0' && p[i + 5] == '0')
+				return true;
+			i++; /* skip the escaped character */
+		}
+	}
+	return false;
+}
+
+cJSON *req_parse_body(const uint8_t *p, uint32_t n)
+{
+	const char *end = NULL;
+	cJSON *o;
+
+	if (payload_has_nul(p, n))
+		return NULL;
+	o = cJSON_ParseWithLengthOpts((const char *)p, n, &end, 0);
+	if (!o)
+		return NULL;
+	while (end && end < (const char *)p + n &&
+	       (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r'))
+		end++;
+	if (!cJSON_IsObject(o) || !end || end != (const char *)p + n) {
+		cJSON_Delete(o);
+		return NULL;
+	}
+	return o;
 }
