@@ -39,22 +39,23 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/ioctl.h>
-#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
 
 #include "ringchat/client.h"
+#include "ringchat/lineedit.h"
 #include "ringchat/protocol.h"
 
 #define CLI_DEFAULT_PORT 7700
 #define CLI_DEFAULT_TIMEOUT_MS 10000
 #define CLI_CONNECT_TIMEOUT_MS 5000
 /* Longest command line: a full 4096-byte text plus the command. */
-#define CLI_LINE_MAX 8192
-#define CLI_HISTORY_MAX 100
+#define CLI_LINE_MAX LE_LINE_MAX
+/* Tab completes the command names: room for all of them. */
+#define CLI_WORDS_MAX 32
+#define CLI_WORD_BYTES 24
 /* ids per MSG_ACK (the node takes up to 1000). */
 #define CLI_ACK_BATCH 500
 /* Recent msg_ids remembered to print a redelivered message only once. */
@@ -95,18 +96,11 @@ struct cli {
 
 	/* Terminal and line editor (TTY mode only). */
 	bool tty;
-	bool raw;
-	struct termios saved_tio;
-	bool prompt_shown;
-	char line[CLI_LINE_MAX];
-	size_t len, cur; /* bytes; cur is on a UTF-8 boundary */
-	size_t scroll;	 /* first code point shown when the line is too wide */
-	int esc;	 /* 0, 1 after ESC, 2 inside "ESC [" or "ESC O" */
-	char esc_buf[8];
-	size_t esc_len;
-	char *hist[CLI_HISTORY_MAX];
-	int hist_n, hist_pos; /* hist_pos == hist_n: the line being edited */
-	char *hist_draft;     /* that line, kept while browsing history */
+	struct le_term term;
+	struct le le;
+	/* "/name" of every command, for Tab. */
+	const char *words[CLI_WORDS_MAX];
+	char word_buf[CLI_WORDS_MAX][CLI_WORD_BYTES];
 
 	/* Pushes: counters for /wait, dedup, pending acks, names. */
 	/* Pushes received and pushes a /wait counted, by cmd; [0]: all kinds. */
@@ -128,9 +122,9 @@ static struct cli *cli_for_signals;
 
 static void cli_out_begin(struct cli *cli)
 {
-	if (cli->prompt_shown) {
-		fputs("\r\033[K", stdout);
-		cli->prompt_shown = false;
+	if (le_shown(&cli->le)) {
+		le_hide(&cli->le);
+		le_term_flush(&cli->le, stdout);
 	}
 }
 
@@ -1547,399 +1541,84 @@ static int cli_run_line(struct cli *cli, char *line)
 }
 
 /* ---------------------------------------------------------------------
- * Line editor (TTY only).
+ * Interactive mode: the line editor (lineedit.h) on the terminal.
  * ------------------------------------------------------------------- */
-
-static void cli_tty_restore(struct cli *cli)
-{
-	if (cli->raw) {
-		tcsetattr(STDIN_FILENO, TCSAFLUSH, &cli->saved_tio);
-		cli->raw = false;
-	}
-}
 
 static void cli_on_signal(int sig)
 {
 	/* Only async-signal-safe calls: tcsetattr and _exit are. */
-	if (cli_for_signals && cli_for_signals->raw)
-		tcsetattr(STDIN_FILENO, TCSAFLUSH, &cli_for_signals->saved_tio);
+	if (cli_for_signals)
+		le_term_restore(&cli_for_signals->term);
 	_exit(128 + sig);
 }
 
-static int cli_tty_raw(struct cli *cli)
-{
-	struct termios t;
+_Static_assert(CLI_NCMDS <= CLI_WORDS_MAX, "CLI_WORDS_MAX: room for every command");
 
-	if (tcgetattr(STDIN_FILENO, &cli->saved_tio) == -1)
-		return -errno;
-	t = cli->saved_tio;
-	/* No line buffering, echo or signal keys; output processing stays on. */
-	t.c_lflag &= ~(tcflag_t)(ICANON | ECHO | ISIG | IEXTEN);
-	t.c_iflag &= ~(tcflag_t)(IXON | ICRNL | INLCR | ISTRIP);
-	t.c_cc[VMIN] = 1;
-	t.c_cc[VTIME] = 0;
-	if (tcsetattr(STDIN_FILENO, TCSAFLUSH, &t) == -1)
-		return -errno;
-	cli->raw = true;
-	return 0;
-}
-
-static int cli_tty_cols(void)
-{
-	struct winsize ws;
-
-	if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 10)
-		return ws.ws_col;
-	return 80;
-}
-
-static bool cli_utf8_cont(char c)
-{
-	return ((unsigned char)c & 0xc0) == 0x80;
-}
-
-/* Code points in s[0..n). Every code point is taken as one column wide. */
-static size_t cli_cps(const char *s, size_t n)
-{
-	size_t i, k = 0;
-
-	for (i = 0; i < n; i++)
-		if (!cli_utf8_cont(s[i]))
-			k++;
-	return k;
-}
-
-/* Byte offset of code point k in the line (len when past its end). */
-static size_t cli_cp_off(const struct cli *cli, size_t k)
+/* Tab completes "/name" of every command. */
+static void cli_words_init(struct cli *cli)
 {
 	size_t i;
 
-	for (i = 0; i < cli->len; i++)
-		if (!cli_utf8_cont(cli->line[i]) && k-- == 0)
-			return i;
-	return cli->len;
-}
-
-static void cli_prompt_text(const struct cli *cli, char *buf, size_t n)
-{
-	snprintf(buf, n, "%s> ", cli->my_name[0] ? cli->my_name : "ringchat");
-}
-
-/*
- * Draws the prompt and the line, scrolled sideways when wider than the
- * terminal, and puts the cursor where it belongs.
- */
-static void cli_redraw(struct cli *cli)
-{
-	char prompt[64];
-	size_t pw, avail, total, cur, start, end, shown;
-	int cols = cli_tty_cols();
-
-	cli_prompt_text(cli, prompt, sizeof(prompt));
-	pw = strlen(prompt);
-	avail = (size_t)cols > pw + 2 ? (size_t)cols - pw - 1 : 1;
-	total = cli_cps(cli->line, cli->len);
-	cur = cli_cps(cli->line, cli->cur);
-	if (cur < cli->scroll)
-		cli->scroll = cur;
-	if (cur >= cli->scroll + avail)
-		cli->scroll = cur - avail + 1;
-	if (total <= avail)
-		cli->scroll = 0;
-	start = cli_cp_off(cli, cli->scroll);
-	end = cli_cp_off(cli, cli->scroll + avail);
-	shown = cli_cps(cli->line + start, end - start);
-	fputs("\r\033[K", stdout);
-	fputs(prompt, stdout);
-	fwrite(cli->line + start, 1, end - start, stdout);
-	if (shown > cur - cli->scroll)
-		printf("\033[%zuD", shown - (cur - cli->scroll));
-	fflush(stdout);
-	cli->prompt_shown = true;
-}
-
-static void cli_hist_add(struct cli *cli, const char *line)
-{
-	char *copy;
-
-	if (!*line || (cli->hist_n > 0 && !strcmp(cli->hist[cli->hist_n - 1], line)))
-		return;
-	copy = strdup(line);
-	if (!copy)
-		return;
-	if (cli->hist_n == CLI_HISTORY_MAX) {
-		free(cli->hist[0]);
-		memmove(cli->hist, cli->hist + 1, (CLI_HISTORY_MAX - 1) * sizeof(cli->hist[0]));
-		cli->hist_n--;
-	}
-	cli->hist[cli->hist_n++] = copy;
-}
-
-static void cli_set_line(struct cli *cli, const char *s)
-{
-	size_t n = strlen(s);
-
-	if (n >= sizeof(cli->line))
-		n = sizeof(cli->line) - 1;
-	memcpy(cli->line, s, n);
-	cli->line[n] = '\0';
-	cli->len = cli->cur = n;
-}
-
-/* Up (dir -1) or down (+1) through the history. */
-static void cli_hist_move(struct cli *cli, int dir)
-{
-	int to = cli->hist_pos + dir;
-
-	if (to < 0 || to > cli->hist_n)
-		return;
-	if (cli->hist_pos == cli->hist_n) {
-		free(cli->hist_draft);
-		cli->hist_draft = strdup(cli->line);
-	}
-	cli->hist_pos = to;
-	cli_set_line(cli,
-		     to == cli->hist_n ? (cli->hist_draft ? cli->hist_draft : "") : cli->hist[to]);
-}
-
-static void cli_delete(struct cli *cli, size_t from, size_t to)
-{
-	memmove(cli->line + from, cli->line + to, cli->len - to + 1);
-	cli->len -= to - from;
-	if (cli->cur > to)
-		cli->cur -= to - from;
-	else if (cli->cur > from)
-		cli->cur = from;
-}
-
-static size_t cli_prev_cp(const struct cli *cli, size_t at)
-{
-	while (at > 0) {
-		at--;
-		if (!cli_utf8_cont(cli->line[at]))
-			break;
-	}
-	return at;
-}
-
-static size_t cli_next_cp(const struct cli *cli, size_t at)
-{
-	if (at < cli->len)
-		at++;
-	while (at < cli->len && cli_utf8_cont(cli->line[at]))
-		at++;
-	return at;
-}
-
-/* Tab: completes the command word when one command starts with it. */
-static void cli_complete(struct cli *cli)
-{
-	const char *match = NULL;
-	size_t i, wlen;
-
-	if (cli->len == 0 || cli->line[0] != '/' || memchr(cli->line, ' ', cli->len) ||
-	    cli->cur != cli->len)
-		return;
-	wlen = cli->len - 1;
 	for (i = 0; i < CLI_NCMDS; i++) {
-		if (strncmp(cli_cmds[i].name, cli->line + 1, wlen))
-			continue;
-		if (match) {
-			/* Ambiguous: list the candidates. */
-			cli_out_begin(cli);
-			for (i = 0; i < CLI_NCMDS; i++)
-				if (!strncmp(cli_cmds[i].name, cli->line + 1, wlen))
-					printf("/%s  ", cli_cmds[i].name);
-			printf("\n");
-			return;
-		}
-		match = cli_cmds[i].name;
+		snprintf(cli->word_buf[i], CLI_WORD_BYTES, "/%s", cli_cmds[i].name);
+		cli->words[i] = cli->word_buf[i];
 	}
-	if (match) {
-		char buf[64];
-
-		snprintf(buf, sizeof(buf), "/%s ", match);
-		cli_set_line(cli, buf);
-	}
+	le_set_words(&cli->le, cli->words, CLI_NCMDS);
 }
 
-/* Enter: the line leaves the editor and runs. */
-static void cli_enter(struct cli *cli)
+/* The prompt names who is logged in; a command may just have changed it. */
+static void cli_prompt_sync(struct cli *cli)
 {
-	char line[CLI_LINE_MAX], prompt[64];
+	char prompt[LE_PROMPT_MAX];
 
-	/* Leave the whole typed line on screen, as a shell does (keys and
-	 * Enter may come in one read, before the line was ever drawn). */
-	cli_prompt_text(cli, prompt, sizeof(prompt));
-	printf("\r\033[K%s%s\n", prompt, cli->line);
-	cli->prompt_shown = false;
-	memcpy(line, cli->line, cli->len + 1);
-	cli_hist_add(cli, line);
-	cli->hist_pos = cli->hist_n;
-	free(cli->hist_draft);
-	cli->hist_draft = NULL;
-	cli->len = cli->cur = cli->scroll = 0;
-	cli->line[0] = '\0';
-	cli_run_line(cli, line);
-	if (cli->c)
-		cli_pump(cli, 0);
+	snprintf(prompt, sizeof(prompt), "%s> ", cli->my_name[0] ? cli->my_name : "ringchat");
+	le_set_prompt(&cli->le, prompt);
 }
 
-/* The end of an escape sequence: ESC [ <params> <final>. */
-static void cli_escape(struct cli *cli, char final)
+/* Keys from one read: edits, and the lines they finish run one by one. */
+static void cli_keys(struct cli *cli, const char *buf, size_t n)
 {
-	const char *params = cli->esc_buf;
+	size_t used;
 
-	switch (final) {
-	case 'A':
-		cli_hist_move(cli, -1);
-		break;
-	case 'B':
-		cli_hist_move(cli, 1);
-		break;
-	case 'C':
-		cli->cur = cli_next_cp(cli, cli->cur);
-		break;
-	case 'D':
-		cli->cur = cli_prev_cp(cli, cli->cur);
-		break;
-	case 'H':
-		cli->cur = 0;
-		break;
-	case 'F':
-		cli->cur = cli->len;
-		break;
-	case '~':
-		if (!strcmp(params, "1") || !strcmp(params, "7"))
-			cli->cur = 0;
-		else if (!strcmp(params, "4") || !strcmp(params, "8"))
-			cli->cur = cli->len;
-		else if (!strcmp(params, "3") && cli->cur < cli->len)
-			cli_delete(cli, cli->cur, cli_next_cp(cli, cli->cur));
-		break;
-	default:
-		break;
-	}
-}
-
-static void cli_key(struct cli *cli, char ch)
-{
-	unsigned char c = (unsigned char)ch;
-
-	if (cli->esc == 1) {
-		cli->esc = (c == '[' || c == 'O') ? 2 : 0;
-		cli->esc_len = 0;
-		cli->esc_buf[0] = '\0';
-		return;
-	}
-	if (cli->esc == 2) {
-		if ((c >= '0' && c <= '9') || c == ';') {
-			if (cli->esc_len < sizeof(cli->esc_buf) - 1) {
-				cli->esc_buf[cli->esc_len++] = (char)c;
-				cli->esc_buf[cli->esc_len] = '\0';
-			}
-			return;
-		}
-		cli->esc = 0;
-		cli_escape(cli, (char)c);
-		return;
-	}
-	switch (c) {
-	case 27:
-		cli->esc = 1;
-		return;
-	case '\r':
-	case '\n':
-		cli_enter(cli);
-		return;
-	case 1: /* ^A */
-		cli->cur = 0;
-		return;
-	case 5: /* ^E */
-		cli->cur = cli->len;
-		return;
-	case 2: /* ^B */
-		cli->cur = cli_prev_cp(cli, cli->cur);
-		return;
-	case 6: /* ^F */
-		cli->cur = cli_next_cp(cli, cli->cur);
-		return;
-	case 3: /* ^C: drop the line, or leave on an empty one */
-		if (cli->len == 0) {
+	while (n > 0 && !cli->quit) {
+		cli_prompt_sync(cli);
+		switch (le_feed(&cli->le, buf, n, &used)) {
+		case LE_LINE:
+			/* The echoed line goes out before what the command prints. */
+			le_term_flush(&cli->le, stdout);
+			cli_run_line(cli, le_line(&cli->le));
+			if (cli->c)
+				cli_pump(cli, 0);
+			break;
+		case LE_QUIT:
 			cli->quit = true;
-			return;
+			break;
+		case LE_NONE:
+			break;
 		}
-		fputs("^C\n", stdout);
-		cli->prompt_shown = false;
-		cli->len = cli->cur = 0;
-		cli->line[0] = '\0';
-		return;
-	case 4: /* ^D: delete under the cursor, or leave on an empty line */
-		if (cli->len == 0)
-			cli->quit = true;
-		else if (cli->cur < cli->len)
-			cli_delete(cli, cli->cur, cli_next_cp(cli, cli->cur));
-		return;
-	case 8:
-	case 127:
-		if (cli->cur > 0)
-			cli_delete(cli, cli_prev_cp(cli, cli->cur), cli->cur);
-		return;
-	case 9:
-		cli_complete(cli);
-		return;
-	case 11: /* ^K */
-		cli->len = cli->cur;
-		cli->line[cli->len] = '\0';
-		return;
-	case 12: /* ^L */
-		cli_out_begin(cli);
-		fputs("\033[H\033[2J", stdout);
-		return;
-	case 14: /* ^N */
-		cli_hist_move(cli, 1);
-		return;
-	case 16: /* ^P */
-		cli_hist_move(cli, -1);
-		return;
-	case 21: /* ^U */
-		cli_delete(cli, 0, cli->cur);
-		return;
-	case 23: { /* ^W: the word before the cursor */
-		size_t at = cli->cur;
-
-		while (at > 0 && cli->line[at - 1] == ' ')
-			at--;
-		while (at > 0 && cli->line[at - 1] != ' ')
-			at--;
-		cli_delete(cli, at, cli->cur);
-		return;
+		buf += used;
+		n -= used;
 	}
-	default:
-		break;
-	}
-	if (c < 32)
-		return;
-	if (cli->len + 1 >= sizeof(cli->line))
-		return; /* full: further keys are ignored */
-	memmove(cli->line + cli->cur + 1, cli->line + cli->cur, cli->len - cli->cur + 1);
-	cli->line[cli->cur++] = (char)c;
-	cli->len++;
+	le_term_flush(&cli->le, stdout);
 }
 
 static int cli_tty_loop(struct cli *cli)
 {
 	struct pollfd pfd[2];
 	char buf[256];
-	ssize_t n, i;
+	ssize_t n;
+	int rc;
 
-	if (cli_tty_raw(cli)) {
-		fprintf(stderr, "ringchat-cli: cannot set up the terminal: %s\n", strerror(errno));
+	rc = le_term_raw(&cli->term, STDIN_FILENO);
+	if (rc) {
+		fprintf(stderr, "ringchat-cli: cannot set up the terminal: %s\n", strerror(-rc));
 		return 1;
 	}
 	cli_say(cli, "connected to %s:%u; /help lists the commands, /quit leaves\n", cli->host,
 		cli->port);
-	cli_redraw(cli);
+	cli_prompt_sync(cli);
+	le_redraw(&cli->le, le_term_cols(STDOUT_FILENO));
+	le_term_flush(&cli->le, stdout);
 	while (!cli->quit) {
 		pfd[0] = (struct pollfd){.fd = STDIN_FILENO, .events = POLLIN};
 		pfd[1] = (struct pollfd){.fd = cli->c ? rc_fd(cli->c) : -1, .events = POLLIN};
@@ -1956,15 +1635,18 @@ static int cli_tty_loop(struct cli *cli)
 			n = read(STDIN_FILENO, buf, sizeof(buf));
 			if (n == 0 || (n == -1 && errno != EINTR && errno != EAGAIN))
 				break;
-			for (i = 0; i < n && !cli->quit; i++)
-				cli_key(cli, buf[i]);
+			if (n > 0)
+				cli_keys(cli, buf, (size_t)n);
 		}
-		if (!cli->quit)
-			cli_redraw(cli);
+		if (!cli->quit) {
+			cli_prompt_sync(cli);
+			le_redraw(&cli->le, le_term_cols(STDOUT_FILENO));
+			le_term_flush(&cli->le, stdout);
+		}
 	}
 	cli_out_begin(cli);
 	fflush(stdout);
-	cli_tty_restore(cli);
+	le_term_restore(&cli->term);
 	return 0;
 }
 
@@ -2100,6 +1782,8 @@ int main(int argc, char **argv)
 	cli.port = CLI_DEFAULT_PORT;
 	cli.timeout_ms = CLI_DEFAULT_TIMEOUT_MS;
 	cli.auto_ack = true;
+	le_init(&cli.le);
+	cli_words_init(&cli);
 	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'h':
@@ -2158,9 +1842,7 @@ int main(int argc, char **argv)
 	if (cli.c)
 		cli_flush_acks(&cli);
 	rc_close(cli.c);
-	for (int i = 0; i < cli.hist_n; i++)
-		free(cli.hist[i]);
-	free(cli.hist_draft);
+	le_free(&cli.le);
 	if (in_fd != STDIN_FILENO)
 		close(in_fd);
 	return rc;
