@@ -32,11 +32,7 @@ if ! setup_log=$(meson setup "${setup_args[@]}" 2>&1); then
 	printf '%s\n' "$setup_log"
 	exit 1
 fi
-targets=(src/ringchatd)
-if [[ -f src/tools/cli.c ]]; then
-	targets+=(src/ringchat-cli)
-fi
-ninja -C build "${targets[@]}"
+ninja -C build src/ringchatd src/ringchat-cli
 
 bash scripts/services.sh start
 
