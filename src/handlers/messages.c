@@ -74,6 +74,8 @@
 #include "ringchat/json_text.h"
 #include "ringchat/kmap.h"
 #include "ringchat/log.h"
+#include "ringchat/login_push.h"
+#include "ringchat/msgrow.h"
 #include "ringchat/messages.h"
 #include "ringchat/outbox.h"
 #include "ringchat/protocol.h"
@@ -86,15 +88,10 @@
 #define MSG_CMID_MAX 64	 /* bytes of a client_msg_id */
 #define MSG_HISTORY_DEFAULT 50
 #define MSG_HISTORY_MAX 200
-#define MSG_UNACKED_PAGE 500  /* rows per query when pushing at login */
-#define MSG_UNACKED_ROWS 4000 /* rows held at once over all streams */
-#define MSG_UNACKED_PAGE_MIN 16
 #define MSG_DEDUP_SETS 1024 /* retry cache: sets x ways entries per worker */
 #define MSG_DEDUP_WAYS 4
 #define MSG_ROOM_WAIT_US 200	   /* pause while the writer's lane is full */
 
-/* Columns of every message SELECT below, in this order. */
-#define MSG_COLS "msg_id, conversation_id, from_id, to_id, group_id, type, text, send_time"
 
 enum msg_item_flags {
 	MSG_HELD = 1u << 0,  /* push to every recipient only after the commit */
@@ -239,39 +236,10 @@ static void msg_held_dec(struct msg_worker *mw, int64_t from)
 /* ---- JSON -------------------------------------------------------------------- */
 
 
-static cJSON *msg_json(int64_t msg_id, int64_t conv, int64_t from, int64_t to, int64_t group_id,
-		       int type, const char *text, int64_t send_time)
-{
-	cJSON *o = cJSON_CreateObject();
-
-	if (!o)
-		return NULL;
-	json_add_int(o, "msg_id", msg_id);
-	json_add_int(o, "conversation_id", conv);
-	json_add_int(o, "from", from);
-	if (group_id)
-		json_add_int(o, "group_id", group_id);
-	else
-		json_add_int(o, "to", to);
-	json_add_int(o, "type", type);
-	cJSON_AddStringToObject(o, "text", text);
-	json_add_int(o, "send_time", send_time);
-	return o;
-}
-
 static cJSON *msg_item_json(const struct commit_item *ci)
 {
-	return msg_json(ci->msg_id, ci->conversation_id, ci->from_id, ci->to_id, ci->group_id,
+	return msgrow_json_of(ci->msg_id, ci->conversation_id, ci->from_id, ci->to_id, ci->group_id,
 			ci->type, ci->text, ci->send_time);
-}
-
-/* A row of a SELECT MSG_COLS. */
-static cJSON *msg_row_json(const struct db_rows *rows, size_t i)
-{
-	return msg_json(db_cell_i64(rows, i, 0), db_cell_i64(rows, i, 1), db_cell_i64(rows, i, 2),
-			db_cell_i64(rows, i, 3), db_cell_i64(rows, i, 4),
-			(int)db_cell_i64(rows, i, 5), db_cell_str(rows, i, 6),
-			db_cell_i64(rows, i, 7));
 }
 
 #define JLIT(p, lit) json_put_raw((p), (lit), sizeof(lit) - 1)
@@ -942,7 +910,7 @@ void messages_history(struct req *r)
 	}
 	rows =
 	    db_query(w->db,
-		     "SELECT " MSG_COLS " FROM messages WHERE conversation_id = ? AND msg_id < ? "
+		     "SELECT " MSGROW_COLS " FROM messages WHERE conversation_id = ? AND msg_id < ? "
 		     "ORDER BY msg_id DESC LIMIT ?",
 		     "lll", conv, before, limit);
 	if (!rows) {
@@ -951,7 +919,7 @@ void messages_history(struct req *r)
 		return;
 	}
 	for (size_t i = 0; i < db_rows_count(rows); i++) {
-		cJSON *m = msg_row_json(rows, i);
+		cJSON *m = msgrow_json(rows, i);
 
 		if (!m) {
 			db_rows_free(rows);
@@ -966,145 +934,6 @@ void messages_history(struct req *r)
 }
 
 /* ---- push at login --------------------------------------------------------------- */
-
-/* One source of unacked messages, read in pages oldest first. */
-struct msg_stream {
-	int64_t conv;  /* the group's conversation; 0 for the user's 1:1 rows */
-	int64_t after; /* msg_id of the last row read */
-	int64_t below; /* ids from here on were pushed live (see messages_push_unacked) */
-	struct db_rows *rows;
-	size_t pos;
-	bool done; /* no rows after `after` */
-};
-
-static int msg_stream_fill(struct worker *w, struct msg_stream *st, int64_t uid, int64_t page)
-{
-	db_rows_free(st->rows);
-	st->pos = 0;
-	if (st->conv)
-		/* the member's own messages were never pushed to it */
-		st->rows = db_query(w->db,
-				    "SELECT " MSG_COLS " FROM messages WHERE conversation_id = ? "
-				    "AND msg_id > ? AND msg_id < ? AND from_id <> ? ORDER BY msg_id LIMIT ?",
-				    "lllll", st->conv, st->after, st->below, uid, page);
-	else
-		st->rows =
-		    db_query(w->db,
-			     "SELECT m.msg_id, m.conversation_id, m.from_id, m.to_id, m.group_id, "
-			     "m.type, m.text, m.send_time FROM (SELECT msg_id FROM unread "
-			     "WHERE to_id = ? AND msg_id > ? AND msg_id < ? ORDER BY msg_id LIMIT ?) u "
-			     "JOIN messages m ON m.msg_id = u.msg_id ORDER BY m.msg_id",
-			     "llll", uid, st->after, st->below, page);
-	if (!st->rows)
-		return db_last_error(w->db);
-	st->done = (int64_t)db_rows_count(st->rows) < page;
-	return 0;
-}
-
-/* The stream's current row, reading the next page when needed; false at
- * its end (or on error, *err set). */
-static bool msg_stream_peek(struct worker *w, struct msg_stream *st, int64_t uid, int64_t page,
-			    int *err)
-{
-	if (st->rows && st->pos < db_rows_count(st->rows))
-		return true;
-	if (st->done)
-		return false;
-	*err = msg_stream_fill(w, st, uid, page);
-	if (*err)
-		return false;
-	return db_rows_count(st->rows) > 0;
-}
-
-static void msg_push_unacked_now(struct worker *w, struct session *s, int64_t below)
-{
-	int64_t uid = s->user_id, page;
-	/* stop well below the connection's output cap: the rest waits for
-	 * the next login (after the client has acked what it got) */
-	size_t budget = (size_t)w->cfg->out_limit_bytes / 2, sent_bytes = 0, pushed = 0;
-	struct msg_stream *st = NULL;
-	struct db_rows *groups;
-	size_t nst = 0;
-	int err = 0;
-
-	groups = db_query(w->db,
-			  "SELECT c.id, gm.read_msg_id FROM group_members gm "
-			  "JOIN conversations c ON c.kind = ? AND c.a = gm.group_id AND c.b = 0 "
-			  "WHERE gm.user_id = ?",
-			  "il", SOCIAL_CONV_GROUP, uid);
-	if (!groups) {
-		err = db_last_error(w->db);
-		goto out_failed;
-	}
-	st = calloc(db_rows_count(groups) + 1, sizeof(*st));
-	if (!st) {
-		err = -ENOMEM;
-		goto out_failed;
-	}
-	st[nst++] = (struct msg_stream){.below = below};
-	for (size_t i = 0; i < db_rows_count(groups); i++)
-		st[nst++] = (struct msg_stream){.conv = db_cell_i64(groups, i, 0),
-						.after = db_cell_i64(groups, i, 1),
-						.below = below};
-	db_rows_free(groups);
-	page = MSG_UNACKED_ROWS / (int64_t)nst;
-	if (page > MSG_UNACKED_PAGE)
-		page = MSG_UNACKED_PAGE;
-	if (page < MSG_UNACKED_PAGE_MIN)
-		page = MSG_UNACKED_PAGE_MIN;
-
-	/* merge the streams by msg_id: oldest first across all of them */
-	while (sent_bytes < budget) {
-		struct msg_stream *best = NULL;
-		int64_t best_id = 0;
-
-		for (size_t i = 0; i < nst; i++) {
-			int64_t id;
-
-			if (!msg_stream_peek(w, &st[i], uid, page, &err)) {
-				if (err)
-					goto out_failed;
-				continue;
-			}
-			id = db_cell_i64(st[i].rows, st[i].pos, 0);
-			if (!best || id < best_id) {
-				best = &st[i];
-				best_id = id;
-			}
-		}
-		if (!best)
-			break;
-		cJSON *m = msg_row_json(best->rows, best->pos);
-
-		sent_bytes += db_cell_len(best->rows, best->pos, 6) + 160;
-		best->after = best_id;
-		best->pos++;
-		if (!m) {
-			err = -ENOMEM;
-			goto out_failed;
-		}
-		outbox_push(w, s->conn, CMD_PUSH_MSG, m);
-		counter_inc(msgs_pushed);
-		pushed++;
-		if (best_id > s->stored_pushed_max)
-			s->stored_pushed_max = best_id;
-	}
-	if (sent_bytes >= budget)
-		log_info("messages: user %" PRId64 " has more unacked messages than one login "
-			 "pushes (%zu sent); the rest follows at its next login",
-			 uid, pushed);
-	goto out_free;
-
-out_failed:
-	if (err != -ENOMEM)
-		counter_inc(mysql_errors);
-	log_warn("messages: pushing unacked messages to user %" PRId64 " stopped after %zu: %s",
-		 uid, pushed, err == -ENOMEM ? "out of memory" : db_errmsg(w->db));
-out_free:
-	for (size_t i = 0; i < nst; i++)
-		db_rows_free(st[i].rows);
-	free(st);
-}
 
 /*
  * With unread marks held back by the writer (commit.h), the marks of this
@@ -1126,14 +955,14 @@ void messages_push_unacked(struct worker *w, struct session *s)
 	if (!below)
 		below = INT64_MAX;
 	if (!commit_defers_unread()) {
-		msg_push_unacked_now(w, s, below);
+		login_push_unacked(w, s, below);
 		return;
 	}
 	it = calloc(1, sizeof(*it));
 	if (!it) {
 		msg_warn("login of user %" PRId64 ": out of memory; held unread marks not "
 			 "flushed", s->user_id);
-		msg_push_unacked_now(w, s, below);
+		login_push_unacked(w, s, below);
 		return;
 	}
 	it->ci.kind = COMMIT_FLUSH_UNREAD;
@@ -1145,7 +974,7 @@ void messages_push_unacked(struct worker *w, struct session *s)
 		free(it);
 		msg_warn("login of user %" PRId64 ": writer lane full; held unread marks not "
 			 "flushed", s->user_id);
-		msg_push_unacked_now(w, s, below);
+		login_push_unacked(w, s, below);
 		return;
 	}
 	session_hold(s);
@@ -1161,7 +990,7 @@ static void msg_flushed(struct worker *w, struct msg_item *it)
 		msg_warn("login of user %" PRId64 ": held unread marks not flushed: %s",
 			 it->ci.from_id, it->ci.error);
 	if (s->conn == it->conn && s->user_id == it->ci.from_id) {
-		msg_push_unacked_now(w, s, it->ci.msg_id);
+		login_push_unacked(w, s, it->ci.msg_id);
 		session_resume(w, s);
 	}
 	free(it);
