@@ -50,6 +50,8 @@ void outbox_push_text(struct worker *w, uint64_t conn, uint16_t cmd, const char 
  * (too large, out of memory). payload is NOT taken over.
  */
 uint8_t *outbox_encode(uint16_t cmd, const cJSON *payload, uint32_t *len);
+/* The same with the payload as JSON text json[0, jlen). */
+uint8_t *outbox_encode_text(uint16_t cmd, const char *json, size_t jlen, uint32_t *len);
 /* Sends a copy of an encoded frame to conn. */
 void outbox_push_bytes(struct worker *w, uint64_t conn, const uint8_t *frame, uint32_t len);
 

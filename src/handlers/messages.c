@@ -421,7 +421,7 @@ static void msg_deliver_late(struct worker *w, struct msg_item *it)
 	if (!ci->group_id) {
 		/* the registry check first spares building a push for a
 		 * recipient who is (still) not here, the common case */
-		if ((!held && it->to_pushed) || !router_is_local(ci->to_id))
+		if ((!held && it->to_pushed) || router_where(w, ci->to_id).kind == ROUTE_OFFLINE)
 			return;
 		if (msg_push_to(w, ci))
 			counter_inc(msgs_pushed);
@@ -438,7 +438,8 @@ static void msg_deliver_late(struct worker *w, struct msg_item *it)
 	size_t k = 0;
 
 	for (size_t i = 0; i < it->group->n; i++)
-		if (!(it->pushed[i / 8] & (1u << (i % 8))) && router_is_local(it->group->ids[i]))
+		if (!(it->pushed[i / 8] & (1u << (i % 8))) &&
+		    router_where(w, it->group->ids[i]).kind != ROUTE_OFFLINE)
 			mw->ids[k++] = it->group->ids[i];
 	if (k)
 		msg_push_group(w, ci, mw->ids, k, NULL);
@@ -494,10 +495,13 @@ static void msg_complete(struct worker *w, struct msg_item *it)
 
 bool messages_poll(struct worker *w)
 {
-	struct msg_worker *mw = msg_worker_of(w);
+	struct msg_worker *mw;
 	struct commit_item *ci;
 	bool did = false;
 
+	if (!msg_workers)
+		return false; /* not started (unit tests of dispatch) */
+	mw = msg_worker_of(w);
 	/* taken earlier than anything still queued: first */
 	while (mw->backlog) {
 		struct msg_item *it = mw->backlog;
@@ -517,7 +521,7 @@ bool messages_poll(struct worker *w)
 
 bool messages_has_work(struct worker *w)
 {
-	return commit_inflight(w->id) > 0 || msg_worker_of(w)->backlog;
+	return msg_workers && (commit_inflight(w->id) > 0 || msg_worker_of(w)->backlog);
 }
 
 /* ---- sending ----------------------------------------------------------------- */

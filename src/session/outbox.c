@@ -82,19 +82,25 @@ void outbox_push_text(struct worker *w, uint64_t conn, uint16_t cmd, const char 
 		outbox_send(w, m);
 }
 
+uint8_t *outbox_encode_text(uint16_t cmd, const char *json, size_t jlen, uint32_t *len)
+{
+	uint8_t *buf;
+
+	if (jlen > FRAME_MAX_OUT_BYTES || !(buf = malloc(FRAME_HDR_BYTES + jlen)))
+		return NULL;
+	outbox_put(buf, cmd, 0, 0, json, jlen);
+	*len = (uint32_t)(FRAME_HDR_BYTES + jlen);
+	return buf;
+}
+
 uint8_t *outbox_encode(uint16_t cmd, const cJSON *payload, uint32_t *len)
 {
 	char *json = cJSON_PrintUnformatted(payload);
-	size_t jlen;
-	uint8_t *buf = NULL;
+	uint8_t *buf;
 
 	if (!json)
 		return NULL;
-	jlen = strlen(json);
-	if (jlen <= FRAME_MAX_OUT_BYTES && (buf = malloc(FRAME_HDR_BYTES + jlen))) {
-		outbox_put(buf, cmd, 0, 0, json, jlen);
-		*len = (uint32_t)(FRAME_HDR_BYTES + jlen);
-	}
+	buf = outbox_encode_text(cmd, json, strlen(json), len);
 	free(json);
 	return buf;
 }
