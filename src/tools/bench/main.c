@@ -166,6 +166,11 @@ static void bench_nodes_arg(struct bench_opts *o, const char *s)
 		fprintf(stderr, "ringchat-bench: --nodes: list too long\n");
 		exit(2);
 	}
+	/* strtok_r would skip an empty entry: refuse it here instead. */
+	if (!*s || s[0] == ',' || s[strlen(s) - 1] == ',' || strstr(s, ",,")) {
+		fprintf(stderr, "ringchat-bench: --nodes: an empty entry in '%s'\n", s);
+		exit(2);
+	}
 	snprintf(buf, sizeof(buf), "%s", s);
 	o->nnodes = 0;
 	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
