@@ -15,10 +15,11 @@
 # sql/schema.sql (each run starts from empty tables), starts a node on it
 # (--durability MODE --hash-cost 1 --workers 2, then the -n flags), runs
 # `ringchat-bench SCENARIO` (chat, or the -s one: group, offline) with the
-# given arguments and --server-pid NODE,MARIADBD (--redis-pid for --target
-# redis|both), prints the bench's summary and the node's group-commit and
-# unread-mark metrics, and stops the node. Keeps node.log, bench.txt and
-# metrics.txt in tests/perf/out/SCENARIO-MODE-YYYYmmdd-HHMMSS/.
+# given arguments and --server-pid NODE,MARIADBD (--redis-port and
+# --redis-pid of the private Redis for --target redis|both), prints the
+# bench's summary and the node's group-commit and unread-mark metrics, and
+# stops the node. Keeps node.log, bench.txt and metrics.txt in
+# tests/perf/out/SCENARIO-MODE-YYYYmmdd-HHMMSS/.
 set -euo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -61,11 +62,15 @@ mysql_root "$DB" <"$ROOT/sql/schema.sql" || perf_die "cannot apply sql/schema.sq
 
 trap perf_node_stop EXIT
 perf_node_start "$OUT" --durability "$MODE" --mysql-db "$DB" "${NODE_FLAGS[@]}"
-MARIADB_PID=$(pgrep -x mariadbd | head -n 1 || true)
-REDIS_PID=$(pgrep -f 'redis-server .*:'"${RINGCHAT_REDIS_PORT:-16379}" | head -n 1 || true)
+# The private services' own pids (several engineers' MariaDBs may run on
+# one machine, so "the first mariadbd" is not necessarily ours).
+MARIADB_PID=$(cat "$ROOT/var/run/mysqld.pid" 2>/dev/null || pgrep -x mariadbd | head -n 1 || true)
+REDIS_PID=$(cat "$ROOT/var/run/redis.pid" 2>/dev/null ||
+	pgrep -f 'redis-server .*:'"${RINGCHAT_REDIS_PORT:-16379}" | head -n 1 || true)
 ADMIN_PORT=$(sed -n 's/.*info admin listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$OUT/node.log" | head -n 1)
 
-CMD=("$BUILD/src/ringchat-bench" "$SCENARIO" --port "$NODE_PORT" "$@"
+CMD=("$BUILD/src/ringchat-bench" "$SCENARIO" --port "$NODE_PORT"
+	--redis-port "${RINGCHAT_REDIS_PORT:-16379}" "$@"
 	--server-pid "$NODE_PID${MARIADB_PID:+,$MARIADB_PID}" ${REDIS_PID:+--redis-pid "$REDIS_PID"})
 echo "\$ ${CMD[*]}   # node: --durability $MODE ${NODE_FLAGS[*]}" | tee "$OUT/command.txt"
 "${CMD[@]}" 2>&1 | grep -v '^\[' | tee "$OUT/bench.txt"
