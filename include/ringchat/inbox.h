@@ -121,8 +121,9 @@ bool inbox_has_queued(const struct inbox *ib);
  * issues the next XREADGROUP. enabled=false closes the reader (use it
  * while our lease is not confirmed: the inbox may belong to another
  * instance). *next_ms gets the monotonic ms by which it must be called
- * again even if nothing is readable. Returns 0, or -ENOTCONN while Redis
- * cannot be reached.
+ * again even if nothing is readable. Returns 0 when the reader works,
+ * -ENOTCONN when it just failed to reach Redis, -EAGAIN when it learnt
+ * nothing new (disabled, or waiting out its back-off).
  */
 int inbox_rx_step(struct inbox *ib, bool enabled, bool readable, uint64_t *next_ms);
 /* Driving thread. The fd to poll for POLLIN, or -1 when no read is in

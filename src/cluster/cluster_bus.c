@@ -53,6 +53,7 @@ struct cluster_bus {
 	_Atomic bool stopping;
 	_Atomic bool lost;     /* lease lost: sends refused */
 	_Atomic bool redis_up; /* last state reported */
+	bool tx_ok, rx_ok;     /* cluster thread: last verdict of each link */
 	_Atomic uint64_t heartbeats, heartbeat_failures;
 
 	pthread_mutex_t lock; /* guards link, link_set and self_copy */
@@ -105,17 +106,24 @@ static void bus_deliver(void *ctx, int from, uint64_t sent_ms, const uint8_t *ms
 		b->ops.deliver(b->ctx, from, sent_ms, msg, len);
 }
 
-/* Reports a change of Redis reachability once, not per failure. */
-static void bus_redis_state(struct cluster_bus *b, bool up)
+/*
+ * Reports a change of Redis reachability once, not per failure. Redis is
+ * up when both links worked at their last attempt: with only one verdict
+ * the state would flap while the other link still waits out its back-off.
+ */
+static void bus_link_state(struct cluster_bus *b, bool *link, bool ok)
 {
+	bool up;
+
+	*link = ok;
+	up = b->tx_ok && b->rx_ok;
 	if (atomic_load_explicit(&b->redis_up, memory_order_relaxed) == up)
 		return;
 	atomic_store_explicit(&b->redis_up, up, memory_order_relaxed);
 	if (up)
 		log_info("cluster: Redis reachable again");
 	else
-		log_warn("cluster: Redis unreachable (%s); queueing sends, retrying with back-off",
-			 kv_errmsg(b->kv));
+		log_warn("cluster: Redis unreachable; queueing sends, retrying with back-off");
 	if (b->ops.redis_state)
 		b->ops.redis_state(b->ctx, up);
 }
@@ -140,10 +148,10 @@ static void bus_heartbeat(struct cluster_bus *b)
 	rc = membership_tick(b->m, b->kv);
 	if (rc == 0) {
 		atomic_fetch_add_explicit(&b->heartbeats, 1, memory_order_relaxed);
-		bus_redis_state(b, true);
+		bus_link_state(b, &b->tx_ok, true);
 	} else if (rc == -ENOTCONN) {
 		atomic_fetch_add_explicit(&b->heartbeat_failures, 1, memory_order_relaxed);
-		bus_redis_state(b, false);
+		bus_link_state(b, &b->tx_ok, false);
 	}
 	/* -ESTALE: bus_lease_lost ran inside the tick */
 }
@@ -188,16 +196,17 @@ static void *bus_main(void *arg)
 		}
 		if (!lost && inbox_has_queued(b->ib) && now >= flush_at) {
 			if (inbox_flush(b->ib, b->kv)) {
-				bus_redis_state(b, false);
+				bus_link_state(b, &b->tx_ok, false);
 				flush_at = clock_mono_ms() + FLUSH_RETRY_MS;
 			} else {
-				bus_redis_state(b, true);
+				bus_link_state(b, &b->tx_ok, true);
 				flush_at = 0;
 			}
 		}
-		if (inbox_rx_step(b->ib, !lost && membership_lease_valid(b->m), readable,
-				  &rx_next))
-			bus_redis_state(b, false);
+		rc = inbox_rx_step(b->ib, !lost && membership_lease_valid(b->m), readable,
+				   &rx_next);
+		if (rc != -EAGAIN)
+			bus_link_state(b, &b->rx_ok, rc == 0);
 		readable = false;
 
 		now = clock_mono_ms();
@@ -267,6 +276,7 @@ int cluster_bus_start(struct cluster_bus **out, const struct config *cfg,
 		b->ops = *ops;
 	b->ctx = ctx;
 	atomic_init(&b->redis_up, true);
+	b->tx_ok = b->rx_ok = true;
 	b->kv = kv_open(cfg);
 	b->m = membership_create(cfg, self, &mops, b);
 	b->ib = inbox_create(cfg, bus_deliver, b);

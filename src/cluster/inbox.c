@@ -376,8 +376,11 @@ int inbox_flush(struct inbox *ib, struct kv *kv)
 
 static void inbox_rx_fail(struct inbox *ib, const char *what)
 {
-	const char *why = ib->rx && ib->rx->err ? ib->rx->errstr : "no reply";
+	char why[128];
 
+	/* copied: closing frees the context that holds errstr */
+	snprintf(why, sizeof(why), "%s",
+		 !ib->rx ? "out of memory" : ib->rx->err ? ib->rx->errstr : "no reply");
 	inbox_rx_close(ib);
 	ib->rx_backoff_ms = ib->rx_backoff_ms ? ib->rx_backoff_ms * 2 : RX_BACKOFF_MIN_MS;
 	if (ib->rx_backoff_ms > RX_BACKOFF_MAX_MS)
@@ -680,7 +683,7 @@ int inbox_rx_step(struct inbox *ib, bool enabled, bool readable, uint64_t *next_
 		if (ib->rx)
 			log_info("inbox: reader of %s paused (lease not confirmed)", ib->key);
 		inbox_rx_close(ib);
-		return 0;
+		return -EAGAIN;
 	}
 	if (ib->rx && ib->rx_inflight && readable && inbox_rx_read(ib))
 		goto down;
@@ -693,8 +696,11 @@ int inbox_rx_step(struct inbox *ib, bool enabled, bool readable, uint64_t *next_
 		goto down;
 	}
 	if (!ib->rx) {
-		if (now < ib->rx_retry_ms)
-			goto down;
+		if (now < ib->rx_retry_ms) {
+			/* backing off: nothing new to report */
+			*next_ms = ib->rx_retry_ms;
+			return -EAGAIN;
+		}
 		if (inbox_rx_connect(ib))
 			goto down;
 	}
