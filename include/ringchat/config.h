@@ -34,6 +34,10 @@ struct config {
 	int queue_depth;             /* per-worker queue capacity, items */
 	/* node identity */
 	int node_id;                 /* 0..31, unique in a cluster (5 bits of msg_id) */
+	/* cluster (membership.h, inbox.h) */
+	int node_ttl_ms;             /* lease TTL of node_id; heartbeat every ttl/5 */
+	int inbox_maxlen;            /* entries kept per node inbox stream (MAXLEN ~) */
+	int cluster_queue_bytes;     /* bytes queued for other nodes, all peers together */
 	/* logging */
 	char log_level[16];          /* debug | info | warn | error */
 	/* storage */

@@ -114,6 +114,16 @@ static const struct config_entry config_table[] = {
 	INT_KEY(queue_depth, "8192", 16, 1048576, "capacity of each worker queue, items"),
 	/* node identity */
 	INT_KEY(node_id, "1", 0, 31, "this node's id (0..31), unique in the cluster; part of every msg_id"),
+	/* cluster */
+	INT_KEY(node_ttl_ms, "5000", 300, 600000,
+		"lease on node_id in Redis, ms: a crashed node's id is free (and the node seen down) "
+		"this long after its last heartbeat; heartbeats go every node_ttl_ms / 5"),
+	INT_KEY(inbox_maxlen, "100000", 100, 100000000,
+		"entries kept in each node's inbox stream (approximate cap); older unread entries "
+		"are trimmed"),
+	INT_KEY(cluster_queue_bytes, "67108864", 65536, 1073741824,
+		"bytes of messages this node may hold for other nodes while Redis is slow or "
+		"down, all peers together; beyond it sends fail and are counted"),
 	/* logging */
 	STR_KEY(log_level, "info", config_valid_log_level, "one of debug|info|warn|error",
 		"least severe level written to stderr"),
