@@ -18,6 +18,7 @@
 
 #include "ringchat/auth.h"
 #include "ringchat/clock.h"
+#include "ringchat/cluster.h"
 #include "ringchat/counters.h"
 #include "ringchat/db.h"
 #include "ringchat/dispatch.h"
@@ -31,6 +32,7 @@
 #include "ringchat/registry.h"
 #include "ringchat/request.h"
 #include "ringchat/session.h"
+#include "ringchat/social.h"
 #include "ringchat/worker.h"
 
 static void cmd_ping(struct req *r)
@@ -236,6 +238,8 @@ static bool dispatch_poll(struct worker *w)
 
 	presence_refresh(w);
 	did = messages_poll(w);
+	if (cluster_poll(w))
+		did = true;
 	/* frames of sessions that a completion above (or an earlier one)
 	 * resumed: they run here, in order, not inside that completion */
 	while ((m = session_next_ready(w))) {
@@ -247,8 +251,19 @@ static bool dispatch_poll(struct worker *w)
 
 static bool dispatch_has_work(struct worker *w)
 {
-	return messages_has_work(w);
+	return messages_has_work(w) || cluster_has_work(w);
 }
+
+/* What the cluster layer asks of the layers above it. */
+static int dispatch_flush_user(struct worker *w, const struct cluster_req *req)
+{
+	return messages_flush_marks(w, req->user, req);
+}
+
+const struct cluster_hooks dispatch_cluster_hooks = {
+	.social_changed = social_changed_here,
+	.flush_user = dispatch_flush_user,
+};
 
 uint32_t dispatch_deferred(void)
 {

@@ -5,6 +5,8 @@
  * Exit status: 0 after an orderly shutdown, 1 when start-up fails (the
  * log says why), 2 for a bad configuration (one line names the key).
  */
+#include <errno.h>
+#include <inttypes.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
@@ -13,7 +15,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ringchat/cluster.h"
 #include "ringchat/config.h"
+#include "ringchat/membership.h"
 #include "ringchat/counters.h"
 #include "ringchat/dispatch.h"
 #include "ringchat/log.h"
@@ -31,6 +35,7 @@ static void wake_worker(int id)
 int main(int argc, char **argv)
 {
 	static struct config cfg;
+	struct node_info holder = { 0 };
 	bool check_only = false;
 	sigset_t mask;
 	int nworkers, ret, lvl;
@@ -81,8 +86,27 @@ int main(int argc, char **argv)
 		worker_pool_destroy(&pool);
 		return 1;
 	}
+	ret = cluster_start(&cfg, nworkers, cfg.listen, cfg.admin_listen, wake_worker,
+			    &dispatch_cluster_hooks, &holder);
+	if (ret == -EADDRINUSE) {
+		fprintf(stderr,
+			"ringchatd: config: key 'node_id': %d is held by a live node (clients %s, "
+			"pid %d, started %" PRIu64 " ms after the epoch); pick another id or stop "
+			"that node\n",
+			cfg.node_id, holder.addr, holder.pid, holder.start_ms);
+		dispatch_stop();
+		worker_pool_destroy(&pool);
+		return 2;
+	}
+	if (ret) {
+		log_error("cannot join the cluster: %s", strerror(-ret));
+		dispatch_stop();
+		worker_pool_destroy(&pool);
+		return 1;
+	}
 	if (worker_pool_start(&pool)) {
 		worker_pool_stop(&pool);
+		cluster_stop();
 		dispatch_stop();
 		worker_pool_destroy(&pool);
 		return 1;
@@ -94,6 +118,7 @@ int main(int argc, char **argv)
 	ret = ring_run(&cfg, &pool);
 
 	worker_pool_stop(&pool);
+	cluster_stop();
 	dispatch_stop();
 	counters_dump(stderr);
 	worker_pool_destroy(&pool);

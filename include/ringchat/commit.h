@@ -83,6 +83,9 @@ struct commit_item {
 	uint8_t kind;		     /* enum commit_kind */
 	uint8_t status;		     /* writer: ST_OK or ST_INTERNAL */
 	bool stored_other;	     /* writer: stored before under another msg_id */
+	bool mark_now;		     /* 1:1: write the unread mark with the row, never
+				      * hold it (the recipient's ack will reach another
+				      * node's writer) */
 	uint16_t origin;	     /* the submitting worker's id (set by commit_submit) */
 	const char *error;	     /* writer: static reason when status != ST_OK */
 

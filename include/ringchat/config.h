@@ -20,6 +20,7 @@
 #include <stdio.h>
 
 enum durability { DURABILITY_STORED = 0, DURABILITY_RELAY = 1 };
+enum cluster_route { CLUSTER_ROUTE_OFF = 0, CLUSTER_ROUTE_REDIS = 1 };
 
 struct config {
 	/* network */
@@ -35,6 +36,7 @@ struct config {
 	/* node identity */
 	int node_id;                 /* 0..31, unique in a cluster (5 bits of msg_id) */
 	/* cluster (membership.h, inbox.h) */
+	int cluster_route;           /* enum cluster_route */
 	int node_ttl_ms;             /* lease TTL of node_id; heartbeat every ttl/5 */
 	int inbox_maxlen;            /* entries kept per node inbox stream (MAXLEN ~) */
 	int cluster_queue_bytes;     /* bytes queued for other nodes, all peers together */

@@ -19,6 +19,8 @@ struct config;
 
 /* The calls a worker thread makes into the request layer. */
 extern const struct worker_ops dispatch_worker_ops;
+/* What the cluster layer asks of the handlers (cluster_start). */
+extern const struct cluster_hooks dispatch_cluster_hooks;
 
 /*
  * Starts what the handler modules share across workers: the session table

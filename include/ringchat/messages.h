@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 
+struct cluster_req;
 struct config;
 struct req;
 struct session;
@@ -25,6 +26,14 @@ void messages_history(struct req *r);
  * (1:1 and group), oldest first; holds the session's later frames while
  * the writer flushes the user's held unread marks. */
 void messages_push_unacked(struct worker *w, struct session *s);
+
+/*
+ * Worker: has the writer store the unread marks it holds for user now;
+ * with req (a KICK from another node), answers that node once they are
+ * stored (cluster_kick_done). Returns 0, or -errno when nothing was
+ * submitted (-ENOTSUP: marks are never held; the caller answers itself).
+ */
+int messages_flush_marks(struct worker *w, int64_t user, const struct cluster_req *req);
 
 /* Worker thread: takes completions of the group-commit writer. Returns
  * true if any were handled. */

@@ -54,6 +54,8 @@ void social_destroy(void);
  * GROUP_JOIN / QUIT / DISSOLVE). Any thread; costs one atomic add.
  */
 void social_changed(void);
+/* The same for a change another node made (it told the others itself). */
+void social_changed_here(void);
 /* Drops w's caches if social_changed() was called since it last looked;
  * handlers call it once per request before using the caches. */
 void social_refresh(struct worker *w);

@@ -92,6 +92,8 @@ static bool config_valid_log_level(const char *s);
 
 /* Indexed by enum durability. */
 static const char *const durability_words[] = {"stored", "relay", NULL};
+/* Indexed by enum cluster_route. */
+static const char *const cluster_route_words[] = {"off", "redis", NULL};
 static const char *const off_on_words[] = {"off", "on", NULL};
 
 /* One row per key, aligned by hand: the formatter would indent it oddly. */
@@ -115,6 +117,9 @@ static const struct config_entry config_table[] = {
 	/* node identity */
 	INT_KEY(node_id, "1", 0, 31, "this node's id (0..31), unique in the cluster; part of every msg_id"),
 	/* cluster */
+	ENUM_KEY(cluster_route, "redis", cluster_route_words,
+		 "how messages reach users on other nodes: redis (each node's inbox stream) or "
+		 "off (a single node: no lease, users of other nodes are unreachable)"),
 	INT_KEY(node_ttl_ms, "5000", 300, 600000,
 		"lease on node_id in Redis, ms: a crashed node's id is free (and the node seen down) "
 		"this long after its last heartbeat; heartbeats go every node_ttl_ms / 5"),

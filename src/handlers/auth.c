@@ -86,6 +86,7 @@
 #include <hiredis/hiredis.h>
 
 #include "ringchat/clock.h"
+#include "ringchat/cluster.h"
 #include "ringchat/config.h"
 #include "ringchat/counters.h"
 #include "ringchat/db.h"
@@ -450,27 +451,105 @@ static void auth_fail_record(struct worker *w, uint32_t peer_addr, const char *n
 /* ---- sessions ------------------------------------------------------------ */
 
 /*
- * Makes the connection of `to` the session of user uid with token (already
- * stored in Redis) and answers OK with reply (taken over); then sends
- * what the user missed. Kicks the session the user had on this node.
- * RESUME calls it from its handler, LOGIN from its hash completion.
+ * The login is recorded: answers OK with reply (taken over), then sends
+ * what the user missed and tells its friends it is online.
  */
-static void auth_session_begin(const struct auth_to *to, int64_t uid, const char *token,
-			       cJSON *reply)
+static void auth_session_finish(const struct auth_to *to, cJSON *reply)
 {
 	struct worker *w = to->w;
 	struct session *s = to->s;
+
+	auth_answer(to, ST_OK, reply);
+	friends_push_pending(w, s);
+	messages_push_unacked(w, s);
+	if (presence_notify_friends(w, s->user_id, true))
+		log_limited(&auth_gate_presence, LOG_WARN,
+			    "auth: online presence of user %" PRId64 " not sent", s->user_id);
+}
+
+/* A login waiting for the node of the user's previous session to kick it
+ * and store the marks it holds (cluster_kick). */
+struct auth_kick_wait {
+	uint64_t conn;
+	uint16_t cmd;
+	struct pending_reply *p;
+	cJSON *reply;
+};
+
+static void auth_kick_done(struct worker *w, void *arg)
+{
+	struct auth_kick_wait *kw = arg;
+	struct auth_to to = {
+		.w = w, .s = session_of(kw->conn), .conn = kw->conn, .cmd = kw->cmd, .p = kw->p,
+	};
+
+	if (to.s->conn == kw->conn) {
+		auth_session_finish(&to, kw->reply);
+		session_resume(w, to.s);
+	} else {
+		/* closed meanwhile: the reply slot was orphaned, this frees it */
+		cJSON_Delete(kw->reply);
+		reply_complete(w, kw->p, ST_INTERNAL, NULL);
+	}
+	free(kw);
+}
+
+/*
+ * The user's previous session is on another node: asks that node to kick
+ * it and to store the unread marks it holds, so the login push below
+ * misses nothing, and answers once it confirmed (or after
+ * CLUSTER_KICK_WAIT_MS: a node that is down recovers its marks when it
+ * restarts). Returns false when it could not ask (then the caller goes on
+ * at once); true when the answer now waits for the kick.
+ */
+static bool auth_kick_remote(struct auth_to *to, int node, cJSON *reply)
+{
+	struct auth_kick_wait *kw = calloc(1, sizeof(*kw));
+
+	if (!kw)
+		return false;
+	if (to->r) {
+		/* RESUME answers through its request: reserve the slot */
+		to->p = reply_defer(to->r);
+		if (!to->p) {
+			free(kw);
+			return false; /* it answered INTERNAL */
+		}
+		to->r = NULL;
+	}
+	*kw = (struct auth_kick_wait){ .conn = to->conn, .cmd = to->cmd, .p = to->p, .reply = reply };
+	session_hold(to->s);
+	if (cluster_kick(to->w, node, to->s->user_id, to->conn, auth_kick_done, kw) == 0)
+		return true;
+	session_resume(to->w, to->s);
+	free(kw);
+	return false;
+}
+
+/*
+ * Makes the connection of `to` the session of user uid with token (already
+ * stored in Redis) and answers OK with reply (taken over); then sends
+ * what the user missed. Kicks the session the user had, on this node or
+ * another. RESUME calls it from its handler, LOGIN from its hash completion.
+ */
+static void auth_session_begin(const struct auth_to *to_in, int64_t uid, const char *token,
+			       cJSON *reply)
+{
+	struct auth_to to = *to_in;
+	struct worker *w = to.w;
+	struct session *s = to.s;
+	int prev_node = -1;
 	uint64_t old;
 
-	if (registry_set(uid, to->conn, &old)) {
+	if (registry_set(uid, to.conn, &old)) {
 		cJSON_Delete(reply);
 		log_error("auth: registry out of memory, login of user %" PRId64 " refused", uid);
-		auth_answer_err(to, ST_INTERNAL, "out of memory");
+		auth_answer_err(&to, ST_INTERNAL, "out of memory");
 		return;
 	}
 	s->user_id = uid;
 	snprintf(s->token, sizeof(s->token), "%s", token);
-	if (old && old != to->conn) {
+	if (old && old != to.conn) {
 		cJSON *k = cJSON_CreateObject();
 
 		cJSON_AddStringToObject(k, "reason", "logged in elsewhere");
@@ -478,29 +557,20 @@ static void auth_session_begin(const struct auth_to *to, int64_t uid, const char
 		outbox_close(w, old);
 		counter_inc(kicks);
 		log_info("event=kick user=%" PRId64 " conn=%u by_conn=%u", uid, CONN_SLOT(old),
-			 CONN_SLOT(to->conn));
+			 CONN_SLOT(to.conn));
 	}
-	{
-		int prev_node = -1;
-
-		/* Presence is soft state: if Redis fails now, the session still
-		 * stands and presence_refresh restores the entry later. */
-		if (presence_set_online(w, uid, to->conn, &prev_node))
-			log_limited(&auth_gate_presence, LOG_WARN,
-					 "auth: presence of user %" PRId64 " not recorded", uid);
-		/* A prev_node other than ours: the cluster layer kicks sessions
-		 * on other nodes. */
-	}
-	counter_inc(logins);
-	log_info("event=login user=%" PRId64 " conn=%u via=%s", uid, CONN_SLOT(to->conn),
-		 to->cmd == CMD_RESUME ? "resume" : "password");
-	auth_answer(to, ST_OK, reply);
-
-	friends_push_pending(w, s);
-	messages_push_unacked(w, s);
-	if (presence_notify_friends(w, uid, true))
+	/* Presence is soft state: if Redis fails now, the session still
+	 * stands and presence_refresh restores the entry later. */
+	if (presence_set_online(w, uid, to.conn, &prev_node))
 		log_limited(&auth_gate_presence, LOG_WARN,
-				 "auth: online presence of user %" PRId64 " not sent", uid);
+			    "auth: presence of user %" PRId64 " not recorded", uid);
+	cluster_announce(uid, true);
+	counter_inc(logins);
+	log_info("event=login user=%" PRId64 " conn=%u via=%s", uid, CONN_SLOT(to.conn),
+		 to.cmd == CMD_RESUME ? "resume" : "password");
+	if (prev_node >= 0 && prev_node != w->cfg->node_id && auth_kick_remote(&to, prev_node, reply))
+		return;
+	auth_session_finish(&to, reply);
 }
 
 /* A LOGIN or RESUME on a connection that already carries a user. */
@@ -930,12 +1000,20 @@ void auth_on_close(struct worker *w, struct session *s)
 	 * kick sends no offline presence. */
 	if (!registry_remove(s->user_id, s->conn))
 		return;
+	/* The marks the writer holds for the user are stored now, before
+	 * presence says it is gone: a login on another node that reads
+	 * presence first finds them stored or asks us to (KICK). */
+	if (cluster_enabled())
+		messages_flush_marks(w, s->user_id, NULL);
 	/* 0: a newer session (on another node) owns the entry; the user is
-	 * still online. -1 (Redis down): nothing newer is known, say offline. */
-	if (presence_set_offline(w, s->user_id, s->conn) != 0 &&
-	    presence_notify_friends(w, s->user_id, false))
+	 * still online. Negative (Redis down): nothing newer is known, say
+	 * offline. */
+	if (presence_set_offline(w, s->user_id, s->conn) == 0)
+		return;
+	cluster_announce(s->user_id, false);
+	if (presence_notify_friends(w, s->user_id, false))
 		log_limited(&auth_gate_presence, LOG_WARN,
-				 "auth: offline presence of user %" PRId64 " not sent", s->user_id);
+			    "auth: offline presence of user %" PRId64 " not sent", s->user_id);
 }
 
 /* ---- global -------------------------------------------------------------- */

@@ -64,6 +64,7 @@
 #include <unistd.h>
 
 #include "ringchat/clock.h"
+#include "ringchat/cluster.h"
 #include "ringchat/commit.h"
 #include "ringchat/config.h"
 #include "ringchat/counters.h"
@@ -96,6 +97,8 @@
 enum msg_item_flags {
 	MSG_HELD = 1u << 0,  /* push to every recipient only after the commit */
 	MSG_RELAY = 1u << 1, /* relay mode: nobody waits for this row */
+	MSG_FLUSH_ONLY = 1u << 2, /* a flush nobody logs in behind (logout, a kick) */
+	MSG_FLUSH_REMOTE = 1u << 3, /* ... and another node waits for it: remote */
 };
 
 /* ---- per-worker state ------------------------------------------------------ */
@@ -130,6 +133,7 @@ struct msg_item {
 	struct social_group *group; /* group rows: the members at send time */
 	uint8_t *pushed;	 /* group rows not held: bit per member, got it */
 	uint64_t conn;		 /* COMMIT_FLUSH_UNREAD: the logging-in connection */
+	struct cluster_req remote; /* MSG_FLUSH_REMOTE: the node to answer */
 	struct msg_item *next;	 /* on the worker's backlog (msg_wait_room) */
 	char data[];		 /* text, client_msg_id, pushed bits */
 };
@@ -652,6 +656,11 @@ static void msg_send(struct req *r, struct commit_item *ci, struct social_group 
 		}
 		it->flags |= MSG_HELD;
 	}
+	/* A recipient on another node acks there, to that node's writer:
+	 * a mark held here would never see the ack. Offline recipients may
+	 * log in anywhere. Both get their mark with the row. */
+	if (!g && cluster_enabled())
+		it->ci.mark_now = router_where(w, ci->to_id).kind != ROUTE_HERE;
 	msg_wait_room(w);
 	it->reply = reply_defer(r);
 	if (!it->reply) {
@@ -990,6 +999,15 @@ static void msg_flushed(struct worker *w, struct msg_item *it)
 {
 	struct session *s = session_of(it->conn);
 
+	if (it->flags & MSG_FLUSH_ONLY) {
+		if (it->ci.status != ST_OK)
+			msg_warn("held unread marks of user %" PRId64 " not flushed: %s",
+				 it->ci.from_id, it->ci.error);
+		if (it->flags & MSG_FLUSH_REMOTE)
+			cluster_kick_done(w, &it->remote);
+		free(it);
+		return;
+	}
 	if (it->ci.status != ST_OK)
 		msg_warn("login of user %" PRId64 ": held unread marks not flushed: %s",
 			 it->ci.from_id, it->ci.error);
@@ -998,6 +1016,30 @@ static void msg_flushed(struct worker *w, struct msg_item *it)
 		session_resume(w, s);
 	}
 	free(it);
+}
+
+int messages_flush_marks(struct worker *w, int64_t user, const struct cluster_req *req)
+{
+	struct msg_item *it;
+
+	if (!commit_defers_unread())
+		return -ENOTSUP; /* nothing is ever held */
+	it = calloc(1, sizeof(*it));
+	if (!it)
+		return -ENOMEM;
+	it->ci.kind = COMMIT_FLUSH_UNREAD;
+	it->ci.from_id = user;
+	it->flags = MSG_FLUSH_ONLY;
+	if (req) {
+		it->flags |= MSG_FLUSH_REMOTE;
+		it->remote = *req;
+	}
+	msg_wait_room(w);
+	if (!commit_submit(w->id, &it->ci)) {
+		free(it);
+		return -ENOBUFS;
+	}
+	return 0;
 }
 
 /* ---- start / stop ------------------------------------------------------------------ */

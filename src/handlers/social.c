@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "ringchat/clock.h"
+#include "ringchat/cluster.h"
 #include "ringchat/db.h"
 #include "ringchat/kmap.h"
 #include "ringchat/social.h"
@@ -78,6 +79,12 @@ int social_group_members(struct worker *w, int64_t group_id, int64_t **ids, size
 static _Atomic uint64_t social_epoch;
 
 void social_changed(void)
+{
+	social_changed_here();
+	cluster_social_changed();
+}
+
+void social_changed_here(void)
 {
 	/* release pairs with the acquire in social_refresh_caches: a worker that sees
 	 * the new epoch also sees the committed change behind it */

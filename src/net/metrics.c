@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "ringchat/cluster.h"
 #include "ringchat/commit.h"
 #include "ringchat/counters.h"
 #include "ringchat/log.h"
@@ -186,6 +187,7 @@ void metrics_render(FILE *out, struct worker_pool *pool)
 				spsc_size(&pool->workers[i].out));
 		}
 	}
+	cluster_metrics(out);
 }
 
 static void respond(struct metrics *m, int idx)

@@ -794,7 +794,8 @@ static int commit_plan_unread(uint64_t now_ms)
 		 * mark then, and it may since have been acked. */
 		if (!it->to_id || it->stored_other || it->status != ST_OK)
 			continue;
-		if (hold && unread_set_add(cw.uset, it->to_id, it->msg_id, now_ms + cw.defer_ms)) {
+		if (hold && !it->mark_now &&
+		    unread_set_add(cw.uset, it->to_id, it->msg_id, now_ms + cw.defer_ms)) {
 			cw.plan_held++;
 			continue;
 		}

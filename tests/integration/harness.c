@@ -307,6 +307,9 @@ struct node *node_start(const char *extra_args_fmt, ...)
 	}
 	argv[argc++] = "--hash-cost";
 	argv[argc++] = "1";
+	/* a single node unless the test makes a cluster (later flags win) */
+	argv[argc++] = "--cluster-route";
+	argv[argc++] = "off";
 	argv[argc] = NULL;
 	if (extra_args_fmt && *extra_args_fmt) {
 		va_start(ap, extra_args_fmt);

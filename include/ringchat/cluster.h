@@ -1,0 +1,114 @@
+/*
+ * cluster.h - this node as a member of a cluster: what crosses to other
+ * nodes, what arrives from them, and where a user on another node is.
+ *
+ * Below it a transport carries opaque messages between nodes, in order
+ * per sender, at least once: the Redis inbox streams (cluster_bus.h,
+ * config cluster_route redis) or the UDP node link. This module gives the
+ * messages their meaning (docs/protocol.md, "Cluster messages"):
+ *
+ *   PUSH    an encoded push frame for users of the receiving node; group
+ *           fan-out sends one per node for all of its members
+ *   KICK    a login elsewhere: close the user's session here (PUSH_KICKED)
+ *           and write the marks the writer holds for it, then answer
+ *   KICKED  the answer: the kick is done and the marks are stored
+ *   WHERE   user U is now on node N (or offline): route caches update
+ *   SOCIAL  a friendship or membership changed: social caches drop
+ *
+ * Routes: where a user of another node is comes from presence in Redis
+ * (rc:on:<user> = "node:conn"), cached in one table shared by the workers
+ * for CLUSTER_ROUTE_TTL_MS. A login or logout sends WHERE to every node
+ * that is up, so a cache is normally corrected within one message's
+ * transit; the TTL bounds staleness when such a message is lost (the
+ * transport was down). A push sent to a node the user has just left is
+ * not lost: the message is stored and reaches the user at its next login.
+ *
+ * Inbound messages are handed by the transport's thread to the workers
+ * through one SPSC queue per worker: all messages from one node go to the
+ * same worker (node % workers), in order, except KICKED, which goes to the
+ * worker of the session that waits for it.
+ *
+ * Threads: cluster_start/cluster_stop on the main thread (after the
+ * workers' pool exists and before it starts / after it stopped); the
+ * cluster_* calls taking a struct worker on that worker's thread; the
+ * rest on any thread.
+ */
+#ifndef RINGCHAT_CLUSTER_H
+#define RINGCHAT_CLUSTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+struct config;
+struct worker;
+struct node_info;
+
+#define CLUSTER_ROUTE_TTL_MS 5000 /* a cached user → node answer */
+#define CLUSTER_KICK_WAIT_MS 500  /* a login waits this long for KICKED */
+
+/* A request from another node that is answered later (KICK). */
+struct cluster_req {
+	int from;	/* the asking node */
+	uint32_t id;	/* its request id */
+	int64_t user;
+	uint64_t conn;	/* the asker's connection, echoed */
+};
+
+/* What the layers above provide. */
+struct cluster_hooks {
+	/* A friendship or membership changed on another node. Any thread. */
+	void (*social_changed)(void);
+	/* Write the unread marks held for req->user, then call
+	 * cluster_kick_done(w, req) on w. Returns 0, or -errno when it
+	 * cannot (then the caller answers at once). */
+	int (*flush_user)(struct worker *w, const struct cluster_req *req);
+};
+
+/*
+ * Joins the cluster as cfg->node_id: takes the node id's lease, starts the
+ * transport and installs the router's cluster layer (router.h). addr and
+ * admin are the addresses actually bound. wake(id) must wake worker id
+ * (the pool's worker_wake). Returns 0;
+ *   -EADDRINUSE  a live node holds the id: *holder gets its info;
+ *   another -errno (Redis unreachable, no memory).
+ * cfg->cluster_route "off" makes it a no-op that returns 0.
+ */
+int cluster_start(const struct config *cfg, int nworkers, const char *addr, const char *admin,
+		  void (*wake)(int worker_id), const struct cluster_hooks *hooks,
+		  struct node_info *holder);
+/* Leaves the cluster: flushes what is queued (bounded), releases the
+ * lease. After the workers stopped. */
+void cluster_stop(void);
+/* True when this node is part of a cluster (cluster_start joined one). */
+bool cluster_enabled(void);
+
+/* Worker: handles the messages other nodes sent to w and the waits that
+ * timed out. Returns true if it did anything. */
+bool cluster_poll(struct worker *w);
+/* Worker: true while w waits for answers from other nodes. */
+bool cluster_has_work(struct worker *w);
+
+/*
+ * Worker: asks node to close user's session there and to store the marks
+ * it holds for the user; done(w, arg) runs on w once the node confirmed,
+ * or after CLUSTER_KICK_WAIT_MS (a node that is down never answers: its
+ * marks are recovered by its own restart). conn is the new session's.
+ * Returns 0, or -errno (done will not run).
+ */
+int cluster_kick(struct worker *w, int node, int64_t user, uint64_t conn,
+		 void (*done)(struct worker *w, void *arg), void *arg);
+/* Worker: the flush of a KICK is stored: answers the asking node. */
+void cluster_kick_done(struct worker *w, const struct cluster_req *req);
+
+/* Any thread: tells every node that user is now here (online) or
+ * nowhere (offline). */
+void cluster_announce(int64_t user, bool online);
+/* Any thread: tells every node to drop its social caches. */
+void cluster_social_changed(void);
+
+/* Any thread: the ringchat_cluster_* metrics, Prometheus text. */
+void cluster_metrics(FILE *out);
+
+#endif

@@ -1,0 +1,662 @@
+/*
+ * cluster.c - what crosses between nodes and what it means (cluster.h).
+ *
+ * Messages (all integers big-endian; docs/protocol.md "Cluster messages"):
+ *
+ *   PUSH    u8 1, u16 n, u32 flen, n × i64 user, flen bytes: a push frame
+ *   KICK    u8 2, u32 id, i64 user, u64 conn
+ *   KICKED  u8 3, u32 id, i64 user, u64 conn
+ *   WHERE   u8 4, i8 node (-1: offline), i64 user
+ *   SOCIAL  u8 5
+ *
+ * The transport's thread copies each message it receives into the queue
+ * of one worker and wakes it; the worker handles it in cluster_poll, as
+ * it handles its own requests: pushes go to local connections through the
+ * outbox, kicks close sessions, answers complete waits.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+
+#include "ringchat/clock.h"
+#include "ringchat/cluster.h"
+#include "ringchat/cluster_bus.h"
+#include "ringchat/config.h"
+#include "ringchat/counters.h"
+#include "ringchat/kmap.h"
+#include "ringchat/kv.h"
+#include "ringchat/log.h"
+#include "ringchat/outbox.h"
+#include "ringchat/protocol.h"
+#include "ringchat/registry.h"
+#include "ringchat/router.h"
+#include "ringchat/spsc.h"
+#include "ringchat/worker.h"
+
+enum cl_type {
+	CL_PUSH = 1,
+	CL_KICK = 2,
+	CL_KICKED = 3,
+	CL_WHERE = 4,
+	CL_SOCIAL = 5,
+};
+
+#define CL_PUSH_HDR 7		/* type, n, flen */
+#define CL_KICK_BYTES 21	/* type, id, user, conn */
+#define CL_WHERE_BYTES 10	/* type, node, user */
+#define CL_PUSH_USERS_MAX 65535 /* n is 16 bits: larger fan-outs are split */
+#define CL_ROUTE_SHARDS 64
+#define CL_ROUTE_MAX 65536	/* cached users per shard */
+#define CL_QUEUE_DEPTH 8192	/* inbound messages per worker */
+#define CL_EXPIRY_BITS 56
+
+/* One message from another node, on its way to a worker. */
+struct cl_in {
+	int from;
+	uint32_t len;
+	uint8_t data[];
+};
+
+/* A login waiting for a KICKED. */
+struct cl_wait {
+	struct cl_wait *next;
+	uint32_t id;
+	uint64_t deadline_ms;
+	void (*done)(struct worker *w, void *arg);
+	void *arg;
+};
+
+struct cl_lane {
+	struct spsc in;		/* transport thread → worker */
+	struct cl_wait *waits;	/* worker only */
+};
+
+struct cl_route_shard {
+	pthread_mutex_t lock;
+	struct kmap map; /* (user, 0) → node + 1 << 56 | expiry (mono ms) */
+};
+
+static struct {
+	bool on;
+	int self;
+	int nworkers;
+	struct cluster_bus *bus;
+	struct cl_lane *lanes;
+	void (*wake)(int worker_id);
+	struct cluster_hooks hooks;
+	struct cl_route_shard routes[CL_ROUTE_SHARDS];
+	_Atomic uint32_t next_id;
+	_Atomic uint64_t fwd_msgs, fwd_users, in_msgs, in_pushes, kicks_sent, kicks_done,
+		kick_timeouts, route_hits, route_misses, dropped;
+} cl;
+
+/* ---- byte order ------------------------------------------------------------ */
+
+static uint8_t *put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+	return p + 2;
+}
+
+static uint8_t *put32(uint8_t *p, uint32_t v)
+{
+	for (int i = 3; i >= 0; i--)
+		*p++ = (uint8_t)(v >> (8 * i));
+	return p;
+}
+
+static uint8_t *put64(uint8_t *p, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--)
+		*p++ = (uint8_t)(v >> (8 * i));
+	return p;
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	return (uint64_t)get32(p) << 32 | get32(p + 4);
+}
+
+/* ---- routes ------------------------------------------------------------------ */
+
+static struct cl_route_shard *cl_shard(int64_t user)
+{
+	uint64_t h = (uint64_t)user * 0x9e3779b97f4a7c15ull;
+
+	return &cl.routes[h >> 58];
+}
+
+/* Caches user → node (-1: offline) for CLUSTER_ROUTE_TTL_MS. */
+static void cl_route_put(int64_t user, int node)
+{
+	struct cl_route_shard *s = cl_shard(user);
+	uint64_t v = (uint64_t)(node + 1) << CL_EXPIRY_BITS |
+		     ((clock_mono_ms() + CLUSTER_ROUTE_TTL_MS) & ((1ull << CL_EXPIRY_BITS) - 1));
+	struct kmap_slot *slot;
+
+	pthread_mutex_lock(&s->lock);
+	slot = kmap_put(&s->map, (uint64_t)user, 0);
+	if (!slot) {
+		kmap_clear(&s->map); /* full: start over rather than grow without bound */
+		slot = kmap_put(&s->map, (uint64_t)user, 0);
+	}
+	if (slot)
+		slot->v = v;
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* The cached node of user: true and *node (-1 offline), or false. */
+static bool cl_route_get(int64_t user, int *node)
+{
+	struct cl_route_shard *s = cl_shard(user);
+	struct kmap_slot *slot;
+	bool hit = false;
+
+	pthread_mutex_lock(&s->lock);
+	slot = kmap_get(&s->map, (uint64_t)user, 0);
+	if (slot && (slot->v & ((1ull << CL_EXPIRY_BITS) - 1)) > clock_mono_ms()) {
+		*node = (int)(slot->v >> CL_EXPIRY_BITS) - 1;
+		hit = true;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return hit;
+}
+
+/* The node presence names for user (-1: none), from Redis. */
+static int cl_presence_node(struct worker *w, int64_t user)
+{
+	redisReply *r = kv_cmd(w->kv, "GET rc:on:%" PRId64, user);
+	int node = -1;
+
+	if (r && r->type == REDIS_REPLY_STRING)
+		node = atoi(r->str);
+	else if (!r || r->type == REDIS_REPLY_ERROR)
+		counter_inc(redis_errors);
+	if (r)
+		freeReplyObject(r);
+	return node;
+}
+
+static int cl_locate(struct worker *w, int64_t user)
+{
+	int node;
+
+	if (cl_route_get(user, &node)) {
+		atomic_fetch_add_explicit(&cl.route_hits, 1, memory_order_relaxed);
+	} else {
+		atomic_fetch_add_explicit(&cl.route_misses, 1, memory_order_relaxed);
+		node = cl_presence_node(w, user);
+		/* ours but not in the registry: a session that just ended */
+		if (node == cl.self)
+			node = -1;
+		cl_route_put(user, node);
+	}
+	if (node < 0 || node >= MEMBERSHIP_MAX_NODES || !cluster_bus_is_up(cl.bus, node))
+		return -1;
+	return node;
+}
+
+/* ---- sending ------------------------------------------------------------------ */
+
+static int cl_send(int node, const void *msg, size_t len)
+{
+	int ret = cluster_bus_send(cl.bus, node, msg, len);
+
+	if (ret)
+		atomic_fetch_add_explicit(&cl.dropped, 1, memory_order_relaxed);
+	return ret;
+}
+
+/* Sends msg to every node that is up but this one. */
+static void cl_broadcast(const void *msg, size_t len)
+{
+	uint32_t up = cluster_bus_up_mask(cl.bus) & ~(1u << cl.self);
+
+	for (int node = 0; up; node++, up >>= 1)
+		if (up & 1)
+			cl_send(node, msg, len);
+}
+
+static int cl_forward(struct worker *w, int node, const int64_t *users, size_t n,
+		      const uint8_t *frame, uint32_t flen)
+{
+	static _Thread_local uint8_t *buf;
+	static _Thread_local size_t cap;
+	size_t need;
+
+	(void)w;
+	while (n > CL_PUSH_USERS_MAX) {
+		int ret = cl_forward(w, node, users, CL_PUSH_USERS_MAX, frame, flen);
+
+		if (ret)
+			return ret;
+		users += CL_PUSH_USERS_MAX;
+		n -= CL_PUSH_USERS_MAX;
+	}
+	need = CL_PUSH_HDR + 8 * n + flen;
+	if (need > cap) {
+		uint8_t *b = realloc(buf, need);
+
+		if (!b)
+			return -ENOMEM;
+		buf = b;
+		cap = need;
+	}
+	uint8_t *p = buf;
+
+	*p++ = CL_PUSH;
+	p = put16(p, (uint16_t)n);
+	p = put32(p, flen);
+	for (size_t i = 0; i < n; i++)
+		p = put64(p, (uint64_t)users[i]);
+	memcpy(p, frame, flen);
+	if (cl_send(node, buf, need))
+		return -ENOBUFS;
+	atomic_fetch_add_explicit(&cl.fwd_msgs, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&cl.fwd_users, n, memory_order_relaxed);
+	return 0;
+}
+
+static const struct router_cluster cl_router = {
+	.locate = cl_locate,
+	.forward = cl_forward,
+};
+
+static void cl_put_kick(uint8_t *buf, enum cl_type type, uint32_t id, int64_t user, uint64_t conn)
+{
+	uint8_t *p = buf;
+
+	*p++ = (uint8_t)type;
+	p = put32(p, id);
+	p = put64(p, (uint64_t)user);
+	put64(p, conn);
+}
+
+int cluster_kick(struct worker *w, int node, int64_t user, uint64_t conn,
+		 void (*done)(struct worker *w, void *arg), void *arg)
+{
+	struct cl_lane *l = &cl.lanes[w->id];
+	uint8_t buf[CL_KICK_BYTES];
+	struct cl_wait *wt;
+	int ret;
+
+	if (!cl.on || node == cl.self || !cluster_bus_is_up(cl.bus, node))
+		return -EHOSTUNREACH;
+	wt = calloc(1, sizeof(*wt));
+	if (!wt)
+		return -ENOMEM;
+	wt->id = atomic_fetch_add_explicit(&cl.next_id, 1, memory_order_relaxed) + 1;
+	wt->deadline_ms = clock_mono_ms() + CLUSTER_KICK_WAIT_MS;
+	wt->done = done;
+	wt->arg = arg;
+	cl_put_kick(buf, CL_KICK, wt->id, user, conn);
+	ret = cl_send(node, buf, sizeof(buf));
+	if (ret) {
+		free(wt);
+		return ret;
+	}
+	wt->next = l->waits;
+	l->waits = wt;
+	atomic_fetch_add_explicit(&cl.kicks_sent, 1, memory_order_relaxed);
+	return 0;
+}
+
+void cluster_kick_done(struct worker *w, const struct cluster_req *req)
+{
+	uint8_t buf[CL_KICK_BYTES];
+
+	(void)w;
+	cl_put_kick(buf, CL_KICKED, req->id, req->user, req->conn);
+	cl_send(req->from, buf, sizeof(buf));
+}
+
+void cluster_announce(int64_t user, bool online)
+{
+	uint8_t buf[CL_WHERE_BYTES];
+
+	if (!cl.on)
+		return;
+	buf[0] = CL_WHERE;
+	buf[1] = (uint8_t)(int8_t)(online ? cl.self : -1);
+	put64(buf + 2, (uint64_t)user);
+	cl_broadcast(buf, sizeof(buf));
+}
+
+void cluster_social_changed(void)
+{
+	uint8_t t = CL_SOCIAL;
+
+	if (cl.on)
+		cl_broadcast(&t, 1);
+}
+
+/* ---- receiving ------------------------------------------------------------------ */
+
+/* Transport thread: one message from node from. */
+static void cl_deliver(void *ctx, int from, uint64_t sent_ms, const uint8_t *msg, size_t len)
+{
+	struct cl_in *in;
+	int lane = from % cl.nworkers;
+
+	(void)ctx;
+	(void)sent_ms;
+	if (!len || len > UINT32_MAX)
+		return;
+	/* the answer goes to the worker of the session that waits for it */
+	if (msg[0] == CL_KICKED && len == CL_KICK_BYTES)
+		lane = (int)(CONN_SLOT(get64(msg + 13)) % (uint32_t)cl.nworkers);
+	in = malloc(sizeof(*in) + len);
+	if (!in) {
+		atomic_fetch_add_explicit(&cl.dropped, 1, memory_order_relaxed);
+		return;
+	}
+	in->from = from;
+	in->len = (uint32_t)len;
+	memcpy(in->data, msg, len);
+	/* a full queue: the worker is behind; wait for it (the transport
+	 * then stops reading, and its inbox buffers the burst) */
+	while (!spsc_push(&cl.lanes[lane].in, in)) {
+		cl.wake(lane);
+		sched_yield();
+	}
+	cl.wake(lane);
+}
+
+static void cl_node_up(void *ctx, int id, const struct node_info *info)
+{
+	(void)ctx;
+	log_info("cluster: node %d is up (clients %s, started %" PRIu64 ")", id, info->addr,
+		 info->start_ms);
+}
+
+static void cl_node_down(void *ctx, int id)
+{
+	(void)ctx;
+	log_warn("cluster: node %d is down; its users' messages stay stored for their next login",
+		 id);
+}
+
+static void cl_lease_lost(void *ctx)
+{
+	(void)ctx;
+	log_error("cluster: another node took node_id %d; stopping", cl.self);
+	/* two nodes minting msg_ids with one id would collide: never go on */
+	kill(getpid(), SIGTERM);
+}
+
+static void cl_redis_state(void *ctx, bool up)
+{
+	(void)ctx;
+	if (up)
+		log_info("cluster: Redis reachable again; messages to other nodes resume");
+	else
+		log_warn("cluster: Redis unreachable; messages to other nodes are queued");
+}
+
+static const struct cluster_bus_ops cl_bus_ops = {
+	.deliver = cl_deliver,
+	.node_up = cl_node_up,
+	.node_down = cl_node_down,
+	.lease_lost = cl_lease_lost,
+	.redis_state = cl_redis_state,
+};
+
+static void cl_on_push(struct worker *w, const uint8_t *p, size_t len)
+{
+	uint32_t n, flen;
+	const uint8_t *frame;
+
+	if (len < CL_PUSH_HDR)
+		return;
+	n = (uint32_t)p[1] << 8 | p[2];
+	flen = get32(p + 3);
+	if (len != CL_PUSH_HDR + 8 * (size_t)n + flen)
+		return;
+	frame = p + CL_PUSH_HDR + 8 * (size_t)n;
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t conn = registry_get((int64_t)get64(p + CL_PUSH_HDR + 8 * (size_t)i));
+
+		/* not here (any more): what was stored reaches it at its login */
+		if (conn) {
+			outbox_push_bytes(w, conn, frame, flen);
+			atomic_fetch_add_explicit(&cl.in_pushes, 1, memory_order_relaxed);
+		}
+	}
+}
+
+static void cl_on_kick(struct worker *w, int from, const uint8_t *p)
+{
+	struct cluster_req req = {
+		.from = from, .id = get32(p + 1), .user = (int64_t)get64(p + 5), .conn = get64(p + 13),
+	};
+	uint64_t old = registry_get(req.user);
+
+	if (old && registry_remove(req.user, old)) {
+		cJSON *k = cJSON_CreateObject();
+
+		/* removed from the registry first: its close is no logout, so
+		 * no offline presence goes out */
+		cJSON_AddStringToObject(k, "reason", "logged in elsewhere");
+		outbox_push(w, old, CMD_PUSH_KICKED, k);
+		outbox_close(w, old);
+		counter_inc(kicks);
+		log_info("event=kick user=%" PRId64 " conn=%u by_node=%d", req.user, CONN_SLOT(old),
+			 from);
+	}
+	if (!cl.hooks.flush_user || cl.hooks.flush_user(w, &req))
+		cluster_kick_done(w, &req);
+}
+
+static void cl_on_kicked(struct worker *w, const uint8_t *p)
+{
+	struct cl_lane *l = &cl.lanes[w->id];
+	uint32_t id = get32(p + 1);
+
+	for (struct cl_wait **pp = &l->waits; *pp; pp = &(*pp)->next) {
+		struct cl_wait *wt = *pp;
+
+		if (wt->id != id)
+			continue;
+		*pp = wt->next;
+		atomic_fetch_add_explicit(&cl.kicks_done, 1, memory_order_relaxed);
+		wt->done(w, wt->arg);
+		free(wt);
+		return;
+	}
+	/* late: the wait timed out already */
+}
+
+static void cl_handle(struct worker *w, const struct cl_in *in)
+{
+	const uint8_t *p = in->data;
+
+	atomic_fetch_add_explicit(&cl.in_msgs, 1, memory_order_relaxed);
+	switch (p[0]) {
+	case CL_PUSH:
+		cl_on_push(w, p, in->len);
+		break;
+	case CL_KICK:
+		if (in->len == CL_KICK_BYTES)
+			cl_on_kick(w, in->from, p);
+		break;
+	case CL_KICKED:
+		if (in->len == CL_KICK_BYTES)
+			cl_on_kicked(w, p);
+		break;
+	case CL_WHERE:
+		if (in->len == CL_WHERE_BYTES)
+			cl_route_put((int64_t)get64(p + 2), (int8_t)p[1]);
+		break;
+	case CL_SOCIAL:
+		if (cl.hooks.social_changed)
+			cl.hooks.social_changed();
+		break;
+	default:
+		break; /* a newer node's message: ignored */
+	}
+}
+
+bool cluster_poll(struct worker *w)
+{
+	struct cl_lane *l;
+	struct cl_in *in;
+	bool did = false;
+	uint64_t now;
+
+	if (!cl.on)
+		return false;
+	l = &cl.lanes[w->id];
+	while ((in = spsc_pop(&l->in))) {
+		cl_handle(w, in);
+		free(in);
+		did = true;
+	}
+	if (!l->waits)
+		return did;
+	now = clock_mono_ms();
+	for (struct cl_wait **pp = &l->waits; *pp;) {
+		struct cl_wait *wt = *pp;
+
+		if (wt->deadline_ms > now) {
+			pp = &wt->next;
+			continue;
+		}
+		*pp = wt->next;
+		atomic_fetch_add_explicit(&cl.kick_timeouts, 1, memory_order_relaxed);
+		wt->done(w, wt->arg);
+		free(wt);
+		did = true;
+	}
+	return did;
+}
+
+bool cluster_has_work(struct worker *w)
+{
+	return cl.on && (cl.lanes[w->id].waits || spsc_size(&cl.lanes[w->id].in));
+}
+
+bool cluster_enabled(void)
+{
+	return cl.on;
+}
+
+/* ---- start / stop ------------------------------------------------------------------ */
+
+static void cl_free(void)
+{
+	if (cl.lanes) {
+		for (int i = 0; i < cl.nworkers; i++) {
+			struct cl_in *in;
+
+			while (cl.lanes[i].in.slots && (in = spsc_pop(&cl.lanes[i].in)))
+				free(in);
+			spsc_destroy(&cl.lanes[i].in);
+			while (cl.lanes[i].waits) {
+				struct cl_wait *wt = cl.lanes[i].waits;
+
+				cl.lanes[i].waits = wt->next;
+				free(wt);
+			}
+		}
+		free(cl.lanes);
+	}
+	for (int i = 0; i < CL_ROUTE_SHARDS; i++) {
+		kmap_destroy(&cl.routes[i].map);
+		pthread_mutex_destroy(&cl.routes[i].lock);
+	}
+	memset(&cl, 0, sizeof(cl));
+}
+
+int cluster_start(const struct config *cfg, int nworkers, const char *addr, const char *admin,
+		  void (*wake)(int worker_id), const struct cluster_hooks *hooks,
+		  struct node_info *holder)
+{
+	struct node_info self = { 0 };
+	int ret;
+
+	memset(&cl, 0, sizeof(cl));
+	if (cfg->cluster_route == CLUSTER_ROUTE_OFF)
+		return 0;
+	cl.self = cfg->node_id;
+	cl.nworkers = nworkers;
+	cl.wake = wake;
+	cl.hooks = *hooks;
+	for (int i = 0; i < CL_ROUTE_SHARDS; i++) {
+		pthread_mutex_init(&cl.routes[i].lock, NULL);
+		if (kmap_init(&cl.routes[i].map, 64, CL_ROUTE_MAX)) {
+			cl_free();
+			return -ENOMEM;
+		}
+	}
+	cl.lanes = calloc((size_t)nworkers, sizeof(*cl.lanes));
+	if (!cl.lanes) {
+		cl_free();
+		return -ENOMEM;
+	}
+	for (int i = 0; i < nworkers; i++) {
+		if (spsc_init(&cl.lanes[i].in, CL_QUEUE_DEPTH)) {
+			cl_free();
+			return -ENOMEM;
+		}
+	}
+	snprintf(self.addr, sizeof(self.addr), "%s", addr);
+	snprintf(self.admin, sizeof(self.admin), "%s", admin ? admin : "");
+	ret = cluster_bus_start(&cl.bus, cfg, &self, &cl_bus_ops, NULL, holder);
+	if (ret) {
+		cl_free();
+		return ret;
+	}
+	cl.on = true;
+	router_set_cluster(&cl_router);
+	log_info("cluster: joined as node %d, routing through Redis", cl.self);
+	return 0;
+}
+
+void cluster_stop(void)
+{
+	if (!cl.on)
+		return;
+	router_set_cluster(NULL);
+	cluster_bus_stop(cl.bus);
+	cl_free();
+}
+
+void cluster_metrics(FILE *out)
+{
+	fprintf(out, "# HELP ringchat_cluster_routing 1 when pushes reach users on other nodes.\n"
+		     "# TYPE ringchat_cluster_routing gauge\nringchat_cluster_routing %d\n",
+		cl.on ? 1 : 0);
+	if (!cl.on)
+		return;
+#define CL_COUNTER(name, field, help)                                                   \
+	fprintf(out, "# HELP ringchat_cluster_" name " " help "\n# TYPE ringchat_cluster_" name \
+		     " counter\nringchat_cluster_" name " %" PRIu64 "\n",                     \
+		atomic_load_explicit(&cl.field, memory_order_relaxed))
+	CL_COUNTER("pushes_forwarded_total", fwd_msgs, "push messages sent to other nodes");
+	CL_COUNTER("push_users_forwarded_total", fwd_users, "users those pushes were for");
+	CL_COUNTER("messages_received_total", in_msgs, "messages received from other nodes");
+	CL_COUNTER("pushes_delivered_total", in_pushes, "pushes from other nodes delivered here");
+	CL_COUNTER("kicks_sent_total", kicks_sent, "logins here that kicked a session elsewhere");
+	CL_COUNTER("kicks_confirmed_total", kicks_done, "kicks the other node confirmed");
+	CL_COUNTER("kick_timeouts_total", kick_timeouts, "kicks answered by nobody in time");
+	CL_COUNTER("route_cache_hits_total", route_hits, "user locations answered by the cache");
+	CL_COUNTER("route_cache_misses_total", route_misses, "user locations read from Redis");
+	CL_COUNTER("send_failures_total", dropped, "messages that could not be queued");
+#undef CL_COUNTER
+	cluster_bus_metrics(cl.bus, out);
+}
