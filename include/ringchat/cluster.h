@@ -83,6 +83,9 @@ int cluster_start(const struct config *cfg, int nworkers, const char *addr, cons
 void cluster_stop(void);
 /* True when this node is part of a cluster (cluster_start joined one). */
 bool cluster_enabled(void);
+/* Any thread: false when node is another node of the cluster and is down
+ * (its users count as offline whatever presence still says). */
+bool cluster_node_alive(int node);
 
 /* Worker: handles the messages other nodes sent to w and the waits that
  * timed out. Returns true if it did anything. */

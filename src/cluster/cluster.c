@@ -555,6 +555,13 @@ bool cluster_enabled(void)
 	return cl.on;
 }
 
+bool cluster_node_alive(int node)
+{
+	if (!cl.on || node == cl.self)
+		return true;
+	return node >= 0 && node < MEMBERSHIP_MAX_NODES && cluster_bus_is_up(cl.bus, node);
+}
+
 /* ---- start / stop ------------------------------------------------------------------ */
 
 static void cl_free(void)

@@ -7,6 +7,7 @@
 #include <hiredis/hiredis.h>
 
 #include "ringchat/clock.h"
+#include "ringchat/cluster.h"
 #include "ringchat/counters.h"
 #include "ringchat/db.h"
 #include "ringchat/session.h"
@@ -113,8 +114,13 @@ int presence_lookup(struct worker *w, const int64_t *uids, size_t n, int *node)
 	}
 	r = kv_argv(w->kv, (int)n + 1, argv, lens);
 	if (r && r->type == REDIS_REPLY_ARRAY && r->elements == n) {
-		for (size_t i = 0; i < n; i++)
+		for (size_t i = 0; i < n; i++) {
 			node[i] = parse_node(r->element[i]);
+			/* a node that died leaves its users' entries behind
+			 * until their TTL: they are offline now */
+			if (node[i] >= 0 && !cluster_node_alive(node[i]))
+				node[i] = -1;
+		}
 		ret = 0;
 	} else {
 		counter_inc(redis_errors);

@@ -19,6 +19,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -26,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -872,4 +875,80 @@ void tc_send_many(struct rc_client *c, int64_t to, bool group, int n, const char
 		rc_frame_free(&f);
 		got++;
 	}
+}
+
+/*
+ * Sends request (verbatim) to the admin port and reads until the node
+ * closes. Returns the malloc'd NUL-terminated response; fails the test on
+ * any socket error or timeout.
+ */
+char *tc_admin_http(struct node *n, const char *request)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	int64_t deadline = tc_now_ms() + TC_ADMIN_TIMEOUT_MS;
+	size_t used = 0, left = strlen(request);
+	const char *p = request;
+	char *buf;
+	int fd;
+
+	sa.sin_port = htons(node_admin_port(n));
+	if (sa.sin_port == 0)
+		fail_msg("the node never logged its admin listener");
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == -1)
+		fail_msg("connect to the admin port %u: %s", ntohs(sa.sin_port), strerror(errno));
+	while (left > 0) {
+		ssize_t w = send(fd, p, left, MSG_NOSIGNAL);
+
+		if (w == -1 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			fail_msg("send to the admin port: %s", strerror(errno));
+		p += w;
+		left -= (size_t)w;
+	}
+	buf = malloc(TC_ADMIN_RESP_MAX);
+	assert_non_null(buf);
+	for (;;) {
+		struct pollfd pfd = {.fd = fd, .events = POLLIN};
+		int64_t wait = deadline - tc_now_ms();
+		ssize_t r;
+
+		if (wait <= 0)
+			fail_msg("no complete response in %d ms (got %zu bytes)",
+				 TC_ADMIN_TIMEOUT_MS, used);
+		if (poll(&pfd, 1, (int)wait) <= 0)
+			continue;
+		r = recv(fd, buf + used, TC_ADMIN_RESP_MAX - 1 - used, 0);
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r == -1)
+			fail_msg("recv from the admin port: %s", strerror(errno));
+		if (r == 0)
+			break;
+		used += (size_t)r;
+		if (used >= TC_ADMIN_RESP_MAX - 1)
+			fail_msg("response larger than %u bytes", TC_ADMIN_RESP_MAX);
+	}
+	close(fd);
+	buf[used] = '\0';
+	return buf;
+}
+
+int64_t tc_metric(struct node *n, const char *name)
+{
+	char *resp = tc_admin_http(n, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n");
+	size_t len = strlen(name);
+	int64_t v = -1;
+
+	for (const char *p = resp; (p = strstr(p, name)); p += len) {
+		if ((p == resp || p[-1] == '\n') && p[len] == ' ') {
+			v = strtoll(p + len + 1, NULL, 10);
+			break;
+		}
+	}
+	free(resp);
+	return v;
 }

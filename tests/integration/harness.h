@@ -196,6 +196,17 @@ void tc_send_many(struct rc_client *c, int64_t to, bool group, int n, const char
 int services_stop(const char *name);
 int services_start(const char *name);
 
+/*
+ * Sends request (verbatim) to the node's admin port and reads until the
+ * node closes. Returns the malloc'd NUL-terminated response; fails the
+ * test on any socket error or after TC_ADMIN_TIMEOUT_MS.
+ */
+#define TC_ADMIN_TIMEOUT_MS 5000
+#define TC_ADMIN_RESP_MAX (1u << 20)
+char *tc_admin_http(struct node *n, const char *request);
+/* The value of the unlabelled sample `name` in GET /metrics, or -1. */
+int64_t tc_metric(struct node *n, const char *name);
+
 /* Monotonic milliseconds, for timing assertions. */
 int64_t tc_now_ms(void);
 /* Sleeps ms milliseconds. */

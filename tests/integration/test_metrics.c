@@ -16,72 +16,10 @@
 #include <unistd.h>
 
 /* Whole responses are small (a few KiB); anything bigger is a bug. */
-#define METRICS_RESP_MAX (1u << 20)
-#define METRICS_TIMEOUT_MS 5000
 
 struct metrics_state {
 	struct node *node;
 };
-
-/*
- * Sends request (verbatim) to the admin port and reads until the node
- * closes. Returns the malloc'd NUL-terminated response; fails the test on
- * any socket error or timeout.
- */
-static char *metrics_http(struct node *n, const char *request)
-{
-	struct sockaddr_in sa = {.sin_family = AF_INET};
-	int64_t deadline = tc_now_ms() + METRICS_TIMEOUT_MS;
-	size_t used = 0, left = strlen(request);
-	const char *p = request;
-	char *buf;
-	int fd;
-
-	sa.sin_port = htons(node_admin_port(n));
-	if (sa.sin_port == 0)
-		fail_msg("the node never logged its admin listener");
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	assert_true(fd >= 0);
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == -1)
-		fail_msg("connect to the admin port %u: %s", ntohs(sa.sin_port), strerror(errno));
-	while (left > 0) {
-		ssize_t w = send(fd, p, left, MSG_NOSIGNAL);
-
-		if (w == -1 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			fail_msg("send to the admin port: %s", strerror(errno));
-		p += w;
-		left -= (size_t)w;
-	}
-	buf = malloc(METRICS_RESP_MAX);
-	assert_non_null(buf);
-	for (;;) {
-		struct pollfd pfd = {.fd = fd, .events = POLLIN};
-		int64_t wait = deadline - tc_now_ms();
-		ssize_t r;
-
-		if (wait <= 0)
-			fail_msg("no complete response in %d ms (got %zu bytes)",
-				 METRICS_TIMEOUT_MS, used);
-		if (poll(&pfd, 1, (int)wait) <= 0)
-			continue;
-		r = recv(fd, buf + used, METRICS_RESP_MAX - 1 - used, 0);
-		if (r == -1 && errno == EINTR)
-			continue;
-		if (r == -1)
-			fail_msg("recv from the admin port: %s", strerror(errno));
-		if (r == 0)
-			break;
-		used += (size_t)r;
-		if (used >= METRICS_RESP_MAX - 1)
-			fail_msg("response larger than %u bytes", METRICS_RESP_MAX);
-	}
-	close(fd);
-	buf[used] = '\0';
-	return buf;
-}
 
 /* The body after the blank line that ends the head; fails if there is none. */
 static const char *metrics_body(const char *resp)
@@ -159,7 +97,7 @@ static void test_metrics_counts_requests(void **state)
 	/* Not logged in: one response with that status. */
 	assert_int_equal(tc_call_code(c, CMD_FRIEND_LIST, NULL), ST_NOT_LOGGED_IN);
 
-	resp = metrics_http(s->node, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n");
+	resp = tc_admin_http(s->node, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n");
 	if (strncmp(resp, "HTTP/1.0 200", 12) != 0)
 		fail_msg("expected a 200, got: %.200s", resp);
 	if (!strstr(resp, "Content-Type: text/plain"))
@@ -183,7 +121,7 @@ static void test_metrics_counts_requests(void **state)
 	for (i = 0;; i++) {
 		unsigned long long open;
 
-		resp = metrics_http(s->node, "GET /metrics HTTP/1.0\r\n\r\n");
+		resp = tc_admin_http(s->node, "GET /metrics HTTP/1.0\r\n\r\n");
 		open = metrics_value(metrics_body(resp), "ringchat_connections");
 		free(resp);
 		if (open == 0)
@@ -203,12 +141,12 @@ static void test_metrics_counter_grows(void **state)
 	char *resp;
 	int i;
 
-	resp = metrics_http(s->node, "GET /metrics HTTP/1.0\r\n\r\n");
+	resp = tc_admin_http(s->node, "GET /metrics HTTP/1.0\r\n\r\n");
 	before = metrics_value(metrics_body(resp), "ringchat_requests_total{cmd=\"PING\"}");
 	free(resp);
 	for (i = 0; i < 3; i++)
 		cJSON_Delete(tc_call_ok(c, CMD_PING, NULL));
-	resp = metrics_http(s->node, "GET /metrics?x=1 HTTP/1.0\r\n\r\n");
+	resp = tc_admin_http(s->node, "GET /metrics?x=1 HTTP/1.0\r\n\r\n");
 	after = metrics_value(metrics_body(resp), "ringchat_requests_total{cmd=\"PING\"}");
 	free(resp);
 	assert_int_equal(after, before + 3);
@@ -219,20 +157,20 @@ static void test_metrics_counter_grows(void **state)
 static void test_metrics_other_path_404(void **state)
 {
 	struct metrics_state *s = *state;
-	char *resp = metrics_http(s->node, "GET /other HTTP/1.0\r\n\r\n");
+	char *resp = tc_admin_http(s->node, "GET /other HTTP/1.0\r\n\r\n");
 
 	if (strncmp(resp, "HTTP/1.0 404", 12) != 0)
 		fail_msg("expected a 404 for /other, got: %.200s", resp);
 	assert_null(strstr(resp, "ringchat_frames_in_total"));
 	free(resp);
 
-	resp = metrics_http(s->node, "GET /metricsfoo HTTP/1.0\r\n\r\n");
+	resp = tc_admin_http(s->node, "GET /metricsfoo HTTP/1.0\r\n\r\n");
 	if (strncmp(resp, "HTTP/1.0 404", 12) != 0)
 		fail_msg("expected a 404 for /metricsfoo, got: %.200s", resp);
 	free(resp);
 
 	/* The admin listener is still up after the 404s. */
-	resp = metrics_http(s->node, "GET /metrics HTTP/1.0\r\n\r\n");
+	resp = tc_admin_http(s->node, "GET /metrics HTTP/1.0\r\n\r\n");
 	assert_int_equal(strncmp(resp, "HTTP/1.0 200", 12), 0);
 	free(resp);
 }
@@ -241,10 +179,10 @@ static void test_metrics_other_path_404(void **state)
  * batch just after handing its OKs back); fails after 5 s. */
 static unsigned long long metrics_batches_at_least(struct node *n, unsigned long long want)
 {
-	int64_t deadline = tc_now_ms() + METRICS_TIMEOUT_MS;
+	int64_t deadline = tc_now_ms() + TC_ADMIN_TIMEOUT_MS;
 
 	for (;;) {
-		char *resp = metrics_http(n, "GET /metrics HTTP/1.0\r\n\r\n");
+		char *resp = tc_admin_http(n, "GET /metrics HTTP/1.0\r\n\r\n");
 		unsigned long long v =
 		    metrics_value(metrics_body(resp), "ringchat_commit_batch_seconds_count");
 
@@ -277,13 +215,13 @@ static void test_metrics_commit_histogram(void **state)
 
 	before = metrics_batches_at_least(s->node, 0);
 	tc_expect(a, CMD_FRIEND_REQUEST, ST_OK, "{\"user_id\":%lld}", (long long)idb);
-	cJSON_Delete(tc_expect_push(b, CMD_PUSH_FRIEND_REQUEST, METRICS_TIMEOUT_MS));
+	cJSON_Delete(tc_expect_push(b, CMD_PUSH_FRIEND_REQUEST, TC_ADMIN_TIMEOUT_MS));
 	tc_expect(b, CMD_FRIEND_ACCEPT, ST_OK, "{\"user_id\":%lld}", (long long)ida);
-	cJSON_Delete(tc_expect_push(a, CMD_PUSH_FRIEND_ACCEPTED, METRICS_TIMEOUT_MS));
+	cJSON_Delete(tc_expect_push(a, CMD_PUSH_FRIEND_ACCEPTED, TC_ADMIN_TIMEOUT_MS));
 	tc_send_many(a, idb, false, 200, "hist", NULL);
 	metrics_batches_at_least(s->node, before + 1);
 
-	resp = metrics_http(s->node, "GET /metrics HTTP/1.0\r\n\r\n");
+	resp = tc_admin_http(s->node, "GET /metrics HTTP/1.0\r\n\r\n");
 	body = metrics_body(resp);
 	assert_non_null(strstr(body, "# TYPE ringchat_commit_batch_seconds histogram\n"));
 	after = metrics_value(body, "ringchat_commit_batch_seconds_count");
