@@ -351,7 +351,7 @@ static bool drain_step(struct ring *r, const struct ring_hooks *hooks)
 	return done;
 }
 
-static void dispatch_cqe(struct ring *r, struct io_uring_cqe *cqe)
+void ring_dispatch_cqe(struct ring *r, struct io_uring_cqe *cqe)
 {
 	unsigned kind = ring_ud_kind(io_uring_cqe_get_data64(cqe));
 	struct ring_op_entry *e = &r->ops[kind];
@@ -428,7 +428,7 @@ bool ring_poll(struct ring *r, int max_wait_ms, const struct ring_hooks *hooks)
 	if (io_uring_cq_has_overflow(&r->uring))
 		counter_inc(cq_overflow);
 	io_uring_for_each_cqe(&r->uring, head, cqe) {
-		dispatch_cqe(r, cqe);
+		ring_dispatch_cqe(r, cqe);
 		seen++;
 	}
 	io_uring_cq_advance(&r->uring, seen);
