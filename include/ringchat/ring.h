@@ -49,7 +49,7 @@ enum ring_op {
 	RING_OP_CANCEL,   /* conn.c: cancellations; gen|slot */
 	RING_OP_WAKE,     /* conn.c: poll on the workers' eventfd */
 	RING_OP_SIGNAL,   /* ring.c: poll on the signalfd */
-	RING_OP_ADMIN,    /* metrics.c: admin socket ops; index = sub-op|client */
+	RING_OP_ADMIN,    /* metrics.c: admin sockets; gen = sub-op, index = client */
 	RING_OP_LINK,     /* node link (UDP recvmsg/sendmsg) */
 	RING_OP_USER,     /* first kind free for tests and new modules */
 	RING_OP_MAX = 256,
