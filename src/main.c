@@ -18,9 +18,11 @@
 #include "ringchat/cluster.h"
 #include "ringchat/config.h"
 #include "ringchat/membership.h"
+#include "ringchat/conn.h"
 #include "ringchat/counters.h"
 #include "ringchat/dispatch.h"
 #include "ringchat/log.h"
+#include "ringchat/metrics.h"
 #include "ringchat/ring.h"
 #include "ringchat/worker.h"
 
@@ -30,6 +32,46 @@ static struct worker_pool pool;
 static void wake_worker(int id)
 {
 	worker_wake(&pool.workers[id]);
+}
+
+static bool pool_idle(void *ctx)
+{
+	return worker_pool_idle(ctx);
+}
+
+/*
+ * The I/O thread: the ring, the client connections and the admin endpoint
+ * on it, run until a signal drains them. Returns 0 after an orderly
+ * shutdown, -1 when set-up failed (logged).
+ */
+static int run_io(const struct config *cfg, struct worker_pool *pool)
+{
+	struct ring_hooks hooks = { .idle = pool_idle, .ctx = pool };
+	struct conn_table *conns = NULL;
+	struct metrics *metrics = NULL;
+	struct ring *ring;
+	int ret = -1;
+
+	ring = ring_create(cfg);
+	if (!ring)
+		return -1;
+	conns = conn_table_create(ring, cfg, &pool->handoff);
+	if (!conns)
+		goto out;
+	if (cfg->admin_listen[0]) {
+		metrics = metrics_create(ring, cfg, &pool->handoff);
+		if (!metrics)
+			goto out;
+	}
+	ret = ring_run(ring, &hooks);
+out:
+	/* the ring first: no CQE or timer reaches the modules afterwards */
+	ring_destroy(ring);
+	if (metrics)
+		metrics_destroy(metrics);
+	if (conns)
+		conn_table_destroy(conns);
+	return ret;
 }
 
 int main(int argc, char **argv)
@@ -114,8 +156,7 @@ int main(int argc, char **argv)
 	log_info("ringchatd starting: node_id=%d workers=%d durability=%s", cfg.node_id,
 		 nworkers, cfg.durability == DURABILITY_RELAY ? "relay" : "stored");
 
-	pthread_setname_np(pthread_self(), "ring");
-	ret = ring_run(&cfg, &pool);
+	ret = run_io(&cfg, &pool);
 
 	worker_pool_stop(&pool);
 	cluster_stop();

@@ -21,14 +21,6 @@
 #define WORKER_POLL_MS 200 /* upper bound on the periodic work's delay */
 #define WORKER_STOP_GRACE_MS 10000 /* at stop, wait this long for deferred replies */
 
-static void eventfd_kick(int fd)
-{
-	uint64_t one = 1;
-
-	while (write(fd, &one, sizeof(one)) == -1 && errno == EINTR)
-		;
-}
-
 static void eventfd_drain(int fd)
 {
 	uint64_t v;
@@ -37,45 +29,9 @@ static void eventfd_drain(int fd)
 		;
 }
 
-/* Wakes a sleeper whose flag is `sleeping`. The caller has already
- * published its work; the fence orders that publication before reading
- * the flag (pairs with the fence the sleeper runs after setting it). */
-static void wake_if_sleeping(_Atomic int *sleeping, int fd, bool is_ring)
-{
-	atomic_thread_fence(memory_order_seq_cst);
-	if (atomic_load_explicit(sleeping, memory_order_relaxed) &&
-	    atomic_exchange_explicit(sleeping, 0, memory_order_acq_rel)) {
-		if (is_ring)
-			counter_inc(ring_wakeups);
-		else
-			counter_inc(worker_wakeups);
-		eventfd_kick(fd);
-	}
-}
-
-bool worker_submit(struct worker *w, struct in_msg *m)
-{
-	if (!spsc_push(&w->in, m))
-		return false;
-	w->wake_pending = true;
-	return true;
-}
-
-void worker_pool_flush_wakes(struct worker_pool *p)
-{
-	for (int i = 0; i < p->n; i++) {
-		struct worker *w = &p->workers[i];
-
-		if (w->wake_pending) {
-			w->wake_pending = false;
-			wake_if_sleeping(&w->sleeping, w->wake_fd, false);
-		}
-	}
-}
-
 void worker_wake(struct worker *w)
 {
-	wake_if_sleeping(&w->sleeping, w->wake_fd, false);
+	handoff_wake_worker(w->lane);
 }
 
 struct worker_task {
@@ -130,23 +86,14 @@ static bool run_posted(struct worker *w)
 
 void worker_send_out(struct worker *w, struct out_msg *m)
 {
-	struct worker_pool *p = w->pool;
-
-	/* A full out queue means the I/O thread is behind: wait for it
-	 * rather than drop a reply. It always drains, so this ends. */
-	while (!spsc_push(&w->out, m)) {
-		wake_if_sleeping(&p->ring_sleeping, p->ring_wake_fd, true);
-		sched_yield();
-	}
-	wake_if_sleeping(&p->ring_sleeping, p->ring_wake_fd, true);
+	handoff_send_out(&w->pool->handoff, w->lane, m);
 }
 
 bool worker_pool_idle(struct worker_pool *p)
 {
-	for (int i = 0; i < p->n; i++)
-		if (spsc_size(&p->workers[i].in))
-			return false;
-	return atomic_load_explicit(&p->busy, memory_order_seq_cst) == 0 && p->ops->deferred() == 0;
+	return handoff_in_empty(&p->handoff) &&
+	       atomic_load_explicit(&p->busy, memory_order_seq_cst) == 0 &&
+	       p->ops->deferred() == 0;
 }
 
 static void *worker_main(void *arg)
@@ -168,7 +115,7 @@ static void *worker_main(void *arg)
 		 * I/O thread's drain check never sees "queue empty, nobody
 		 * busy" while a message is in our hands. */
 		atomic_fetch_add_explicit(&p->busy, 1, memory_order_seq_cst);
-		for (int k = 0; k < 64 && (m = spsc_pop(&w->in)); k++) {
+		for (int k = 0; k < 64 && (m = spsc_pop(&w->lane->in)); k++) {
 			p->ops->handle(w, m);
 			did = true;
 		}
@@ -180,7 +127,7 @@ static void *worker_main(void *arg)
 		if (did)
 			continue;
 		if (atomic_load_explicit(&p->stopping, memory_order_acquire) &&
-		    !spsc_size(&w->in) && !p->ops->has_work(w) &&
+		    !spsc_size(&w->lane->in) && !p->ops->has_work(w) &&
 		    !atomic_load_explicit(&w->post_pending, memory_order_acquire) &&
 		    (!p->ops->deferred() ||
 		     clock_mono_ms() > atomic_load_explicit(&p->stop_deadline_ms,
@@ -188,20 +135,20 @@ static void *worker_main(void *arg)
 			break; /* deferred replies (a login on the hasher) get a
 				* bounded time to complete on this thread */
 
-		/* Dekker with wake_if_sleeping: set the flag, fence, re-check
+		/* Dekker with handoff_wake_worker: set the flag, fence, re-check
 		 * the queue; a producer pushes, fences, reads the flag. */
-		atomic_store_explicit(&w->sleeping, 1, memory_order_seq_cst);
+		atomic_store_explicit(&w->lane->sleeping, 1, memory_order_seq_cst);
 		atomic_thread_fence(memory_order_seq_cst);
-		if (spsc_size(&w->in) || atomic_load_explicit(&w->post_pending, memory_order_seq_cst) ||
+		if (spsc_size(&w->lane->in) || atomic_load_explicit(&w->post_pending, memory_order_seq_cst) ||
 		    atomic_load_explicit(&p->stopping, memory_order_acquire)) {
-			atomic_store_explicit(&w->sleeping, 0, memory_order_relaxed);
+			atomic_store_explicit(&w->lane->sleeping, 0, memory_order_relaxed);
 			continue;
 		}
-		struct pollfd pfd = { .fd = w->wake_fd, .events = POLLIN };
+		struct pollfd pfd = { .fd = w->lane->wake_fd, .events = POLLIN };
 
 		poll(&pfd, 1, p->ops->has_work(w) ? 5 : WORKER_POLL_MS);
-		eventfd_drain(w->wake_fd);
-		atomic_store_explicit(&w->sleeping, 0, memory_order_relaxed);
+		eventfd_drain(w->lane->wake_fd);
+		atomic_store_explicit(&w->lane->sleeping, 0, memory_order_relaxed);
 	}
 	p->ops->stop(w);
 	return NULL;
@@ -214,12 +161,9 @@ int worker_pool_init(struct worker_pool *p, const struct config *cfg, int n,
 	p->cfg = cfg;
 	p->ops = ops;
 	p->n = n;
-	/* struct worker holds cache-line aligned queue indices */
-	p->workers = aligned_alloc(SPSC_CACHELINE, (size_t)n * sizeof(*p->workers));
-	if (p->workers)
-		memset(p->workers, 0, (size_t)n * sizeof(*p->workers));
-	p->ring_wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (!p->workers || p->ring_wake_fd == -1)
+	p->workers = calloc((size_t)n, sizeof(*p->workers));
+	if (!p->workers ||
+	    handoff_init(&p->handoff, n, (uint32_t)cfg->queue_depth))
 		goto out_free;
 	for (int i = 0; i < n; i++) {
 		struct worker *w = &p->workers[i];
@@ -227,11 +171,8 @@ int worker_pool_init(struct worker_pool *p, const struct config *cfg, int n,
 		w->id = i;
 		w->cfg = cfg;
 		w->pool = p;
+		w->lane = &p->handoff.lanes[i];
 		pthread_mutex_init(&w->post_lock, NULL);
-		w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-		if (w->wake_fd == -1 || spsc_init(&w->in, (uint32_t)cfg->queue_depth) ||
-		    spsc_init(&w->out, (uint32_t)cfg->queue_depth))
-			goto out_free;
 	}
 	return 0;
 
@@ -259,7 +200,7 @@ void worker_pool_stop(struct worker_pool *p)
 			      memory_order_relaxed);
 	atomic_store_explicit(&p->stopping, true, memory_order_release);
 	for (int i = 0; i < p->n; i++)
-		eventfd_kick(p->workers[i].wake_fd);
+		handoff_kick_worker(p->workers[i].lane);
 	for (int i = 0; i < p->n; i++)
 		if (p->workers[i].thread)
 			pthread_join(p->workers[i].thread, NULL);
@@ -270,16 +211,9 @@ void worker_pool_destroy(struct worker_pool *p)
 	if (p->workers) {
 		for (int i = 0; i < p->n; i++) {
 			struct worker *w = &p->workers[i];
-			void *m;
 
-			if (w->in.slots)
-				while ((m = spsc_pop(&w->in)))
-					free(m);
-			if (w->out.slots)
-				while ((m = spsc_pop(&w->out)))
-					free(m);
-			spsc_destroy(&w->in);
-			spsc_destroy(&w->out);
+			if (!w->pool)
+				continue; /* init stopped before this one */
 			while (w->post_head) {
 				struct worker_task *t = w->post_head;
 
@@ -287,12 +221,9 @@ void worker_pool_destroy(struct worker_pool *p)
 				free(t); /* its arg is the poster's; the node is exiting */
 			}
 			pthread_mutex_destroy(&w->post_lock);
-			if (w->wake_fd > 0)
-				close(w->wake_fd);
 		}
 	}
+	handoff_destroy(&p->handoff); /* with the messages still queued */
 	free(p->workers);
-	if (p->ring_wake_fd > 0)
-		close(p->ring_wake_fd);
 	memset(p, 0, sizeof(*p));
 }

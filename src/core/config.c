@@ -21,8 +21,9 @@
  */
 #include "ringchat/config.h"
 #include "ringchat/log.h"
+#include "ringchat/sock.h"
 
-#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -261,33 +262,12 @@ static int config_parse_int(const char *s, long long *out)
 	return 0;
 }
 
+/* The listeners parse their address with the same function. */
 static bool config_valid_listen(const char *s)
 {
-	const char *colon = strrchr(s, ':');
-	const char *p;
-	char host[INET_ADDRSTRLEN];
-	struct in_addr addr;
-	size_t hlen;
-	long port = 0;
+	struct sockaddr_in sa;
 
-	if (!colon)
-		return false;
-	hlen = (size_t)(colon - s);
-	if (hlen == 0 || hlen >= sizeof(host))
-		return false;
-	memcpy(host, s, hlen);
-	host[hlen] = '\0';
-	if (strcmp(host, "localhost") != 0 && inet_pton(AF_INET, host, &addr) != 1)
-		return false;
-	p = colon + 1;
-	if (*p == '\0' || strlen(p) > 5)
-		return false;
-	for (; *p; p++) {
-		if (*p < '0' || *p > '9')
-			return false;
-		port = port * 10 + (*p - '0');
-	}
-	return port <= 65535;
+	return sock_parse_hostport(s, &sa) == 0;
 }
 
 static bool config_valid_listen_or_off(const char *s)

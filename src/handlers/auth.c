@@ -325,7 +325,7 @@ static bool auth_enter(struct req *r)
 
 	if ((uint32_t)cfg->queue_depth / 2 < backlog_max)
 		backlog_max = (uint32_t)cfg->queue_depth / 2;
-	if (spsc_size(&r->w->in) <= backlog_max) {
+	if (spsc_size(&r->w->lane->in) <= backlog_max) {
 		if (atomic_fetch_add_explicit(&auth_inflight, 1, memory_order_relaxed) <
 		    cfg->login_concurrency)
 			return true;

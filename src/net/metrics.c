@@ -18,10 +18,13 @@
 #include "ringchat/log.h"
 #include "ringchat/metrics.h"
 #include "ringchat/ring.h"
+#include "ringchat/sock.h"
 
 #define ADMIN_MAX 16
 #define ADMIN_REQ_MAX 4096
 
+/* Sub-operations, carried in the generation field of RING_OP_ADMIN
+ * user_data (ring.h); the index field is the client. */
 enum admin_op { A_ACCEPT = 1, A_RECV, A_SEND };
 
 struct admin_client {
@@ -33,25 +36,16 @@ struct admin_client {
 };
 
 struct metrics {
-	struct io_uring *ring;
-	struct worker_pool *pool;
-	unsigned op;
+	struct ring *ring;
+	struct handoff *h;
 	int listen_fd;
 	bool accept_armed;
 	struct admin_client clients[ADMIN_MAX];
 };
 
-#define AUD(m, sub, idx) (((uint64_t)(m)->op << 56) | ((uint64_t)(sub) << 32) | (uint32_t)(idx))
-
 static struct io_uring_sqe *sqe_get(struct metrics *m)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(m->ring);
-
-	if (!sqe) {
-		io_uring_submit(m->ring);
-		sqe = io_uring_get_sqe(m->ring);
-	}
-	return sqe;
+	return ring_get_sqe(m->ring);
 }
 
 static void arm_accept(struct metrics *m)
@@ -61,7 +55,7 @@ static void arm_accept(struct metrics *m)
 	if (!sqe)
 		return;
 	io_uring_prep_accept(sqe, m->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-	io_uring_sqe_set_data64(sqe, AUD(m, A_ACCEPT, 0));
+	ring_sqe_tag(sqe, RING_OP_ADMIN, A_ACCEPT, 0);
 	m->accept_armed = true;
 }
 
@@ -73,7 +67,7 @@ static void arm_recv(struct metrics *m, int idx)
 	if (!sqe)
 		return;
 	io_uring_prep_recv(sqe, a->fd, a->req + a->len, ADMIN_REQ_MAX - 1 - a->len, 0);
-	io_uring_sqe_set_data64(sqe, AUD(m, A_RECV, idx));
+	ring_sqe_tag(sqe, RING_OP_ADMIN, A_RECV, (uint32_t)idx);
 }
 
 static void arm_send(struct metrics *m, int idx)
@@ -85,7 +79,7 @@ static void arm_send(struct metrics *m, int idx)
 		return;
 	io_uring_prep_send(sqe, a->fd, a->resp + a->resp_off, a->resp_len - a->resp_off,
 			   MSG_NOSIGNAL);
-	io_uring_sqe_set_data64(sqe, AUD(m, A_SEND, idx));
+	ring_sqe_tag(sqe, RING_OP_ADMIN, A_SEND, (uint32_t)idx);
 }
 
 static void client_close(struct metrics *m, int idx)
@@ -107,7 +101,7 @@ static void put_counter(FILE *out, const char *name, const char *help, uint64_t 
 		name, help, name, name, (unsigned long long)v);
 }
 
-void metrics_render(FILE *out, struct worker_pool *pool)
+void metrics_render(FILE *out, struct handoff *h)
 {
 #define COUNTER_OUT(name, help)                                                \
 	put_counter(out, #name, help,                                          \
@@ -177,14 +171,14 @@ void metrics_render(FILE *out, struct worker_pool *pool)
 			(unsigned long long)cs.turns, (double)cs.latency_ns_total / 1e9,
 			(unsigned long long)cs.turns);
 	}
-	if (pool) {
+	if (h) {
 		fprintf(out, "# HELP ringchat_queue_depth Items waiting in a worker queue.\n"
 			     "# TYPE ringchat_queue_depth gauge\n");
-		for (int i = 0; i < pool->n; i++) {
+		for (int i = 0; i < h->n; i++) {
 			fprintf(out, "ringchat_queue_depth{worker=\"%d\",dir=\"in\"} %u\n", i,
-				spsc_size(&pool->workers[i].in));
+				spsc_size(&h->lanes[i].in));
 			fprintf(out, "ringchat_queue_depth{worker=\"%d\",dir=\"out\"} %u\n", i,
-				spsc_size(&pool->workers[i].out));
+				spsc_size(&h->lanes[i].out));
 		}
 	}
 	cluster_metrics(out);
@@ -207,7 +201,7 @@ static void respond(struct metrics *m, int idx)
 	} else {
 		f = open_memstream(&body, &body_len);
 		if (f) {
-			metrics_render(f, m->pool);
+			metrics_render(f, m->h);
 			fclose(f);
 		}
 	}
@@ -228,11 +222,12 @@ static void respond(struct metrics *m, int idx)
 	arm_send(m, idx);
 }
 
-void metrics_on_cqe(struct metrics *m, struct io_uring_cqe *cqe)
+static void metrics_on_cqe(void *ctx, struct io_uring_cqe *cqe)
 {
+	struct metrics *m = ctx;
 	uint64_t ud = io_uring_cqe_get_data64(cqe);
-	unsigned sub = (unsigned)((ud >> 32) & 0xffffff);
-	int idx = (int)(uint32_t)ud;
+	unsigned sub = ring_ud_gen(ud);
+	int idx = (int)ring_ud_idx(ud);
 	struct admin_client *a;
 
 	if (sub == A_ACCEPT) {
@@ -280,23 +275,29 @@ void metrics_on_cqe(struct metrics *m, struct io_uring_cqe *cqe)
 		client_close(m, idx);
 }
 
-struct metrics *metrics_create(struct io_uring *ring, const struct config *cfg,
-			       struct worker_pool *pool, unsigned op)
+struct metrics *metrics_create(struct ring *ring, const struct config *cfg, struct handoff *h)
 {
 	struct metrics *m = calloc(1, sizeof(*m));
-	char bound[64];
+	char bound[SOCK_ADDR_STRLEN];
+	int ret;
 
 	if (!m)
 		return NULL;
 	m->ring = ring;
-	m->pool = pool;
-	m->op = op;
+	m->h = h;
 	for (int i = 0; i < ADMIN_MAX; i++)
 		m->clients[i].fd = -1;
-	m->listen_fd = ring_listen_tcp(cfg->admin_listen, 64, bound, sizeof(bound));
+	m->listen_fd = sock_listen_tcp(cfg->admin_listen, 64, bound, sizeof(bound));
 	if (m->listen_fd < 0) {
 		log_error("cannot listen on admin_listen %s: %s", cfg->admin_listen,
 			  strerror(-m->listen_fd));
+		free(m);
+		return NULL;
+	}
+	ret = ring_register_op(ring, RING_OP_ADMIN, metrics_on_cqe, m);
+	if (ret) {
+		log_error("cannot register the admin op kind: %s", strerror(-ret));
+		close(m->listen_fd);
 		free(m);
 		return NULL;
 	}

@@ -50,7 +50,7 @@ static void cg_drain(struct cg *cg)
 {
 	struct out_msg *o;
 
-	while ((o = spsc_pop(&cg->w->out))) {
+	while ((o = spsc_pop(&cg->w->lane->out))) {
 		if (o->len >= FRAME_HDR_BYTES) {
 			struct frame_hdr h;
 

@@ -14,6 +14,7 @@
 
 #include "ringchat/config.h"
 #include "ringchat/frame.h"
+#include "ringchat/handoff.h"
 #include "ringchat/worker.h"
 
 static struct config fake_cfg;
@@ -81,7 +82,7 @@ struct fake_frame {
 static inline bool fake_take(struct fake_frame *f)
 {
 	for (int i = 0; i < fake_pool.n; i++) {
-		struct out_msg *m = spsc_pop(&fake_pool.workers[i].out);
+		struct out_msg *m = spsc_pop(&fake_pool.workers[i].lane->out);
 
 		if (!m)
 			continue;

@@ -1,0 +1,137 @@
+/*
+ * handoff.h - the queues between the I/O thread and the workers, and the
+ * wake-ups that go with them.
+ *
+ *   I/O thread ──lane[w].in (SPSC)──► worker w ──lane[w].out (SPSC)──► I/O thread
+ *
+ * One lane per worker. A connection is pinned to lane (slot % nlanes),
+ * so its frames are handled in order. Any worker may send to any
+ * connection through its own out queue (pushes to other users). Both
+ * directions are bounded: a full in queue pauses reading of that
+ * connection (the I/O thread never blocks); a full out queue makes the
+ * worker wait for the I/O thread, which always drains (a reply is never
+ * dropped).
+ *
+ * Wake-ups follow the sleeping → notified rule: a producer writes the
+ * other side's eventfd only when it sees that side's `sleeping` flag set
+ * and wins the exchange that clears it, with a seq_cst fence between its
+ * queue push and that check; the sleeper sets the flag, fences, then
+ * re-checks its queues before blocking (handoff_ring_sleep for the I/O
+ * thread; the worker loop does the same with its lane's flag). Under
+ * load nobody sleeps, so no eventfd is written at all.
+ *
+ * This module knows nothing of sockets or handlers: the net layer
+ * (src/net/conn.c) is the I/O-thread side, src/worker.c the worker side.
+ */
+#ifndef RINGCHAT_HANDOFF_H
+#define RINGCHAT_HANDOFF_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ringchat/frame.h"
+#include "ringchat/spsc.h"
+
+/* conn reference: slot in the low 32 bits, generation in the high 32. */
+#define CONN_REF(slot, gen) (((uint64_t)(gen) << 32) | (uint32_t)(slot))
+#define CONN_SLOT(ref) ((uint32_t)(ref))
+#define CONN_GEN(ref) ((uint32_t)((ref) >> 32))
+
+enum in_kind {
+	IN_FRAME = 1, /* a decoded frame of the connection */
+	IN_CLOSED,    /* the connection is gone; sent once, after its frames */
+	IN_BAD_FRAME, /* framing error: hdr.code is the status to answer with,
+		       * hdr.cmd/seq the frame's (0/0 for BAD_FRAME and
+		       * FRAME_TOO_LARGE); answer after the replies to earlier
+		       * frames, then close */
+};
+
+/* I/O thread → worker. Allocated by the I/O thread, freed by the worker. */
+struct in_msg {
+	struct in_msg *next; /* worker-side: a held session's queue */
+	uint64_t conn;
+	uint8_t kind;
+	uint16_t peer_port;
+	uint32_t peer_addr;
+	struct frame_hdr hdr;
+	uint8_t payload[]; /* hdr.len bytes */
+};
+
+enum out_flags {
+	OUT_CLOSE = 1u << 0, /* close the connection once this is sent */
+};
+
+/* worker → I/O thread. Allocated by a worker, freed by the I/O thread. */
+struct out_msg {
+	uint64_t conn;
+	uint32_t flags;
+	uint32_t len; /* bytes of encoded frames in data (may be 0) */
+	uint8_t data[];
+};
+
+/* The two queues of one worker and how to wake it. */
+struct handoff_lane {
+	struct spsc in;       /* I/O thread → worker */
+	struct spsc out;      /* worker → I/O thread */
+	_Atomic int sleeping; /* set by the worker before it blocks */
+	int wake_fd;          /* eventfd the worker blocks on */
+	bool wake_pending;    /* I/O thread only: write wake_fd at loop end */
+};
+
+struct handoff {
+	int n;                      /* lanes */
+	struct handoff_lane *lanes; /* cache-line aligned (spsc indices) */
+	_Atomic int ring_sleeping;  /* set by the I/O thread before it blocks */
+	int ring_wake_fd;           /* eventfd polled by the I/O thread */
+};
+
+/* Creates n lanes with queues of depth entries each and the eventfds.
+ * Returns 0 or -errno (everything allocated so far is released). */
+int handoff_init(struct handoff *h, int n, uint32_t depth);
+/* Frees the lanes, the messages still queued in them and the eventfds.
+ * No thread may use h any more. Safe on a zeroed or failed handoff. */
+void handoff_destroy(struct handoff *h);
+
+/* The lane a connection is pinned to. */
+static inline struct handoff_lane *handoff_lane_for(struct handoff *h, uint64_t conn)
+{
+	return &h->lanes[CONN_SLOT(conn) % (uint32_t)h->n];
+}
+
+/* I/O thread: queue m for lane l's worker; the wake-up is deferred to
+ * handoff_flush_wakes. false = queue full (m not taken). */
+bool handoff_submit(struct handoff_lane *l, struct in_msg *m);
+/* I/O thread: wake every worker that was given work since the last call
+ * (one eventfd write per sleeping worker per loop iteration at most). */
+void handoff_flush_wakes(struct handoff *h);
+
+/* Any thread: wake lane l's worker if it sleeps (after giving it work
+ * through a queue other than its in queue, e.g. commit completions). */
+void handoff_wake_worker(struct handoff_lane *l);
+/* Any thread: write lane l's eventfd unconditionally (stop requests). */
+void handoff_kick_worker(struct handoff_lane *l);
+
+/* Worker thread owning l: hand m to the I/O thread, waking it if it
+ * sleeps. Waits (yielding) while the out queue is full. Takes m. */
+void handoff_send_out(struct handoff *h, struct handoff_lane *l, struct out_msg *m);
+
+/* Any thread (exact when the producers are idle): true when some out
+ * queue holds a message for the I/O thread. */
+bool handoff_out_pending(struct handoff *h);
+/* Any thread: true when every in queue is empty. */
+bool handoff_in_empty(struct handoff *h);
+
+/*
+ * I/O thread, before blocking: announces the sleep (ring_sleeping = 1,
+ * seq_cst fence) and re-checks the out queues. Returns true when the
+ * thread may block; false when work arrived (the flag is cleared again).
+ * After a true return the caller calls handoff_ring_awake once it runs
+ * again.
+ */
+bool handoff_ring_sleep(struct handoff *h);
+void handoff_ring_awake(struct handoff *h);
+/* I/O thread: empties ring_wake_fd after its poll fired. */
+void handoff_ring_drain_wake(struct handoff *h);
+
+#endif

@@ -1,0 +1,176 @@
+/*
+ * handoff.c - the I/O thread ↔ worker lanes and their Dekker wake-ups
+ * (see handoff.h for the protocol).
+ */
+#include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "ringchat/counters.h"
+#include "ringchat/handoff.h"
+
+static void eventfd_kick(int fd)
+{
+	uint64_t one = 1;
+
+	while (write(fd, &one, sizeof(one)) == -1 && errno == EINTR)
+		;
+}
+
+/* Wakes a sleeper whose flag is `sleeping`. The caller has already
+ * published its work; the fence orders that publication before reading
+ * the flag (pairs with the fence the sleeper runs after setting it). */
+static void wake_if_sleeping(_Atomic int *sleeping, int fd, bool is_ring)
+{
+	atomic_thread_fence(memory_order_seq_cst);
+	if (atomic_load_explicit(sleeping, memory_order_relaxed) &&
+	    atomic_exchange_explicit(sleeping, 0, memory_order_acq_rel)) {
+		if (is_ring)
+			counter_inc(ring_wakeups);
+		else
+			counter_inc(worker_wakeups);
+		eventfd_kick(fd);
+	}
+}
+
+int handoff_init(struct handoff *h, int n, uint32_t depth)
+{
+	memset(h, 0, sizeof(*h));
+	h->ring_wake_fd = -1;
+	if (n < 1)
+		return -EINVAL;
+	/* struct handoff_lane holds cache-line aligned queue indices */
+	h->lanes = aligned_alloc(SPSC_CACHELINE, (size_t)n * sizeof(*h->lanes));
+	if (!h->lanes)
+		return -ENOMEM;
+	memset(h->lanes, 0, (size_t)n * sizeof(*h->lanes));
+	h->n = n;
+	for (int i = 0; i < n; i++)
+		h->lanes[i].wake_fd = -1;
+	h->ring_wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (h->ring_wake_fd == -1)
+		goto out_destroy;
+	for (int i = 0; i < n; i++) {
+		struct handoff_lane *l = &h->lanes[i];
+
+		l->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+		if (l->wake_fd == -1 || spsc_init(&l->in, depth) || spsc_init(&l->out, depth))
+			goto out_destroy;
+	}
+	return 0;
+
+out_destroy:
+	handoff_destroy(h);
+	return -ENOMEM;
+}
+
+void handoff_destroy(struct handoff *h)
+{
+	for (int i = 0; h->lanes && i < h->n; i++) {
+		struct handoff_lane *l = &h->lanes[i];
+		void *m;
+
+		if (l->in.slots)
+			while ((m = spsc_pop(&l->in)))
+				free(m);
+		if (l->out.slots)
+			while ((m = spsc_pop(&l->out)))
+				free(m);
+		spsc_destroy(&l->in);
+		spsc_destroy(&l->out);
+		if (l->wake_fd >= 0)
+			close(l->wake_fd);
+	}
+	free(h->lanes);
+	if (h->ring_wake_fd >= 0)
+		close(h->ring_wake_fd);
+	memset(h, 0, sizeof(*h));
+	h->ring_wake_fd = -1;
+}
+
+bool handoff_submit(struct handoff_lane *l, struct in_msg *m)
+{
+	if (!spsc_push(&l->in, m))
+		return false;
+	l->wake_pending = true;
+	return true;
+}
+
+void handoff_flush_wakes(struct handoff *h)
+{
+	for (int i = 0; i < h->n; i++) {
+		struct handoff_lane *l = &h->lanes[i];
+
+		if (l->wake_pending) {
+			l->wake_pending = false;
+			wake_if_sleeping(&l->sleeping, l->wake_fd, false);
+		}
+	}
+}
+
+void handoff_wake_worker(struct handoff_lane *l)
+{
+	wake_if_sleeping(&l->sleeping, l->wake_fd, false);
+}
+
+void handoff_kick_worker(struct handoff_lane *l)
+{
+	eventfd_kick(l->wake_fd);
+}
+
+void handoff_send_out(struct handoff *h, struct handoff_lane *l, struct out_msg *m)
+{
+	/* A full out queue means the I/O thread is behind: wait for it
+	 * rather than drop a reply. It always drains, so this ends. */
+	while (!spsc_push(&l->out, m)) {
+		wake_if_sleeping(&h->ring_sleeping, h->ring_wake_fd, true);
+		sched_yield();
+	}
+	wake_if_sleeping(&h->ring_sleeping, h->ring_wake_fd, true);
+}
+
+bool handoff_out_pending(struct handoff *h)
+{
+	for (int i = 0; i < h->n; i++)
+		if (spsc_size(&h->lanes[i].out))
+			return true;
+	return false;
+}
+
+bool handoff_in_empty(struct handoff *h)
+{
+	for (int i = 0; i < h->n; i++)
+		if (spsc_size(&h->lanes[i].in))
+			return false;
+	return true;
+}
+
+bool handoff_ring_sleep(struct handoff *h)
+{
+	/* Dekker with handoff_send_out: announce the sleep, then re-check
+	 * the queues; a worker pushes, fences, then checks the flag. One of
+	 * the two sees the other. */
+	atomic_store_explicit(&h->ring_sleeping, 1, memory_order_seq_cst);
+	atomic_thread_fence(memory_order_seq_cst);
+	if (handoff_out_pending(h)) {
+		atomic_store_explicit(&h->ring_sleeping, 0, memory_order_relaxed);
+		return false;
+	}
+	return true;
+}
+
+void handoff_ring_awake(struct handoff *h)
+{
+	atomic_store_explicit(&h->ring_sleeping, 0, memory_order_relaxed);
+}
+
+void handoff_ring_drain_wake(struct handoff *h)
+{
+	uint64_t v;
+
+	while (read(h->ring_wake_fd, &v, sizeof(v)) == (ssize_t)sizeof(v))
+		;
+}

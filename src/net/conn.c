@@ -1,0 +1,894 @@
+/*
+ * conn.c - client connections on the ring: accept, multishot recv into
+ * provided buffers, frame reassembly, hand-over to the workers, output
+ * buffering with one send in flight, and the life cycle drawn in conn.h.
+ *
+ * Path of a frame:
+ *   multishot recv (provided buffer) ─► frame_reader of the connection
+ *   ─► complete frame copied into an in_msg ─► its lane's in queue
+ *   The provided buffer goes back to the ring in the same iteration.
+ *   worker ─► out_msg ─► lane's out queue ─► conn_queue appends it to the
+ *   connection's pending output ─► one send in flight per connection
+ *   (pending batches up while a send is in flight, so many small replies
+ *   leave in one send).
+ *
+ * Each loop iteration (the ring calls conn_flush before it waits):
+ *   out queues ─► connections' output, paused connections retried,
+ *   IN_CLOSED retried for DEAD slots, sends started, ENOBUFS recvs
+ *   re-armed, sleeping workers woken once.
+ *
+ * Backpressure: when a worker's queue is full the frame stays in the
+ * connection's reader and the connection is paused: its recv is cancelled
+ * (the kernel's socket buffer and the TCP window push back on the client)
+ * and re-armed once the queued frames have been handed over.
+ *
+ * user_data: RING_OP_RECV / SEND / CANCEL carry the slot's generation and
+ * the slot (ring.h), checked against the table before anything is done.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "ringchat/conn.h"
+#include "ringchat/counters.h"
+#include "ringchat/log.h"
+#include "ringchat/protocol.h"
+
+#define OUT_DRAIN_MAX 8192 /* out_msgs taken from one lane per iteration */
+#define LISTEN_BACKLOG 4096
+#define CANCEL_NO_SLOT UINT32_MAX /* a cancel that is not a connection's */
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static int slot_list_push(struct slot_list *l, uint32_t slot)
+{
+	if (l->n == l->cap) {
+		uint32_t cap = l->cap ? l->cap * 2 : 64;
+		uint32_t *v = realloc(l->v, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		l->v = v;
+		l->cap = cap;
+	}
+	l->v[l->n++] = slot;
+	return 0;
+}
+
+static inline uint32_t conn_slot(const struct conn_table *t, const struct conn *c)
+{
+	return (uint32_t)(c - t->conns);
+}
+
+struct conn *conn_lookup(struct conn_table *t, uint32_t slot, uint32_t gen)
+{
+	struct conn *c;
+
+	if (slot >= t->high_water)
+		return NULL;
+	c = &t->conns[slot];
+	if (c->state == CONN_FREE || c->gen != (gen & RING_UD_GEN_MASK))
+		return NULL;
+	return c;
+}
+
+/* ---- arming operations ------------------------------------------------ */
+
+static void arm_accept(struct conn_table *t)
+{
+	struct io_uring_sqe *sqe;
+
+	if (t->accept_armed || t->listen_fd < 0 || t->draining)
+		return;
+	sqe = ring_get_sqe(t->ring);
+	if (!sqe)
+		return;
+	io_uring_prep_multishot_accept(sqe, t->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+	ring_sqe_tag(sqe, RING_OP_ACCEPT, 0, 0);
+	t->accept_armed = true;
+}
+
+static void arm_recv(struct conn_table *t, struct conn *c)
+{
+	struct io_uring_sqe *sqe;
+
+	if (c->recv_armed || c->state == CONN_CLOSING || c->state == CONN_DEAD)
+		return;
+	sqe = ring_get_sqe(t->ring);
+	if (!sqe)
+		return;
+	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = ring_buf_group(t->ring);
+	ring_sqe_tag(sqe, RING_OP_RECV, c->gen, conn_slot(t, c));
+	c->recv_armed = true;
+	c->inflight++;
+}
+
+static void arm_wake_poll(struct conn_table *t)
+{
+	struct io_uring_sqe *sqe = ring_get_sqe(t->ring);
+
+	if (!sqe)
+		return;
+	io_uring_prep_poll_multishot(sqe, t->h->ring_wake_fd, POLLIN);
+	ring_sqe_tag(sqe, RING_OP_WAKE, 0, 0);
+}
+
+/* Cancels every request on the connection's fd (recv and send). */
+static void cancel_conn_ops(struct conn_table *t, struct conn *c)
+{
+	struct io_uring_sqe *sqe = ring_get_sqe(t->ring);
+
+	if (!sqe)
+		return;
+	io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
+	ring_sqe_tag(sqe, RING_OP_CANCEL, c->gen, conn_slot(t, c));
+	c->inflight++;
+}
+
+/* Cancels only the multishot recv (pausing must not kill a send). */
+static void cancel_recv(struct conn_table *t, struct conn *c)
+{
+	struct io_uring_sqe *sqe = ring_get_sqe(t->ring);
+
+	if (!sqe)
+		return;
+	io_uring_prep_cancel64(sqe, ring_ud(RING_OP_RECV, c->gen, conn_slot(t, c)), 0);
+	ring_sqe_tag(sqe, RING_OP_CANCEL, c->gen, conn_slot(t, c));
+	c->inflight++;
+}
+
+static void start_send(struct conn_table *t, struct conn *c)
+{
+	struct io_uring_sqe *sqe;
+	struct obuf tmp;
+
+	if (c->send_inflight || c->state == CONN_CLOSING || c->state == CONN_DEAD)
+		return;
+	if (c->sending.len == c->send_off) {
+		if (!c->pending.len)
+			return;
+		/* swap: the pending bytes become the in-flight buffer */
+		tmp = c->sending;
+		c->sending = c->pending;
+		c->pending = tmp;
+		c->pending.len = 0;
+		c->send_off = 0;
+	}
+	sqe = ring_get_sqe(t->ring);
+	if (!sqe)
+		return;
+	io_uring_prep_send(sqe, c->fd, c->sending.data + c->send_off,
+			   c->sending.len - c->send_off, MSG_NOSIGNAL);
+	ring_sqe_tag(sqe, RING_OP_SEND, c->gen, conn_slot(t, c));
+	c->send_inflight = true;
+	c->inflight++;
+}
+
+/* ---- output ----------------------------------------------------------- */
+
+static int obuf_append(struct obuf *b, const uint8_t *data, uint32_t n)
+{
+	if (b->len + n > b->cap) {
+		uint32_t cap = b->cap ? b->cap : 512;
+		uint8_t *p;
+
+		while (cap < b->len + n)
+			cap *= 2;
+		p = realloc(b->data, cap);
+		if (!p)
+			return -ENOMEM;
+		b->data = p;
+		b->cap = cap;
+	}
+	memcpy(b->data + b->len, data, n);
+	b->len += n;
+	return 0;
+}
+
+static void obuf_free(struct obuf *b)
+{
+	free(b->data);
+	b->data = NULL;
+	b->len = b->cap = 0;
+}
+
+/*
+ * The per-connection cap on unsent output is what keeps a client that
+ * stops reading from growing our memory: past it the connection is
+ * closed (its undelivered messages stay stored and are pushed again at
+ * its next login).
+ */
+void conn_queue(struct conn_table *t, struct conn *c, const uint8_t *data, uint32_t n)
+{
+	if (c->state != CONN_OPEN)
+		return;
+	if (conn_unsent(c) + (uint64_t)n > (uint64_t)t->out_limit) {
+		counter_inc(conn_out_limit_closed);
+		log_warn("event=out_limit conn=%u unsent=%u limit=%u: client is not reading",
+			 conn_slot(t, c), conn_unsent(c), t->out_limit);
+		conn_close(t, c, "output limit");
+		return;
+	}
+	if (obuf_append(&c->pending, data, n)) {
+		conn_close(t, c, "out of memory");
+		return;
+	}
+	if (!c->in_send_list) {
+		c->in_send_list = true;
+		slot_list_push(&t->send_list, conn_slot(t, c));
+	}
+}
+
+/* Flush, then shutdown(SHUT_WR) and wait (bounded) for the client's EOF,
+ * so that the final frame is not destroyed by a RST caused by unread
+ * input (nginx's lingering close). */
+void conn_close_lingering(struct conn_table *t, struct conn *c)
+{
+	if (c->state != CONN_OPEN)
+		return;
+	c->no_read = true;
+	c->close_after_flush = true;
+	if (!c->send_inflight && !conn_unsent(c) && !c->in_send_list) {
+		shutdown(c->fd, SHUT_WR);
+		c->state = CONN_LINGER;
+		c->deadline_ms = ring_now_ms(t->ring) + CONN_LINGER_MS;
+		if (!c->recv_armed)
+			conn_close(t, c, "closed after flush");
+	}
+}
+
+/* ---- connection lifetime ---------------------------------------------- */
+
+static struct conn *conn_alloc(struct conn_table *t)
+{
+	uint32_t slot, gen;
+	struct conn *c;
+
+	if (t->nfree) {
+		slot = t->free_slots[--t->nfree];
+	} else if (t->high_water < t->max_conns) {
+		slot = t->high_water++;
+	} else {
+		return NULL;
+	}
+	c = &t->conns[slot];
+	gen = c->gen + 1;
+	memset(c, 0, sizeof(*c));
+	c->gen = gen & RING_UD_GEN_MASK; /* matches the 24 bits kept in user_data */
+	if (!c->gen)
+		c->gen = 1;
+	c->state = CONN_OPEN;
+	c->fd = -1;
+	frame_reader_init(&c->rd, t->max_frame);
+	return c;
+}
+
+static void conn_release(struct conn_table *t, struct conn *c)
+{
+	c->state = CONN_FREE;
+	t->free_slots[t->nfree++] = conn_slot(t, c);
+}
+
+static bool conn_tell_worker_closed(struct conn_table *t, struct conn *c)
+{
+	struct in_msg *m = calloc(1, sizeof(*m));
+
+	if (!m)
+		return false;
+	m->conn = conn_ref(t, c);
+	m->kind = IN_CLOSED;
+	if (!handoff_submit(handoff_lane_for(t->h, m->conn), m)) {
+		free(m);
+		return false;
+	}
+	return true;
+}
+
+/* Called whenever inflight may have reached 0 on a closing connection. */
+static void conn_maybe_finish(struct conn_table *t, struct conn *c)
+{
+	if (c->state != CONN_CLOSING || c->inflight)
+		return;
+	close(c->fd);
+	c->fd = -1;
+	obuf_free(&c->sending);
+	obuf_free(&c->pending);
+	frame_reader_reset(&c->rd);
+	c->state = CONN_DEAD;
+	t->nopen--;
+	atomic_fetch_sub_explicit(&counters.conn_open, 1, memory_order_relaxed);
+	counter_inc(conn_closed);
+	if (!c->seen_frame || conn_tell_worker_closed(t, c))
+		conn_release(t, c);
+	else
+		slot_list_push(&t->dead, conn_slot(t, c));
+}
+
+void conn_close(struct conn_table *t, struct conn *c, const char *why)
+{
+	if (c->state != CONN_OPEN && c->state != CONN_LINGER)
+		return;
+	log_info("event=disconnect conn=%u peer=%u.%u.%u.%u:%u reason=\"%s\"", conn_slot(t, c),
+		 c->peer_addr >> 24, (c->peer_addr >> 16) & 255, (c->peer_addr >> 8) & 255,
+		 c->peer_addr & 255, c->peer_port, why);
+	c->state = CONN_CLOSING;
+	if (c->recv_armed || c->send_inflight)
+		cancel_conn_ops(t, c);
+	conn_maybe_finish(t, c);
+}
+
+static void on_accept(void *ctx, struct io_uring_cqe *cqe)
+{
+	struct conn_table *t = ctx;
+	struct sockaddr_in sa;
+	socklen_t salen = sizeof(sa);
+	struct conn *c;
+	int fd = cqe->res;
+	int one = 1;
+
+	if (!(cqe->flags & IORING_CQE_F_MORE))
+		t->accept_armed = false;
+	if (fd < 0) {
+		if (fd != -ECANCELED)
+			log_warn("accept failed: %s", strerror(-fd));
+		return;
+	}
+	if (t->draining || !(c = conn_alloc(t))) {
+		counter_inc(conn_refused_max);
+		close(fd);
+		return;
+	}
+	/* Replies are small and latency-bound; the batching Nagle would
+	 * give is already done by queueing output per loop iteration. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (getpeername(fd, (struct sockaddr *)&sa, &salen) == 0 &&
+	    sa.sin_family == AF_INET) {
+		c->peer_addr = ntohl(sa.sin_addr.s_addr);
+		c->peer_port = ntohs(sa.sin_port);
+	}
+	c->fd = fd;
+	c->last_rx_ms = ring_now_ms(t->ring);
+	t->nopen++;
+	atomic_fetch_add_explicit(&counters.conn_open, 1, memory_order_relaxed);
+	counter_inc(conn_accepted);
+	log_info("event=connect conn=%u peer=%u.%u.%u.%u:%u open=%u", conn_slot(t, c),
+		 c->peer_addr >> 24, (c->peer_addr >> 16) & 255, (c->peer_addr >> 8) & 255,
+		 c->peer_addr & 255, c->peer_port, t->nopen);
+	arm_recv(t, c);
+}
+
+/* ---- input ------------------------------------------------------------ */
+
+struct feed_ctx {
+	struct conn_table *t;
+	struct conn *c;
+};
+
+static int on_frame(void *arg, const struct frame_hdr *hdr, const uint8_t *payload)
+{
+	struct feed_ctx *fc = arg;
+	struct conn *c = fc->c;
+	struct in_msg *m;
+
+	if (c->no_read)
+		return 0; /* closing: the rest of the input is discarded */
+	m = malloc(sizeof(*m) + hdr->len);
+	if (!m)
+		return 1; /* treat as a full queue: retried later */
+	m->conn = conn_ref(fc->t, c);
+	m->kind = IN_FRAME;
+	m->peer_addr = c->peer_addr;
+	m->peer_port = c->peer_port;
+	m->hdr = *hdr;
+	if (hdr->len)
+		memcpy(m->payload, payload, hdr->len);
+	if (!handoff_submit(handoff_lane_for(fc->t->h, m->conn), m)) {
+		free(m);
+		return 1;
+	}
+	c->seen_frame = true;
+	counter_inc(frames_in);
+	return 0;
+}
+
+/* Hands the pending framing error to the worker. false = queue full. */
+static bool conn_send_bad_frame(struct conn_table *t, struct conn *c)
+{
+	struct in_msg *m = calloc(1, sizeof(*m));
+
+	if (!m)
+		return false;
+	m->conn = conn_ref(t, c);
+	m->kind = IN_BAD_FRAME;
+	m->peer_addr = c->peer_addr;
+	m->peer_port = c->peer_port;
+	m->hdr = c->bad;
+	if (!handoff_submit(handoff_lane_for(t->h, m->conn), m)) {
+		free(m);
+		return false;
+	}
+	c->seen_frame = true;
+	c->bad_frame_pending = false;
+	return true;
+}
+
+static void conn_pause(struct conn_table *t, struct conn *c)
+{
+	if (c->paused)
+		return;
+	c->paused = true;
+	counter_inc(backpressure_events);
+	slot_list_push(&t->paused, conn_slot(t, c));
+	if (c->recv_armed)
+		cancel_recv(t, c);
+}
+
+/* Handles the result of feeding or draining the reader. */
+static void conn_after_feed(struct conn_table *t, struct conn *c, enum frame_feed_result res,
+			    enum frame_verdict verdict, const struct frame_hdr *bad)
+{
+	switch (res) {
+	case FEED_OK:
+		break;
+	case FEED_PAUSED:
+		conn_pause(t, c);
+		break;
+	case FEED_NOMEM:
+		conn_close(t, c, "out of memory buffering a frame");
+		break;
+	case FEED_ERROR:
+		counter_inc(conn_bad_frame_closed);
+		log_info("event=bad_frame conn=%u verdict=%d", conn_slot(t, c), (int)verdict);
+		/* The error frame is answered by the worker, so it leaves after
+		 * the replies to the frames before it (order is the contract);
+		 * from here on the input is discarded. */
+		memset(&c->bad, 0, sizeof(c->bad));
+		if (verdict == FRAME_BAD_MAGIC) {
+			c->bad.code = ST_BAD_FRAME;
+		} else if (verdict == FRAME_TOO_LARGE) {
+			c->bad.code = ST_FRAME_TOO_LARGE;
+		} else {
+			c->bad.code = ST_UNSUPPORTED_VERSION;
+			c->bad.cmd = bad->cmd;
+			c->bad.seq = bad->seq;
+		}
+		c->no_read = true;
+		c->bad_frame_pending = true;
+		if (!conn_send_bad_frame(t, c) && !c->paused) {
+			c->paused = true;
+			slot_list_push(&t->paused, conn_slot(t, c));
+		}
+		break;
+	}
+}
+
+/* The connection a RECV/SEND/CANCEL completion is for, or NULL (logged)
+ * when the slot was reused: cannot happen, slots are freed only at
+ * inflight 0, but a buffer it carries still goes back. */
+static struct conn *conn_for_cqe(struct conn_table *t, struct io_uring_cqe *cqe)
+{
+	uint64_t ud = io_uring_cqe_get_data64(cqe);
+	struct conn *c = conn_lookup(t, ring_ud_idx(ud), ring_ud_gen(ud));
+
+	if (!c) {
+		log_error("stale CQE op=%u slot=%u", ring_ud_kind(ud), ring_ud_idx(ud));
+		if (cqe->flags & IORING_CQE_F_BUFFER)
+			ring_buf_return(t->ring, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+	}
+	return c;
+}
+
+static void on_recv(void *ctx, struct io_uring_cqe *cqe)
+{
+	struct conn_table *t = ctx;
+	struct conn *c = conn_for_cqe(t, cqe);
+	bool more = cqe->flags & IORING_CQE_F_MORE;
+	int res = cqe->res;
+
+	if (!c)
+		return;
+	if (!more) {
+		c->recv_armed = false;
+		c->inflight--;
+	}
+	if (cqe->flags & IORING_CQE_F_BUFFER) {
+		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+
+		if (res > 0 && c->state == CONN_OPEN && !c->no_read) {
+			struct feed_ctx fc = { t, c };
+			enum frame_verdict verdict = FRAME_OK;
+			struct frame_hdr bad;
+			enum frame_feed_result fr;
+
+			c->last_rx_ms = ring_now_ms(t->ring);
+			counter_add(bytes_in, (uint64_t)res);
+			fr = frame_reader_feed(&c->rd, ring_buf(t->ring, bid), (size_t)res,
+					       on_frame, &fc, &verdict, &bad);
+			conn_after_feed(t, c, fr, verdict, &bad);
+		}
+		ring_buf_return(t->ring, bid);
+	}
+	if (res == 0) {
+		if (c->state == CONN_OPEN || c->state == CONN_LINGER)
+			conn_close(t, c, "peer closed");
+	} else if (res < 0 && !more) {
+		if (c->state == CONN_OPEN && (res == -ENOBUFS || res == -ECANCELED)) {
+			/* out of buffers, or cancelled to pause: re-armed once
+			 * buffers are back / the queued frames are handed over */
+			if (res == -ENOBUFS)
+				counter_inc(recv_enobufs);
+			if (!c->paused && !c->no_read)
+				slot_list_push(&t->rearm, conn_slot(t, c));
+		} else if (c->state == CONN_OPEN || c->state == CONN_LINGER) {
+			conn_close(t, c, strerror(-res));
+		}
+	} else if (!more && c->state == CONN_OPEN && !c->paused) {
+		/* the kernel ended the multishot (e.g. overflow); re-arm */
+		slot_list_push(&t->rearm, conn_slot(t, c));
+	}
+	conn_maybe_finish(t, c);
+}
+
+static void on_send(void *ctx, struct io_uring_cqe *cqe)
+{
+	struct conn_table *t = ctx;
+	struct conn *c = conn_for_cqe(t, cqe);
+
+	if (!c)
+		return;
+	c->send_inflight = false;
+	c->inflight--;
+	if (cqe->res < 0) {
+		if (c->state == CONN_OPEN || c->state == CONN_LINGER)
+			conn_close(t, c, strerror(-cqe->res));
+		conn_maybe_finish(t, c);
+		return;
+	}
+	counter_add(bytes_out, (uint64_t)cqe->res);
+	c->send_off += (uint32_t)cqe->res;
+	if (c->send_off == c->sending.len) {
+		c->sending.len = 0;
+		c->send_off = 0;
+		/* Idle connections keep no output memory. */
+		if (!c->pending.len) {
+			obuf_free(&c->sending);
+			obuf_free(&c->pending);
+		}
+	}
+	if (c->state == CONN_OPEN || c->state == CONN_LINGER) {
+		if (conn_unsent(c))
+			start_send(t, c);
+		else if (c->close_after_flush && c->state == CONN_OPEN)
+			conn_close_lingering(t, c);
+	}
+	conn_maybe_finish(t, c);
+}
+
+static void on_cancel(void *ctx, struct io_uring_cqe *cqe)
+{
+	struct conn_table *t = ctx;
+	struct conn *c;
+
+	if (ring_ud_idx(io_uring_cqe_get_data64(cqe)) == CANCEL_NO_SLOT)
+		return; /* the listener's accept: its own CQE says it ended */
+	c = conn_for_cqe(t, cqe);
+	if (!c)
+		return;
+	c->inflight--;
+	conn_maybe_finish(t, c);
+}
+
+static void on_wake(void *ctx, struct io_uring_cqe *cqe)
+{
+	struct conn_table *t = ctx;
+
+	counter_inc(ring_wakeups);
+	handoff_ring_drain_wake(t->h);
+	if (!(cqe->flags & IORING_CQE_F_MORE))
+		arm_wake_poll(t);
+}
+
+/* ---- per-iteration work ----------------------------------------------- */
+
+static void drain_out_queues(struct conn_table *t)
+{
+	for (int i = 0; i < t->h->n; i++) {
+		struct handoff_lane *l = &t->h->lanes[i];
+		struct out_msg *m;
+
+		for (int k = 0; k < OUT_DRAIN_MAX && (m = spsc_pop(&l->out)); k++) {
+			struct conn *c = conn_lookup(t, CONN_SLOT(m->conn), CONN_GEN(m->conn));
+
+			if (!c || c->state != CONN_OPEN) {
+				counter_inc(stale_outs);
+				free(m);
+				continue;
+			}
+			if (m->len)
+				conn_queue(t, c, m->data, m->len);
+			if ((m->flags & OUT_CLOSE) && c->state == CONN_OPEN) {
+				c->no_read = true;
+				c->close_after_flush = true;
+				if (!c->in_send_list && !c->send_inflight)
+					conn_close_lingering(t, c);
+			}
+			free(m);
+		}
+	}
+}
+
+static void flush_send_list(struct conn_table *t)
+{
+	for (uint32_t i = 0; i < t->send_list.n; i++) {
+		struct conn *c = &t->conns[t->send_list.v[i]];
+
+		c->in_send_list = false;
+		if (c->state != CONN_OPEN && c->state != CONN_LINGER)
+			continue;
+		if (conn_unsent(c))
+			start_send(t, c);
+		else if (c->close_after_flush && c->state == CONN_OPEN)
+			conn_close_lingering(t, c);
+	}
+	t->send_list.n = 0;
+}
+
+static void retry_paused(struct conn_table *t)
+{
+	uint32_t keep = 0;
+
+	for (uint32_t i = 0; i < t->paused.n; i++) {
+		struct conn *c = &t->conns[t->paused.v[i]];
+		struct feed_ctx fc = { t, c };
+		enum frame_verdict verdict = FRAME_OK;
+		struct frame_hdr bad;
+		enum frame_feed_result fr;
+
+		if (!c->paused)
+			continue;
+		if (c->state != CONN_OPEN) {
+			c->paused = false;
+			continue;
+		}
+		if (c->bad_frame_pending) {
+			if (conn_send_bad_frame(t, c))
+				c->paused = false;
+			else
+				t->paused.v[keep++] = t->paused.v[i];
+			continue;
+		}
+		fr = frame_reader_drain(&c->rd, on_frame, &fc, &verdict, &bad);
+		if (fr == FEED_PAUSED) {
+			t->paused.v[keep++] = t->paused.v[i];
+			continue;
+		}
+		c->paused = false;
+		conn_after_feed(t, c, fr, verdict, &bad);
+		if (c->state == CONN_OPEN && !c->recv_armed && !c->no_read)
+			arm_recv(t, c);
+	}
+	t->paused.n = keep;
+}
+
+static void retry_rearm(struct conn_table *t)
+{
+	for (uint32_t i = 0; i < t->rearm.n; i++) {
+		struct conn *c = &t->conns[t->rearm.v[i]];
+
+		if (c->state == CONN_OPEN && !c->paused)
+			arm_recv(t, c);
+	}
+	t->rearm.n = 0;
+}
+
+static void retry_dead(struct conn_table *t)
+{
+	uint32_t keep = 0;
+
+	for (uint32_t i = 0; i < t->dead.n; i++) {
+		struct conn *c = &t->conns[t->dead.v[i]];
+
+		if (conn_tell_worker_closed(t, c))
+			conn_release(t, c);
+		else
+			t->dead.v[keep++] = t->dead.v[i];
+	}
+	t->dead.n = keep;
+}
+
+static void on_sweep(void *ctx, struct ring_timer *timer)
+{
+	struct conn_table *t = ctx;
+	uint64_t now = ring_now_ms(t->ring);
+
+	for (uint32_t s = 0; s < t->high_water; s++) {
+		struct conn *c = &t->conns[s];
+
+		if (c->state == CONN_OPEN && now - c->last_rx_ms > t->idle_timeout_ms) {
+			counter_inc(conn_idle_closed);
+			log_info("event=idle_close conn=%u idle_ms=%llu", s,
+				 (unsigned long long)(now - c->last_rx_ms));
+			conn_close(t, c, "idle timeout");
+		} else if (c->state == CONN_LINGER && now >= c->deadline_ms) {
+			conn_close(t, c, "linger timeout");
+		}
+	}
+	if (!t->accept_armed)
+		arm_accept(t); /* after EMFILE/ENFILE the accept ended */
+	ring_timer_arm(t->ring, timer, now + CONN_SWEEP_MS, on_sweep, t);
+}
+
+/* ---- the table's share of the loop (struct ring_client) ---------------- */
+
+static void conn_flush(void *ctx)
+{
+	struct conn_table *t = ctx;
+
+	drain_out_queues(t);
+	retry_paused(t);
+	retry_dead(t);
+	flush_send_list(t);
+	retry_rearm(t);
+	handoff_flush_wakes(t->h);
+}
+
+static int conn_wait_ms(void *ctx)
+{
+	struct conn_table *t = ctx;
+
+	if (handoff_out_pending(t->h))
+		return 0;
+	/* the workers do not signal progress on their in queues: poll
+	 * again shortly */
+	if (t->paused.n || t->dead.n)
+		return 1;
+	return -1;
+}
+
+static bool conn_sleep(void *ctx)
+{
+	return handoff_ring_sleep(((struct conn_table *)ctx)->h);
+}
+
+static void conn_awake(void *ctx)
+{
+	handoff_ring_awake(((struct conn_table *)ctx)->h);
+}
+
+/* Orderly shutdown: stop accepting and reading; done once every reply
+ * the workers produced has been sent. */
+static bool conn_drain(void *ctx, bool first)
+{
+	struct conn_table *t = ctx;
+
+	if (first) {
+		t->draining = true;
+		if (t->accept_armed) {
+			/* the listener is closed once the accept ends */
+			struct io_uring_sqe *sqe = ring_get_sqe(t->ring);
+
+			if (sqe) {
+				io_uring_prep_cancel64(sqe, ring_ud(RING_OP_ACCEPT, 0, 0), 0);
+				ring_sqe_tag(sqe, RING_OP_CANCEL, 0, CANCEL_NO_SLOT);
+			}
+		}
+	}
+	if (t->listen_fd >= 0 && !t->accept_armed) {
+		close(t->listen_fd);
+		t->listen_fd = -1;
+	}
+	for (uint32_t s = 0; s < t->high_water; s++) {
+		struct conn *c = &t->conns[s];
+
+		if (c->state == CONN_OPEN && !c->no_read) {
+			c->no_read = true;
+			if (c->recv_armed)
+				cancel_recv(t, c);
+		}
+	}
+	if (handoff_out_pending(t->h) || t->paused.n)
+		return false;
+	for (uint32_t s = 0; s < t->high_water; s++) {
+		struct conn *c = &t->conns[s];
+
+		if ((c->state == CONN_OPEN || c->state == CONN_LINGER) &&
+		    (c->send_inflight || conn_unsent(c)))
+			return false;
+	}
+	return true;
+}
+
+/* ---- set-up ----------------------------------------------------------- */
+
+struct conn_table *conn_table_create(struct ring *r, const struct config *cfg,
+				     struct handoff *h)
+{
+	static const struct {
+		unsigned kind;
+		ring_cqe_fn fn;
+	} ops[] = {
+		{ RING_OP_ACCEPT, on_accept }, { RING_OP_RECV, on_recv },
+		{ RING_OP_SEND, on_send },     { RING_OP_CANCEL, on_cancel },
+		{ RING_OP_WAKE, on_wake },
+	};
+	struct conn_table *t = calloc(1, sizeof(*t));
+	struct ring_client client = {
+		.flush = conn_flush,
+		.wait_ms = conn_wait_ms,
+		.sleep = conn_sleep,
+		.awake = conn_awake,
+		.drain = conn_drain,
+	};
+
+	if (!t)
+		goto out_nomem;
+	t->ring = r;
+	t->h = h;
+	t->listen_fd = -1;
+	t->max_conns = (uint32_t)cfg->max_connections;
+	t->max_frame = (uint32_t)cfg->max_frame;
+	t->out_limit = (uint32_t)cfg->out_limit_bytes;
+	t->idle_timeout_ms = (uint64_t)cfg->idle_timeout_ms;
+	t->conns = calloc(t->max_conns, sizeof(*t->conns));
+	t->free_slots = calloc(t->max_conns, sizeof(*t->free_slots));
+	if (!t->conns || !t->free_slots)
+		goto out_nomem;
+	t->listen_fd = sock_listen_tcp(cfg->listen, LISTEN_BACKLOG, t->bound, sizeof(t->bound));
+	if (t->listen_fd < 0) {
+		log_error("cannot listen on %s: %s", cfg->listen, strerror(-t->listen_fd));
+		goto out_destroy;
+	}
+	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+		int ret = ring_register_op(r, ops[i].kind, ops[i].fn, t);
+
+		if (ret) {
+			log_error("cannot register op kind %u: %s", ops[i].kind, strerror(-ret));
+			goto out_destroy;
+		}
+	}
+	client.ctx = t;
+	if (ring_add_client(r, &client) ||
+	    ring_timer_arm(r, &t->sweep, ring_now_ms(r) + CONN_SWEEP_MS, on_sweep, t))
+		goto out_nomem;
+	log_info("listening on %s", t->bound);
+	arm_accept(t);
+	arm_wake_poll(t);
+	return t;
+
+out_nomem:
+	log_error("cannot allocate the table of %d connections", cfg->max_connections);
+out_destroy:
+	if (t)
+		conn_table_destroy(t);
+	return NULL;
+}
+
+void conn_table_destroy(struct conn_table *t)
+{
+	for (uint32_t s = 0; s < t->high_water; s++) {
+		struct conn *c = &t->conns[s];
+
+		if (c->fd >= 0 && c->state != CONN_FREE && c->state != CONN_DEAD)
+			close(c->fd);
+		obuf_free(&c->sending);
+		obuf_free(&c->pending);
+		frame_reader_reset(&c->rd);
+	}
+	if (t->listen_fd >= 0)
+		close(t->listen_fd);
+	free(t->conns);
+	free(t->free_slots);
+	free(t->paused.v);
+	free(t->rearm.v);
+	free(t->dead.v);
+	free(t->send_list.v);
+	free(t);
+}
