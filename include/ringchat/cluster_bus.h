@@ -66,10 +66,10 @@ struct cluster_bus_ops {
 
 struct cluster_bus_stats {
 	struct inbox_stats inbox;
-	uint32_t up_mask;	      /* peers up */
+	uint32_t up_mask; /* peers up */
 	bool redis_up;
-	bool lease_held;	      /* false after lease_lost */
-	uint64_t heartbeats;	      /* successful */
+	bool lease_held;     /* false after lease_lost */
+	uint64_t heartbeats; /* successful */
 	uint64_t heartbeat_failures;
 };
 

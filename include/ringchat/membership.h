@@ -47,12 +47,12 @@ struct membership;
 
 struct node_info {
 	int id;
-	uint64_t token;    /* instance token; a restart changes it */
+	uint64_t token;	   /* instance token; a restart changes it */
 	uint64_t start_ms; /* epoch ms */
 	int pid;
-	char addr[MEMBERSHIP_ADDR_MAX];  /* client address */
+	char addr[MEMBERSHIP_ADDR_MAX];	 /* client address */
 	char admin[MEMBERSHIP_ADDR_MAX]; /* admin address, "" = none */
-	char link[MEMBERSHIP_ADDR_MAX];  /* node-link address, "" = none yet */
+	char link[MEMBERSHIP_ADDR_MAX];	 /* node-link address, "" = none yet */
 };
 
 /*

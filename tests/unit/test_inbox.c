@@ -236,8 +236,7 @@ static long long int_reply(const char *fmt, int id)
 
 static int start_bus(struct cluster_bus **out, int id, struct rec *r)
 {
-	static const struct cluster_bus_ops ops = {.deliver = on_deliver,
-						   .redis_state = on_redis};
+	static const struct cluster_bus_ops ops = {.deliver = on_deliver, .redis_state = on_redis};
 	struct config c = base;
 	struct node_info s;
 
@@ -296,7 +295,8 @@ static void test_burst_arrives_in_order_batched(void **state)
 	assert_int_equal(sa.inbox.queued_msgs, 0);
 	assert_int_equal(sa.inbox.queued_bytes, 0);
 	/* acked and trimmed: the inbox does not keep what was handled */
-	assert_true(int_reply("XLEN rc:inbox:%d", ID_B) <= (long long)sb.inbox.peer[ID_A].entries_recv);
+	assert_true(int_reply("XLEN rc:inbox:%d", ID_B) <=
+		    (long long)sb.inbox.peer[ID_A].entries_recv);
 
 	/* a large message, and one sent back the other way */
 	for (size_t i = 0; i < sizeof(big); i++)
@@ -352,8 +352,8 @@ static void test_restarted_receiver_gets_queued(void **state)
 	 * deliver it first, then the rest.
 	 */
 	{
-		redisReply *r = kv_cmd(kv, "XREADGROUP GROUP g %d COUNT 1 STREAMS rc:inbox:%d >",
-				       ID_B, ID_B);
+		redisReply *r =
+		    kv_cmd(kv, "XREADGROUP GROUP g %d COUNT 1 STREAMS rc:inbox:%d >", ID_B, ID_B);
 
 		assert_non_null(r);
 		assert_int_equal(r->type, REDIS_REPLY_ARRAY);

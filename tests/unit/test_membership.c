@@ -223,8 +223,7 @@ static void test_lease_expires_after_ttl(void **state)
 	t0 = clock_mono_ms();
 	assert_true(membership_lease_valid(a));
 	/* a "crashes": no heartbeat, no release */
-	while ((rc = membership_acquire(b, kv, NULL)) == -EADDRINUSE &&
-	       clock_mono_ms() - t0 < 3000)
+	while ((rc = membership_acquire(b, kv, NULL)) == -EADDRINUSE && clock_mono_ms() - t0 < 3000)
 		usleep(20 * 1000);
 	waited = clock_mono_ms() - t0;
 	assert_int_equal(rc, 0);
