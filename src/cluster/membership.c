@@ -39,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MEMBERSHIP_KEY_PREFIX "rc:node:"
@@ -414,6 +415,22 @@ bool membership_lease_valid(const struct membership *m)
 const struct node_info *membership_self(const struct membership *m)
 {
 	return &m->self;
+}
+
+int membership_format_holder(char *buf, size_t size, const struct node_info *h, int ttl_ms)
+{
+	time_t secs = (time_t)(h->start_ms / 1000);
+	char when[32] = "?";
+	struct tm tm;
+
+	if (gmtime_r(&secs, &tm))
+		snprintf(when + strftime(when, sizeof(when) - 5, "%Y-%m-%dT%H:%M:%S", &tm), 6,
+			 ".%03uZ", (unsigned)(h->start_ms % 1000));
+	return snprintf(buf, size,
+			"node_id %d is held by a live node: %s (admin %s, pid %d, started %s); "
+			"it is free when that node stops, or %d ms after it died",
+			h->id, h->addr[0] ? h->addr : "?", h->admin[0] ? h->admin : "off", h->pid,
+			when, ttl_ms);
 }
 
 bool membership_is_up(const struct membership *m, int id)
