@@ -582,8 +582,9 @@ static int inbox_rx_handle(struct inbox *ib, redisReply *r)
 
 	if (r->type == REDIS_REPLY_NIL)
 		return 0; /* BLOCK ran out */
-	if (inbox_reply_is_error(r, "NOGROUP")) {
-		/* Redis lost the stream (restart without persistence) */
+	if (inbox_reply_is_error(r, "NOGROUP") || inbox_reply_is_error(r, "UNBLOCKED")) {
+		/* Redis lost the stream (restart without persistence), or it
+		 * was deleted while we waited on it */
 		log_warn("inbox: group of %s is gone; re-creating it", ib->key);
 		ib->rx_need_group = true;
 		return 0;
