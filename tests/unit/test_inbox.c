@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
@@ -381,6 +382,31 @@ static void test_burst_arrives_in_order_batched(void **state)
 	assert_int_equal(sa.inbox.queued_bytes, 0);
 	/* everything handled was acked */
 	assert_true(wait_no_pending(ID_B, 2000));
+	{
+		char *text = NULL, want[128];
+		size_t len = 0;
+		FILE *f = open_memstream(&text, &len);
+
+		assert_non_null(f);
+		/* a sees b at its first heartbeat after b's start */
+		for (uint64_t t0 = clock_mono_ms();
+		     !cluster_bus_is_up(a, ID_B) && clock_mono_ms() - t0 < 2000;)
+			usleep(5 * 1000);
+		cluster_bus_metrics(a, f);
+		fclose(f);
+		assert_non_null(
+		    strstr(text, "ringchat_cluster_messages_sent_total{node=\"31\"} 500\n"));
+		snprintf(want, sizeof(want),
+			 "ringchat_cluster_entries_sent_total{node=\"31\"} %" PRIu64 "\n",
+			 sa.inbox.peer[ID_B].entries_sent);
+		assert_non_null(strstr(text, want));
+		assert_non_null(strstr(text, "ringchat_cluster_peers_up 1\n"));
+		assert_non_null(strstr(text, "ringchat_cluster_redis_up 1\n"));
+		assert_non_null(strstr(text, "ringchat_cluster_queued_messages 0\n"));
+		/* nothing for nodes a never talked to */
+		assert_null(strstr(text, "{node=\"29\"}"));
+		free(text);
+	}
 
 	/* a large message, and one sent back the other way */
 	for (size_t i = 0; i < sizeof(big); i++)
