@@ -66,10 +66,10 @@ struct cluster_bus_ops {
 
 struct cluster_bus_stats {
 	struct inbox_stats inbox;
-	uint32_t up_mask;	      /* peers up */
+	uint32_t up_mask; /* peers up */
 	bool redis_up;
-	bool lease_held;	      /* false after lease_lost */
-	uint64_t heartbeats;	      /* successful */
+	bool lease_held;     /* false after lease_lost */
+	uint64_t heartbeats; /* successful */
 	uint64_t heartbeat_failures;
 };
 
@@ -81,7 +81,7 @@ struct cluster_bus_stats {
  * Returns 0 and *out, or
  *   -EADDRINUSE  a live instance holds the id; *holder (if not NULL) gets
  *                its info (address, start time, pid). ringchatd exits 2
- *                naming both.
+ *                with the line of membership_format_holder.
  *   -ENOTCONN    Redis could not be reached, so the lease cannot be checked.
  *   -EPROTO, -ENOMEM, or another -errno (thread creation).
  * On failure no callback is ever called and nothing is left to stop.

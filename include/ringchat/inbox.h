@@ -78,11 +78,11 @@ struct inbox_peer_stats {
 struct inbox_stats {
 	struct inbox_peer_stats peer[MEMBERSHIP_MAX_NODES];
 	uint64_t queued_msgs, queued_bytes; /* gauges: waiting to be XADDed */
-	uint64_t enobufs;     /* sends refused: queue bound reached */
-	uint64_t dropped;     /* messages of entries Redis refused (error reply) */
-	uint64_t batch_max;   /* most messages in one entry sent */
-	uint64_t bad_entries; /* entries read that did not parse; acked, skipped */
-	uint64_t lag_ms_last; /* age of the oldest entry of the last read */
+	uint64_t enobufs;		    /* sends refused: queue bound reached */
+	uint64_t dropped;		    /* messages of entries Redis refused (error reply) */
+	uint64_t batch_max;		    /* most messages in one entry sent */
+	uint64_t bad_entries;		    /* entries read that did not parse; acked, skipped */
+	uint64_t lag_ms_last;		    /* age of the oldest entry of the last read */
 	uint64_t lag_ms_max;
 };
 

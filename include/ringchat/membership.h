@@ -35,6 +35,7 @@
 #define RINGCHAT_MEMBERSHIP_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct config;
@@ -47,12 +48,12 @@ struct membership;
 
 struct node_info {
 	int id;
-	uint64_t token;    /* instance token; a restart changes it */
+	uint64_t token;	   /* instance token; a restart changes it */
 	uint64_t start_ms; /* epoch ms */
 	int pid;
-	char addr[MEMBERSHIP_ADDR_MAX];  /* client address */
+	char addr[MEMBERSHIP_ADDR_MAX];	 /* client address */
 	char admin[MEMBERSHIP_ADDR_MAX]; /* admin address, "" = none */
-	char link[MEMBERSHIP_ADDR_MAX];  /* node-link address, "" = none yet */
+	char link[MEMBERSHIP_ADDR_MAX];	 /* node-link address, "" = none yet */
 };
 
 /*
@@ -128,6 +129,16 @@ bool membership_lease_valid(const struct membership *m);
 /* Our own info (token, start time, addresses). Tick thread only, or
  * any thread once no tick runs any more. */
 const struct node_info *membership_self(const struct membership *m);
+
+/*
+ * Writes the line a node prints when membership_acquire (or
+ * cluster_bus_start) gave -EADDRINUSE, naming the id and its holder:
+ *   node_id 2 is held by a live node: 127.0.0.1:7702 (admin
+ *   127.0.0.1:7782, pid 4242, started 2026-12-04T13:55:28.040Z); it is
+ *   free when that node stops, or 5000 ms after it died
+ * No newline. Returns what snprintf returns. Any thread.
+ */
+int membership_format_holder(char *buf, size_t size, const struct node_info *holder, int ttl_ms);
 
 /* Any thread. True when peer id is up in the last view. Our own id is
  * never "up" here: it is not a peer. */

@@ -203,8 +203,8 @@ static void *bus_main(void *arg)
 				flush_at = 0;
 			}
 		}
-		rc = inbox_rx_step(b->ib, !lost && membership_lease_valid(b->m), readable,
-				   &rx_next);
+		rc =
+		    inbox_rx_step(b->ib, !lost && membership_lease_valid(b->m), readable, &rx_next);
 		if (rc != -EAGAIN)
 			bus_link_state(b, &b->rx_ok, rc == 0);
 		readable = false;
@@ -366,7 +366,8 @@ void cluster_bus_stats(struct cluster_bus *b, struct cluster_bus_stats *out)
 	out->redis_up = atomic_load_explicit(&b->redis_up, memory_order_relaxed);
 	out->lease_held = !atomic_load_explicit(&b->lost, memory_order_relaxed);
 	out->heartbeats = atomic_load_explicit(&b->heartbeats, memory_order_relaxed);
-	out->heartbeat_failures = atomic_load_explicit(&b->heartbeat_failures, memory_order_relaxed);
+	out->heartbeat_failures =
+	    atomic_load_explicit(&b->heartbeat_failures, memory_order_relaxed);
 }
 
 void cluster_bus_metrics(struct cluster_bus *b, FILE *out)
@@ -391,9 +392,10 @@ void cluster_bus_metrics(struct cluster_bus *b, FILE *out)
 	struct cluster_bus_stats s;
 
 	cluster_bus_stats(b, &s);
-	fprintf(out, "# HELP ringchat_cluster_peers_up other nodes whose lease is live\n"
-		     "# TYPE ringchat_cluster_peers_up gauge\n"
-		     "ringchat_cluster_peers_up %d\n",
+	fprintf(out,
+		"# HELP ringchat_cluster_peers_up other nodes whose lease is live\n"
+		"# TYPE ringchat_cluster_peers_up gauge\n"
+		"ringchat_cluster_peers_up %d\n",
 		__builtin_popcount(s.up_mask));
 	fprintf(out, "# TYPE ringchat_cluster_redis_up gauge\nringchat_cluster_redis_up %d\n",
 		s.redis_up);

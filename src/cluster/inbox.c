@@ -68,8 +68,8 @@ struct inbox_out {
 	struct inbox_buf live;
 	/* driving thread only */
 	struct inbox_buf flight;
-	size_t flight_off;     /* bytes of flight confirmed by Redis */
-	uint32_t flight_done;  /* messages of flight confirmed */
+	size_t flight_off;    /* bytes of flight confirmed by Redis */
+	uint32_t flight_done; /* messages of flight confirmed */
 	char key[32];
 } __attribute__((aligned(64)));
 
@@ -89,7 +89,7 @@ struct inbox {
 	size_t queue_max;
 	inbox_deliver_fn deliver;
 	void *ctx;
-	char key[32];	   /* our stream */
+	char key[32]; /* our stream */
 	char consumer[16];
 
 	/* reserved bytes of all queues; see "Sending" */
@@ -100,10 +100,10 @@ struct inbox {
 	/* reader, driving thread only */
 	redisContext *rx;
 	bool rx_inflight;
-	bool rx_pending;	/* walking our pending entries */
+	bool rx_pending; /* walking our pending entries */
 	bool rx_need_group;
-	char rx_cursor[48];	/* last pending id read */
-	uint64_t rx_since_ms;	/* when the read in flight was written */
+	char rx_cursor[48];   /* last pending id read */
+	uint64_t rx_since_ms; /* when the read in flight was written */
 	uint64_t rx_retry_ms;
 	unsigned rx_backoff_ms;
 	unsigned rx_failures;
@@ -124,9 +124,8 @@ static void ctr_max(_Atomic uint64_t *c, uint64_t v)
 {
 	uint64_t cur = atomic_load_explicit(c, memory_order_relaxed);
 
-	while (v > cur &&
-	       !atomic_compare_exchange_weak_explicit(c, &cur, v, memory_order_relaxed,
-						      memory_order_relaxed))
+	while (v > cur && !atomic_compare_exchange_weak_explicit(c, &cur, v, memory_order_relaxed,
+								 memory_order_relaxed))
 		;
 }
 
@@ -323,7 +322,8 @@ int inbox_flush(struct inbox *ib, struct kv *kv)
 			/* a failed append still owes a kv_reply (NULL) */
 			kv_append(kv, "XADD %s MAXLEN ~ %d * f %d n %u m %b", o->key, ib->maxlen,
 				  ib->self, count, o->flight.p + off, bytes);
-			sent[nsent++] = (struct inbox_sent){.node = i, .bytes = bytes, .count = count};
+			sent[nsent++] =
+			    (struct inbox_sent){.node = i, .bytes = bytes, .count = count};
 			off += bytes;
 		}
 	}
@@ -345,8 +345,9 @@ int inbox_flush(struct inbox *ib, struct kv *kv)
 			 * good; drop it and say so */
 			static struct log_gate gate;
 
-			log_limited(&gate, LOG_ERROR, "inbox: XADD to %s refused (%s); %u messages dropped",
-				    o->key, r->str, s->count);
+			log_limited(&gate, LOG_ERROR,
+				    "inbox: XADD to %s refused (%s); %u messages dropped", o->key,
+				    r->str, s->count);
 			ctr_add(&ib->n.dropped, s->count);
 		} else {
 			ctr_add(&ib->n.entries_sent[s->node], 1);
@@ -380,7 +381,9 @@ static void inbox_rx_fail(struct inbox *ib, const char *what)
 
 	/* copied: closing frees the context that holds errstr */
 	snprintf(why, sizeof(why), "%s",
-		 !ib->rx ? "out of memory" : ib->rx->err ? ib->rx->errstr : "no reply");
+		 !ib->rx       ? "out of memory"
+		 : ib->rx->err ? ib->rx->errstr
+			       : "no reply");
 	inbox_rx_close(ib);
 	ib->rx_backoff_ms = ib->rx_backoff_ms ? ib->rx_backoff_ms * 2 : RX_BACKOFF_MIN_MS;
 	if (ib->rx_backoff_ms > RX_BACKOFF_MAX_MS)
@@ -403,8 +406,8 @@ static bool inbox_reply_is_error(const redisReply *r, const char *prefix)
 static int inbox_rx_create_group(struct inbox *ib)
 {
 	/* from 0: what senders added before the group existed is ours too */
-	redisReply *r = redisCommand(ib->rx, "XGROUP CREATE %s %s 0 MKSTREAM", ib->key,
-				     INBOX_GROUP);
+	redisReply *r =
+	    redisCommand(ib->rx, "XGROUP CREATE %s %s 0 MKSTREAM", ib->key, INBOX_GROUP);
 
 	if (!r) {
 		inbox_rx_fail(ib, "XGROUP CREATE");
@@ -452,10 +455,9 @@ static int inbox_rx_issue(struct inbox *ib)
 					INBOX_GROUP, ib->consumer, INBOX_READ_COUNT, ib->key,
 					ib->rx_cursor);
 	else
-		rc = redisAppendCommand(ib->rx,
-					"XREADGROUP GROUP %s %s COUNT %d BLOCK %d STREAMS %s >",
-					INBOX_GROUP, ib->consumer, INBOX_READ_COUNT, INBOX_BLOCK_MS,
-					ib->key);
+		rc = redisAppendCommand(
+		    ib->rx, "XREADGROUP GROUP %s %s COUNT %d BLOCK %d STREAMS %s >", INBOX_GROUP,
+		    ib->consumer, INBOX_READ_COUNT, INBOX_BLOCK_MS, ib->key);
 	while (rc == REDIS_OK && !done)
 		rc = redisBufferWrite(ib->rx, &done);
 	if (rc != REDIS_OK) {
@@ -580,8 +582,9 @@ static int inbox_rx_handle(struct inbox *ib, redisReply *r)
 
 	if (r->type == REDIS_REPLY_NIL)
 		return 0; /* BLOCK ran out */
-	if (inbox_reply_is_error(r, "NOGROUP")) {
-		/* Redis lost the stream (restart without persistence) */
+	if (inbox_reply_is_error(r, "NOGROUP") || inbox_reply_is_error(r, "UNBLOCKED")) {
+		/* Redis lost the stream (restart without persistence), or it
+		 * was deleted while we waited on it */
 		log_warn("inbox: group of %s is gone; re-creating it", ib->key);
 		ib->rx_need_group = true;
 		return 0;
@@ -631,7 +634,8 @@ static int inbox_rx_handle(struct inbox *ib, redisReply *r)
 			static struct log_gate gate;
 
 			ctr_add(&ib->n.bad_entries, 1);
-			log_limited(&gate, LOG_ERROR, "inbox: entry %s of %s does not parse; skipped",
+			log_limited(&gate, LOG_ERROR,
+				    "inbox: entry %s of %s does not parse; skipped",
 				    e->element[0]->str, ib->key);
 			continue;
 		}

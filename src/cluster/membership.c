@@ -39,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MEMBERSHIP_KEY_PREFIX "rc:node:"
@@ -48,12 +49,12 @@
 /* KEYS[1] our key; ARGV: token ttl_ms addr admin link start_ms pid. Create
  * only when absent; else return the holder's fields. */
 static const char acquire_lua[] =
-	"local h = redis.call('hgetall', KEYS[1]) "
-	"if #h > 0 then return h end "
-	"redis.call('hset', KEYS[1], 'token', ARGV[1], 'addr', ARGV[3], 'admin', ARGV[4], "
-	"'link', ARGV[5], 'start_ms', ARGV[6], 'pid', ARGV[7]) "
-	"redis.call('pexpire', KEYS[1], ARGV[2]) "
-	"return 1";
+    "local h = redis.call('hgetall', KEYS[1]) "
+    "if #h > 0 then return h end "
+    "redis.call('hset', KEYS[1], 'token', ARGV[1], 'addr', ARGV[3], 'admin', ARGV[4], "
+    "'link', ARGV[5], 'start_ms', ARGV[6], 'pid', ARGV[7]) "
+    "redis.call('pexpire', KEYS[1], ARGV[2]) "
+    "return 1";
 
 /*
  * KEYS[1] our key; ARGV as acquire_lua, then the highest node id and the
@@ -63,33 +64,32 @@ static const char acquire_lua[] =
  * would end the Lua table there.
  */
 static const char heartbeat_lua[] =
-	"local t = redis.call('hget', KEYS[1], 'token') "
-	"local st = 0 "
-	"if t == ARGV[1] then "
-	"  redis.call('hset', KEYS[1], 'link', ARGV[5]) "
-	"  redis.call('pexpire', KEYS[1], ARGV[2]) "
-	"  st = 1 "
-	"elseif redis.call('exists', KEYS[1]) == 0 then "
-	"  redis.call('hset', KEYS[1], 'token', ARGV[1], 'addr', ARGV[3], 'admin', ARGV[4], "
-	"  'link', ARGV[5], 'start_ms', ARGV[6], 'pid', ARGV[7]) "
-	"  redis.call('pexpire', KEYS[1], ARGV[2]) "
-	"  st = 2 "
-	"end "
-	"local r = {st} "
-	"for i = 0, tonumber(ARGV[8]) do "
-	"  local h = redis.call('hmget', ARGV[9] .. i, 'token', 'addr', 'admin', 'link', "
-	"  'start_ms', 'pid') "
-	"  if h[1] then "
-	"    r[#r + 1] = i "
-	"    for j = 1, 6 do r[#r + 1] = h[j] or '' end "
-	"  end "
-	"end "
-	"return r";
+    "local t = redis.call('hget', KEYS[1], 'token') "
+    "local st = 0 "
+    "if t == ARGV[1] then "
+    "  redis.call('hset', KEYS[1], 'link', ARGV[5]) "
+    "  redis.call('pexpire', KEYS[1], ARGV[2]) "
+    "  st = 1 "
+    "elseif redis.call('exists', KEYS[1]) == 0 then "
+    "  redis.call('hset', KEYS[1], 'token', ARGV[1], 'addr', ARGV[3], 'admin', ARGV[4], "
+    "  'link', ARGV[5], 'start_ms', ARGV[6], 'pid', ARGV[7]) "
+    "  redis.call('pexpire', KEYS[1], ARGV[2]) "
+    "  st = 2 "
+    "end "
+    "local r = {st} "
+    "for i = 0, tonumber(ARGV[8]) do "
+    "  local h = redis.call('hmget', ARGV[9] .. i, 'token', 'addr', 'admin', 'link', "
+    "  'start_ms', 'pid') "
+    "  if h[1] then "
+    "    r[#r + 1] = i "
+    "    for j = 1, 6 do r[#r + 1] = h[j] or '' end "
+    "  end "
+    "end "
+    "return r";
 
 /* Delete only if the lease is still ours. */
-static const char release_lua[] =
-	"if redis.call('hget', KEYS[1], 'token') == ARGV[1] then "
-	"return redis.call('del', KEYS[1]) else return 0 end";
+static const char release_lua[] = "if redis.call('hget', KEYS[1], 'token') == ARGV[1] then "
+				  "return redis.call('del', KEYS[1]) else return 0 end";
 
 enum membership_state { MEMBERSHIP_NONE, MEMBERSHIP_HELD, MEMBERSHIP_LOST };
 
@@ -104,7 +104,7 @@ struct membership {
 	uint64_t confirmed_ms; /* mono ms of the last refresh's send; 0 = never */
 	bool outage_logged;    /* "lease unconfirmed" said once per outage */
 
-	pthread_mutex_t lock;			     /* guards peers[] for readers */
+	pthread_mutex_t lock;			      /* guards peers[] for readers */
 	struct node_info peers[MEMBERSHIP_MAX_NODES]; /* valid where up_mask has the bit */
 	_Atomic uint32_t up_mask;
 };
@@ -244,8 +244,8 @@ static uint32_t membership_parse_view(const struct membership *m, const redisRep
 	for (size_t i = 1; i + MEMBERSHIP_PEER_FIELDS < r->elements;
 	     i += 1 + MEMBERSHIP_PEER_FIELDS) {
 		redisReply *const *f = &r->element[i + 1];
-		long long id = r->element[i]->type == REDIS_REPLY_INTEGER ? r->element[i]->integer
-									  : -1;
+		long long id =
+		    r->element[i]->type == REDIS_REPLY_INTEGER ? r->element[i]->integer : -1;
 		struct node_info *p;
 
 		if (id < 0 || id >= MEMBERSHIP_MAX_NODES || id == m->self.id)
@@ -271,8 +271,7 @@ static bool membership_same_addrs(const struct node_info *a, const struct node_i
 }
 
 /* Swaps in the new view and calls the events; see "Peer table" above. */
-static void membership_apply_view(struct membership *m, const struct node_info *view,
-				  uint32_t mask)
+static void membership_apply_view(struct membership *m, const struct node_info *view, uint32_t mask)
 {
 	/* only this thread writes the table, so reading it unlocked is fine */
 	uint32_t old = atomic_load_explicit(&m->up_mask, memory_order_relaxed);
@@ -416,6 +415,22 @@ bool membership_lease_valid(const struct membership *m)
 const struct node_info *membership_self(const struct membership *m)
 {
 	return &m->self;
+}
+
+int membership_format_holder(char *buf, size_t size, const struct node_info *h, int ttl_ms)
+{
+	time_t secs = (time_t)(h->start_ms / 1000);
+	char when[32] = "?";
+	struct tm tm;
+
+	if (gmtime_r(&secs, &tm))
+		snprintf(when + strftime(when, sizeof(when) - 5, "%Y-%m-%dT%H:%M:%S", &tm), 6,
+			 ".%03uZ", (unsigned)(h->start_ms % 1000));
+	return snprintf(buf, size,
+			"node_id %d is held by a live node: %s (admin %s, pid %d, started %s); "
+			"it is free when that node stops, or %d ms after it died",
+			h->id, h->addr[0] ? h->addr : "?", h->admin[0] ? h->admin : "off", h->pid,
+			when, ttl_ms);
 }
 
 bool membership_is_up(const struct membership *m, int id)

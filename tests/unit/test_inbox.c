@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
@@ -234,18 +235,100 @@ static long long int_reply(const char *fmt, int id)
 	return v;
 }
 
+/* Waits (bounded) until a counted n messages sent to b and b counted n
+ * received from a. */
+static void settle(struct cluster_bus *a, struct cluster_bus *b, uint64_t n)
+{
+	struct cluster_bus_stats sa, sb;
+	uint64_t t0 = clock_mono_ms();
+
+	do {
+		cluster_bus_stats(a, &sa);
+		cluster_bus_stats(b, &sb);
+		if (sa.inbox.peer[ID_B].msgs_sent >= n && sb.inbox.peer[ID_A].msgs_recv >= n)
+			return;
+		usleep(5 * 1000);
+	} while (clock_mono_ms() - t0 < 5000);
+}
+
+/* Waits (bounded) until node id's inbox has no unacked entry. */
+static bool wait_no_pending(int id, int timeout_ms)
+{
+	uint64_t t0 = clock_mono_ms();
+
+	for (;;) {
+		redisReply *r = kv_cmd(kv, "XPENDING rc:inbox:%d g", id);
+		long long n;
+
+		assert_non_null(r);
+		assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+		n = r->element[0]->integer;
+		freeReplyObject(r);
+		if (n == 0)
+			return true;
+		if (clock_mono_ms() - t0 > (uint64_t)timeout_ms)
+			return false;
+		usleep(5 * 1000);
+	}
+}
+
+/*
+ * Every bus a test starts is listed, so that a failed test (cmocka leaves
+ * it by longjmp) does not leave threads running into the next one: the
+ * teardown stops what is left. The records they write to are globals for
+ * the same reason.
+ */
+static struct cluster_bus *running[8];
+static struct rec ra, rb;
+
+static void stop_bus(struct cluster_bus **b)
+{
+	for (size_t i = 0; i < sizeof(running) / sizeof(running[0]); i++)
+		if (running[i] == *b)
+			running[i] = NULL;
+	cluster_bus_stop(*b);
+	*b = NULL;
+}
+
+static const char *redis_stopped_in; /* srcdir, while the outage test has Redis down */
+static int services(const char *srcdir, const char *cmd);
+
+static int teardown(void **state)
+{
+	(void)state;
+	if (redis_stopped_in && services(redis_stopped_in, "start") == 0)
+		redis_stopped_in = NULL;
+	for (size_t i = 0; i < sizeof(running) / sizeof(running[0]); i++)
+		if (running[i])
+			stop_bus(&running[i]);
+	return 0;
+}
+
+static void remember(struct cluster_bus *b)
+{
+	for (size_t i = 0; i < sizeof(running) / sizeof(running[0]); i++)
+		if (!running[i]) {
+			running[i] = b;
+			return;
+		}
+	fail_msg("more than %zu buses at once", sizeof(running) / sizeof(running[0]));
+}
+
 static int start_bus(struct cluster_bus **out, int id, struct rec *r)
 {
-	static const struct cluster_bus_ops ops = {.deliver = on_deliver,
-						   .redis_state = on_redis};
+	static const struct cluster_bus_ops ops = {.deliver = on_deliver, .redis_state = on_redis};
 	struct config c = base;
 	struct node_info s;
+	int rc;
 
 	c.node_id = id;
 	c.node_ttl_ms = TTL_MS;
 	memset(&s, 0, sizeof(s));
 	snprintf(s.addr, sizeof(s.addr), "127.0.0.1:%d", 7700 + id);
-	return cluster_bus_start(out, &c, &s, &ops, r, NULL);
+	rc = cluster_bus_start(out, &c, &s, &ops, r, NULL);
+	if (rc == 0)
+		remember(*out);
+	return rc;
 }
 
 static int setup(void **state)
@@ -270,7 +353,6 @@ static void send_range(struct cluster_bus *a, int node, int i0, int count)
 
 static void test_burst_arrives_in_order_batched(void **state)
 {
-	struct rec ra, rb;
 	struct cluster_bus *a, *b;
 	struct cluster_bus_stats sa, sb;
 	static uint8_t big[200000];
@@ -284,6 +366,9 @@ static void test_burst_arrives_in_order_batched(void **state)
 	assert_int_equal(rec_wait_msgs(&rb, 500, 10000), 500);
 	check_msgs(&rb, 0, ID_A, 0, 500);
 
+	/* counters move after the callbacks: b counts an entry once all its
+	 * messages were delivered, a counts a send once Redis answered */
+	settle(a, b, 500);
 	cluster_bus_stats(a, &sa);
 	cluster_bus_stats(b, &sb);
 	assert_int_equal(sa.inbox.peer[ID_B].msgs_sent, 500);
@@ -295,8 +380,33 @@ static void test_burst_arrives_in_order_batched(void **state)
 	assert_int_equal(sb.inbox.peer[ID_A].entries_recv, sa.inbox.peer[ID_B].entries_sent);
 	assert_int_equal(sa.inbox.queued_msgs, 0);
 	assert_int_equal(sa.inbox.queued_bytes, 0);
-	/* acked and trimmed: the inbox does not keep what was handled */
-	assert_true(int_reply("XLEN rc:inbox:%d", ID_B) <= (long long)sb.inbox.peer[ID_A].entries_recv);
+	/* everything handled was acked */
+	assert_true(wait_no_pending(ID_B, 2000));
+	{
+		char *text = NULL, want[128];
+		size_t len = 0;
+		FILE *f = open_memstream(&text, &len);
+
+		assert_non_null(f);
+		/* a sees b at its first heartbeat after b's start */
+		for (uint64_t t0 = clock_mono_ms();
+		     !cluster_bus_is_up(a, ID_B) && clock_mono_ms() - t0 < 2000;)
+			usleep(5 * 1000);
+		cluster_bus_metrics(a, f);
+		fclose(f);
+		assert_non_null(
+		    strstr(text, "ringchat_cluster_messages_sent_total{node=\"31\"} 500\n"));
+		snprintf(want, sizeof(want),
+			 "ringchat_cluster_entries_sent_total{node=\"31\"} %" PRIu64 "\n",
+			 sa.inbox.peer[ID_B].entries_sent);
+		assert_non_null(strstr(text, want));
+		assert_non_null(strstr(text, "ringchat_cluster_peers_up 1\n"));
+		assert_non_null(strstr(text, "ringchat_cluster_redis_up 1\n"));
+		assert_non_null(strstr(text, "ringchat_cluster_queued_messages 0\n"));
+		/* nothing for nodes a never talked to */
+		assert_null(strstr(text, "{node=\"29\"}"));
+		free(text);
+	}
 
 	/* a large message, and one sent back the other way */
 	for (size_t i = 0; i < sizeof(big); i++)
@@ -313,8 +423,8 @@ static void test_burst_arrives_in_order_batched(void **state)
 	assert_int_equal(cluster_bus_send(a, 32, "x", 1), -EINVAL);
 	assert_int_equal(cluster_bus_send(a, -1, "x", 1), -EINVAL);
 	assert_int_equal(cluster_bus_send(a, ID_B, big, INBOX_MSG_MAX_BYTES + 1), -EMSGSIZE);
-	cluster_bus_stop(a);
-	cluster_bus_stop(b);
+	stop_bus(&a);
+	stop_bus(&b);
 	assert_int_equal(rb.n, 501); /* nothing twice */
 	rec_free(&ra);
 	rec_free(&rb);
@@ -322,7 +432,6 @@ static void test_burst_arrives_in_order_batched(void **state)
 
 static void test_restarted_receiver_gets_queued(void **state)
 {
-	struct rec ra, rb;
 	struct cluster_bus *a, *b;
 	struct cluster_bus_stats sa;
 	uint64_t t0;
@@ -334,7 +443,7 @@ static void test_restarted_receiver_gets_queued(void **state)
 	assert_int_equal(start_bus(&b, ID_B, &rb), 0);
 	send_range(a, ID_B, 0, 10);
 	assert_int_equal(rec_wait_msgs(&rb, 10, 5000), 10);
-	cluster_bus_stop(b);
+	stop_bus(&b);
 
 	/* b is down: these wait in its inbox */
 	send_range(a, ID_B, 10, 100);
@@ -352,8 +461,8 @@ static void test_restarted_receiver_gets_queued(void **state)
 	 * deliver it first, then the rest.
 	 */
 	{
-		redisReply *r = kv_cmd(kv, "XREADGROUP GROUP g %d COUNT 1 STREAMS rc:inbox:%d >",
-				       ID_B, ID_B);
+		redisReply *r =
+		    kv_cmd(kv, "XREADGROUP GROUP g %d COUNT 1 STREAMS rc:inbox:%d >", ID_B, ID_B);
 
 		assert_non_null(r);
 		assert_int_equal(r->type, REDIS_REPLY_ARRAY);
@@ -363,8 +472,8 @@ static void test_restarted_receiver_gets_queued(void **state)
 	assert_int_equal(start_bus(&b, ID_B, &rb), 0);
 	assert_int_equal(rec_wait_msgs(&rb, 110, 5000), 110);
 	check_msgs(&rb, 0, ID_A, 0, 110);
-	cluster_bus_stop(a);
-	cluster_bus_stop(b);
+	stop_bus(&a);
+	stop_bus(&b);
 	assert_int_equal(rb.n, 110);
 	rec_free(&ra);
 	rec_free(&rb);
@@ -373,7 +482,6 @@ static void test_restarted_receiver_gets_queued(void **state)
 static void test_bad_entry_is_skipped(void **state)
 {
 	static const char trunc[] = {0, 0, 0, 5, 'a', 'b', 'c'};
-	struct rec ra, rb;
 	struct cluster_bus *a, *b;
 	struct cluster_bus_stats sb;
 	redisReply *r;
@@ -395,8 +503,8 @@ static void test_bad_entry_is_skipped(void **state)
 	check_msgs(&rb, 0, ID_A, 0, 1);
 	cluster_bus_stats(b, &sb);
 	assert_int_equal(sb.inbox.bad_entries, 2);
-	cluster_bus_stop(a);
-	cluster_bus_stop(b);
+	stop_bus(&a);
+	stop_bus(&b);
 	assert_int_equal(rb.n, 1);
 	rec_free(&ra);
 	rec_free(&rb);
@@ -524,7 +632,6 @@ static void test_redis_outage(void **state)
 	const char *port = getenv("RINGCHAT_REDIS_PORT");
 	const char *sock = getenv("RINGCHAT_REDIS_SOCKET");
 	char want_sock[PATH_MAX + 32], real_a[PATH_MAX], real_b[PATH_MAX];
-	struct rec ra, rb;
 	struct cluster_bus *a, *b;
 	struct cluster_bus_stats sa;
 	int down;
@@ -545,12 +652,11 @@ static void test_redis_outage(void **state)
 	send_range(a, ID_B, 0, 50);
 	assert_int_equal(rec_wait_msgs(&rb, 50, 5000), 50);
 
+	redis_stopped_in = srcdir; /* the teardown starts it if we fail */
 	assert_int_equal(services(srcdir, "stop"), 0);
 	down = rec_wait_count(&ra, &ra.redis_down, 1, 5000);
-	if (down < 1) {
-		services(srcdir, "start");
+	if (down < 1)
 		fail_msg("no redis_state(false) within 5 s of the stop");
-	}
 	/* sends during the outage queue up */
 	send_range(a, ID_B, 50, 200);
 	cluster_bus_stats(a, &sa);
@@ -560,21 +666,27 @@ static void test_redis_outage(void **state)
 	usleep(300 * 1000);
 	assert_int_equal(ra.redis_down, 1);
 	assert_int_equal(services(srcdir, "start"), 0);
+	redis_stopped_in = NULL;
 
 	/* Redis came back empty (no persistence): leases and the group are
 	 * re-created, the queue drains */
 	assert_int_equal(rec_wait_msgs(&rb, 250, 30000), 250);
 	check_msgs(&rb, 0, ID_A, 0, 250);
 	assert_int_equal(rec_wait_count(&ra, &ra.redis_up, 1, 5000), 1);
-	cluster_bus_stats(a, &sa);
+	/* a counts a send once Redis answered, which may be after b had it */
+	for (uint64_t t0 = clock_mono_ms(); clock_mono_ms() - t0 < 5000; usleep(5 * 1000)) {
+		cluster_bus_stats(a, &sa);
+		if (sa.inbox.queued_msgs == 0)
+			break;
+	}
 	assert_int_equal(sa.inbox.queued_msgs, 0);
 	assert_int_equal(sa.inbox.enobufs, 0);
 	assert_true(sa.lease_held);
 	/* both leases are back within a heartbeat or two of the flush */
 	assert_true(wait_lease(ID_A, 2000));
 	assert_true(wait_lease(ID_B, 2000));
-	cluster_bus_stop(a);
-	cluster_bus_stop(b);
+	stop_bus(&a);
+	stop_bus(&b);
 	assert_int_equal(rb.n, 250);
 	rec_free(&ra);
 	rec_free(&rb);
@@ -584,12 +696,12 @@ int main(void)
 {
 	const char *socket = getenv("RINGCHAT_REDIS_SOCKET");
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test_setup(test_burst_arrives_in_order_batched, setup),
-	    cmocka_unit_test_setup(test_restarted_receiver_gets_queued, setup),
-	    cmocka_unit_test_setup(test_bad_entry_is_skipped, setup),
-	    cmocka_unit_test_setup(test_bound_and_one_entry_per_flush, setup),
-	    cmocka_unit_test_setup(test_big_batch_is_cut, setup),
-	    cmocka_unit_test_setup(test_redis_outage, setup),
+	    cmocka_unit_test_setup_teardown(test_burst_arrives_in_order_batched, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_restarted_receiver_gets_queued, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bad_entry_is_skipped, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bound_and_one_entry_per_flush, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_big_batch_is_cut, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_redis_outage, setup, teardown),
 	};
 	redisReply *r;
 	int rc;

@@ -203,6 +203,19 @@ static void test_acquire_conflict_names_holder(void **state)
 	assert_true(holder.token != membership_self(b)->token);
 	assert_true(holder.start_ms == membership_self(a)->start_ms);
 	assert_int_equal(holder.pid, getpid());
+	{
+		char line[512], want[512];
+		struct node_info h = holder;
+
+		h.start_ms = 1796392528040ull; /* 2026-12-04T13:55:28.040Z */
+		membership_format_holder(line, sizeof(line), &h, 5000);
+		snprintf(want, sizeof(want),
+			 "node_id 30 is held by a live node: 127.0.0.1:7001 (admin "
+			 "127.0.0.1:7799, pid %d, started 2026-12-04T13:55:28.040Z); it is free "
+			 "when that node stops, or 5000 ms after it died",
+			 (int)getpid());
+		assert_string_equal(line, want);
+	}
 	/* the loser changed nothing: the holder still refreshes */
 	assert_int_equal(membership_tick(a, kv), 0);
 	assert_int_equal(membership_release(b, kv), 0);
@@ -223,8 +236,7 @@ static void test_lease_expires_after_ttl(void **state)
 	t0 = clock_mono_ms();
 	assert_true(membership_lease_valid(a));
 	/* a "crashes": no heartbeat, no release */
-	while ((rc = membership_acquire(b, kv, NULL)) == -EADDRINUSE &&
-	       clock_mono_ms() - t0 < 3000)
+	while ((rc = membership_acquire(b, kv, NULL)) == -EADDRINUSE && clock_mono_ms() - t0 < 3000)
 		usleep(20 * 1000);
 	waited = clock_mono_ms() - t0;
 	assert_int_equal(rc, 0);
