@@ -74,6 +74,39 @@ out:
 	return ret;
 }
 
+struct io_args {
+	const struct config *cfg;
+	struct worker_pool *pool;
+	int ret;
+};
+
+static void *io_main(void *arg)
+{
+	struct io_args *a = arg;
+
+	a->ret = run_io(a->cfg, a->pool);
+	return NULL;
+}
+
+/*
+ * The I/O thread gets a thread of its own (named "ring" by ring_run) so
+ * that the process keeps its name: pidof, pgrep -x and top still show
+ * ringchatd. The ring is created on that thread, as SINGLE_ISSUER needs.
+ */
+static int run_io_thread(const struct config *cfg, struct worker_pool *pool)
+{
+	struct io_args a = { .cfg = cfg, .pool = pool, .ret = -1 };
+	pthread_t t;
+	int ret = pthread_create(&t, NULL, io_main, &a);
+
+	if (ret) {
+		log_error("cannot start the I/O thread: %s", strerror(ret));
+		return -1;
+	}
+	pthread_join(t, NULL);
+	return a.ret;
+}
+
 int main(int argc, char **argv)
 {
 	static struct config cfg;
@@ -131,11 +164,10 @@ int main(int argc, char **argv)
 	ret = cluster_start(&cfg, nworkers, cfg.listen, cfg.admin_listen, wake_worker,
 			    &dispatch_cluster_hooks, &holder);
 	if (ret == -EADDRINUSE) {
-		fprintf(stderr,
-			"ringchatd: config: key 'node_id': %d is held by a live node (clients %s, "
-			"pid %d, started %" PRIu64 " ms after the epoch); pick another id or stop "
-			"that node\n",
-			cfg.node_id, holder.addr, holder.pid, holder.start_ms);
+		char who[512];
+
+		membership_format_holder(who, sizeof(who), &holder, cfg.node_ttl_ms);
+		fprintf(stderr, "ringchatd: config: key 'node_id': %s\n", who);
 		dispatch_stop();
 		worker_pool_destroy(&pool);
 		return 2;
@@ -156,7 +188,7 @@ int main(int argc, char **argv)
 	log_info("ringchatd starting: node_id=%d workers=%d durability=%s", cfg.node_id,
 		 nworkers, cfg.durability == DURABILITY_RELAY ? "relay" : "stored");
 
-	ret = run_io(&cfg, &pool);
+	ret = run_io_thread(&cfg, &pool);
 
 	worker_pool_stop(&pool);
 	cluster_stop();
