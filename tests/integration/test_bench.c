@@ -268,78 +268,6 @@ static void test_bench_group_uring(void **state)
 	bench_free(j, n);
 }
 
-/*
- * GET /metrics from the node's admin port: the malloc'd response, or NULL
- * when the node has no admin listener. Fails the test on a socket error.
- */
-static char *bench_metrics(struct node *n)
-{
-	static const char req[] = "GET /metrics HTTP/1.0\r\n\r\n";
-	struct sockaddr_in sa = {.sin_family = AF_INET};
-	int64_t deadline = tc_now_ms() + BENCH_METRICS_TIMEOUT_MS;
-	size_t used = 0;
-	char *buf;
-	int fd;
-
-	sa.sin_port = htons(node_admin_port(n));
-	if (sa.sin_port == 0)
-		return NULL;
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	assert_true(fd >= 0);
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == -1 ||
-	    send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof(req) - 1))
-		fail_msg("/metrics on port %u: %s", ntohs(sa.sin_port), strerror(errno));
-	buf = malloc(BENCH_METRICS_MAX);
-	assert_non_null(buf);
-	for (;;) {
-		struct pollfd pfd = {.fd = fd, .events = POLLIN};
-		int64_t wait = deadline - tc_now_ms();
-		ssize_t r;
-
-		if (wait <= 0 || used >= BENCH_METRICS_MAX - 1)
-			fail_msg("/metrics: no complete response (%zu bytes)", used);
-		if (poll(&pfd, 1, (int)wait) <= 0)
-			continue;
-		r = recv(fd, buf + used, BENCH_METRICS_MAX - 1 - used, 0);
-		if (r == -1 && errno == EINTR)
-			continue;
-		if (r == -1)
-			fail_msg("/metrics: %s", strerror(errno));
-		if (r == 0)
-			break;
-		used += (size_t)r;
-	}
-	close(fd);
-	buf[used] = '\0';
-	return buf;
-}
-
-/*
- * Whether live pushes cross nodes: RINGCHAT_CLUSTER_ROUTES=1 in the
- * environment says so, or the node's /metrics carries the gauge
- * "ringchat_cluster_routing 1" (the cluster layer's promise that a push
- * for a user on another node is routed there).
- */
-static bool bench_cluster_routes(struct node *n)
-{
-	const char *env = getenv("RINGCHAT_CLUSTER_ROUTES");
-	char *m, *line;
-	bool routes = false;
-
-	if (env && *env)
-		return !strcmp(env, "1");
-	m = bench_metrics(n);
-	if (!m)
-		return false;
-	for (line = m; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
-		if (!strncmp(line, "ringchat_cluster_routing 1", 26) &&
-		    (line[26] == '\n' || line[26] == '\r' || line[26] == '\0'))
-			routes = true;
-	free(m);
-	return routes;
-}
-
 /* Messages stored between two users, counted through HISTORY pages. */
 static long bench_history_count(struct rc_client *c, int64_t with)
 {
@@ -387,27 +315,34 @@ static struct rc_client *bench_login(struct node *n, const char *name, int64_t *
 }
 
 /*
- * chat --nodes over two real nodes (node_id 1 and 2, one database): every
- * pair has its sender on one node and its recipient on the other. Every
- * message must be accepted (OK = stored, durability stored) and be in
- * HISTORY, no connection lost. Delivery depends on the cluster layer: when
- * the nodes say they route pushes (bench_cluster_routes), every message
- * must arrive exactly once; until then none can arrive live, and the
- * bench must not claim any (its delivered count is what its recipients
- * received, and they are all on the other node).
+ * chat --nodes over two real nodes of one cluster (node_id 29 and 30, one
+ * database, routing through Redis): every pair has its sender on one node
+ * and its recipient on the other. Every message must be accepted (OK =
+ * stored, durability stored), be in HISTORY and arrive exactly once, no
+ * connection lost.
  */
 static void test_bench_chat_two_nodes(void **state)
 {
-	struct bench_state *s = *state;
-	struct node *b =
-	    node_start("--hash-cost 1 --durability stored --node-id 2 " BENCH_NO_RATE_LIMIT);
+	struct node *a = node_start("--durability stored --cluster-route redis --node-id 29 "
+				    BENCH_NO_RATE_LIMIT);
+	struct node *b = node_start("--durability stored --cluster-route redis --node-id 30 "
+				    BENCH_NO_RATE_LIMIT);
+	int64_t deadline = tc_now_ms() + 10000;
 	char args[512], prefix[16], name[40];
 	long stored = 0;
 	cJSON *j[1];
 	double ok;
 	int n, st;
 
+	(void)state;
+	assert_non_null(a);
 	assert_non_null(b);
+	while (tc_metric(a, "ringchat_cluster_peers_up") != 1 ||
+	       tc_metric(b, "ringchat_cluster_peers_up") != 1) {
+		if (tc_now_ms() > deadline)
+			fail_msg("the two nodes never saw each other up");
+		tc_sleep_ms(50);
+	}
 	/* A --prefix of our own (at most 12 bytes, unique per run): the
 	 * test knows the users' names. */
 	snprintf(prefix, sizeof(prefix), "bn%lx",
@@ -416,8 +351,7 @@ static void test_bench_chat_two_nodes(void **state)
 	snprintf(args, sizeof(args),
 		 "chat --nodes 127.0.0.1:%u,127.0.0.1:%u --users 4 --window 4 --duration 1 "
 		 "--warmup 0 --prefix %s --server-pid %d,%d",
-		 node_port(s->node), node_port(b), prefix, (int)node_pid(s->node),
-		 (int)node_pid(b));
+		 node_port(a), node_port(b), prefix, (int)node_pid(a), (int)node_pid(b));
 	st = bench_exec(args, j, 1, &n);
 	assert_int_equal(n, 1);
 	assert_true(bench_num(j[0], "nodes") == 2);
@@ -434,7 +368,7 @@ static void test_bench_chat_two_nodes(void **state)
 		int64_t ida, idb;
 
 		snprintf(name, sizeof(name), "%s_%d", prefix, 2 * p);
-		ca = bench_login(s->node, name, &ida);
+		ca = bench_login(a, name, &ida);
 		snprintf(name, sizeof(name), "%s_%d", prefix, 2 * p + 1);
 		cb = bench_login(b, name, &idb);
 		stored += bench_history_count(ca, idb);
@@ -444,24 +378,13 @@ static void test_bench_chat_two_nodes(void **state)
 	if ((double)stored != ok)
 		fail_msg("--nodes: %.0f messages answered OK, %ld in HISTORY", ok, stored);
 
-	if (bench_cluster_routes(s->node)) {
-		if (bench_num(j[0], "delivered_total") != ok)
-			fail_msg("--nodes with cluster routing: %.0f sent OK, %.0f delivered", ok,
-				 bench_num(j[0], "delivered_total"));
-		assert_int_equal(st, 0);
-		assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j[0], "drained")));
-	} else {
-		/* No live push crosses nodes yet (docs/operations.md, "Several
-		 * nodes"): nothing delivered, hence exit status 1. When the
-		 * cluster layer routes, it sets ringchat_cluster_routing 1 and
-		 * the branch above asserts full delivery. */
-		if (bench_num(j[0], "delivered_total") != 0)
-			fail_msg("--nodes: %.0f delivered across nodes, but the nodes do not "
-				 "report ringchat_cluster_routing 1",
-				 bench_num(j[0], "delivered_total"));
-		assert_int_equal(st, 1);
-	}
+	if (bench_num(j[0], "delivered_total") != ok)
+		fail_msg("--nodes: %.0f sent OK, %.0f delivered across nodes", ok,
+			 bench_num(j[0], "delivered_total"));
+	assert_int_equal(st, 0);
+	assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j[0], "drained")));
 	bench_free(j, n);
+	assert_int_equal(node_stop(a), 0);
 	assert_int_equal(node_stop(b), 0);
 }
 
