@@ -260,9 +260,27 @@ static int dispatch_flush_user(struct worker *w, const struct cluster_req *req)
 	return messages_flush_marks(w, req->user, req);
 }
 
+/* After an outage of the path to other nodes: what w's users may have
+ * missed comes again (at least once; clients deduplicate by msg_id). */
+static void dispatch_repush(struct worker *w)
+{
+	uint32_t nworkers = (uint32_t)w->pool->n;
+
+	/* first our users' presence, which a Redis restart may have lost:
+	 * other nodes find them again */
+	presence_refresh_now(w);
+	for (uint32_t slot = (uint32_t)w->id; slot < session_slots(); slot += nworkers) {
+		struct session *s = session_at(slot);
+
+		if (s->user_id && !s->closing)
+			messages_repush(w, s);
+	}
+}
+
 const struct cluster_hooks dispatch_cluster_hooks = {
 	.social_changed = social_changed_here,
 	.flush_user = dispatch_flush_user,
+	.repush = dispatch_repush,
 };
 
 uint32_t dispatch_deferred(void)

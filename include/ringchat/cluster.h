@@ -64,6 +64,10 @@ struct cluster_hooks {
 	 * cluster_kick_done(w, req) on w. Returns 0, or -errno when it
 	 * cannot (then the caller answers at once). */
 	int (*flush_user)(struct worker *w, const struct cluster_req *req);
+	/* Redis (the path to the other nodes) is back after an outage: push
+	 * again to w's logged-in users what they have not acknowledged (pushes
+	 * from other nodes may have been lost meanwhile). On worker w. */
+	void (*repush)(struct worker *w);
 };
 
 /*

@@ -27,6 +27,10 @@ void messages_history(struct req *r);
  * the writer flushes the user's held unread marks. */
 void messages_push_unacked(struct worker *w, struct session *s);
 
+/* Worker: pushes s's unacknowledged messages again, as at its login (after
+ * an outage of the path to other nodes). */
+void messages_repush(struct worker *w, struct session *s);
+
 /*
  * Worker: has the writer store the unread marks it holds for user now;
  * with req (a KICK from another node), answers that node once they are

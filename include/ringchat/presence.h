@@ -37,6 +37,8 @@ int presence_lookup(struct worker *w, const int64_t *user_ids, size_t n, int *no
 /* Refreshes the TTL of every session this worker holds, at most once per
  * PRESENCE_REFRESH_S; cheap to call often. */
 void presence_refresh(struct worker *w);
+/* Refreshes at once (Redis came back, maybe without our entries). */
+void presence_refresh_now(struct worker *w);
 /* Pushes PUSH_PRESENCE {user_id, online} to the user's friends that are
  * online. Returns 0, -EIO on a storage error, or -ENOMEM. */
 int presence_notify_friends(struct worker *w, int64_t user_id, bool online);

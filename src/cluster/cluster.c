@@ -78,6 +78,7 @@ struct cl_wait {
 struct cl_lane {
 	struct spsc in;		/* transport thread → worker */
 	struct cl_wait *waits;	/* worker only */
+	uint32_t outages_seen;	/* worker only: cl.outages_over when it last repushed */
 };
 
 struct cl_route_shard {
@@ -95,6 +96,8 @@ static struct {
 	struct cluster_hooks hooks;
 	struct cl_route_shard routes[CL_ROUTE_SHARDS];
 	_Atomic uint32_t next_id;
+	_Atomic uint32_t outages_over; /* Redis came back this many times */
+	bool redis_down;	       /* transport thread only */
 	_Atomic uint64_t fwd_msgs, fwd_users, in_msgs, in_pushes, kicks_sent, kicks_done,
 		kick_timeouts, route_hits, route_misses, dropped;
 } cl;
@@ -402,10 +405,19 @@ static void cl_lease_lost(void *ctx)
 static void cl_redis_state(void *ctx, bool up)
 {
 	(void)ctx;
-	if (up)
-		log_info("cluster: Redis reachable again; messages to other nodes resume");
-	else
+	if (!up) {
+		cl.redis_down = true;
 		log_warn("cluster: Redis unreachable; messages to other nodes are queued");
+		return;
+	}
+	log_info("cluster: Redis reachable again; messages to other nodes resume");
+	if (!cl.redis_down)
+		return;
+	cl.redis_down = false;
+	/* release pairs with the acquire in cluster_poll */
+	atomic_fetch_add_explicit(&cl.outages_over, 1, memory_order_release);
+	for (int i = 0; i < cl.nworkers; i++)
+		cl.wake(i);
 }
 
 static const struct cluster_bus_ops cl_bus_ops = {
@@ -521,6 +533,14 @@ bool cluster_poll(struct worker *w)
 	if (!cl.on)
 		return false;
 	l = &cl.lanes[w->id];
+	uint32_t over = atomic_load_explicit(&cl.outages_over, memory_order_acquire);
+
+	if (over != l->outages_seen) {
+		l->outages_seen = over;
+		if (cl.hooks.repush)
+			cl.hooks.repush(w);
+		did = true;
+	}
 	while ((in = spsc_pop(&l->in))) {
 		cl_handle(w, in);
 		free(in);

@@ -1018,6 +1018,13 @@ static void msg_flushed(struct worker *w, struct msg_item *it)
 	free(it);
 }
 
+void messages_repush(struct worker *w, struct session *s)
+{
+	int64_t below = ids_next();
+
+	login_push_unacked(w, s, below ? below : INT64_MAX);
+}
+
 int messages_flush_marks(struct worker *w, int64_t user, const struct cluster_req *req)
 {
 	struct msg_item *it;

@@ -135,16 +135,24 @@ out_free:
 }
 
 
+/* When this worker refreshes next (mono ms); 0 = now. */
+static _Thread_local uint64_t presence_next_ms;
+
+void presence_refresh_now(struct worker *w)
+{
+	presence_next_ms = 0;
+	presence_refresh(w);
+}
+
 void presence_refresh(struct worker *w)
 {
-	static _Thread_local uint64_t next_ms;
 	uint32_t nworkers = (uint32_t)w->pool->n;
 	uint64_t now = clock_mono_ms();
 	size_t queued = 0;
 
-	if (now < next_ms)
+	if (now < presence_next_ms)
 		return;
-	next_ms = now + PRESENCE_REFRESH_S * 1000;
+	presence_next_ms = now + PRESENCE_REFRESH_S * 1000;
 	for (uint32_t s = (uint32_t)w->id; s < session_slots(); s += nworkers) {
 		struct session *ss = session_at(s);
 		char key[40], val[48];

@@ -382,6 +382,47 @@ static void test_node_killed(void **state)
 	cl_user_close(&b);
 }
 
+/*
+ * Redis stopped and started again (it keeps no data here): local delivery
+ * and storage go on meanwhile, and a message sent across nodes during the
+ * outage reaches its recipient once Redis is back.
+ */
+static void test_redis_outage(void **state)
+{
+	struct cl_user a, b, c;
+	int64_t local, cross;
+
+	(void)state;
+	cl_user_new(&a, 0, "clra");
+	cl_user_new(&b, 1, "clrb");
+	cl_user_new(&c, 0, "clrc");
+	cl_befriend(&a, &b);
+	cl_befriend(&c, &a);
+	assert_int_equal(services_stop("redis"), 0);
+	local = cl_send(&c, a.id, "local during the outage");
+	cl_expect_msg(&a, c.id, local, "local during the outage");
+	cross = cl_send(&b, a.id, "across during the outage");
+	assert_int_equal(services_start("redis"), 0);
+	/* at least once: the queued push, or the push again after recovery */
+	cl_expect_msg(&a, b.id, cross, "across during the outage");
+	for (int n = 0; n < CL_NODES; n++)
+		assert_true(node_log_wait(cl_nodes[n], "Redis reachable again", 10000));
+	cl_wait_peers(CL_NODES - 1);
+	/* and the cluster routes as before */
+	cross = cl_send(&b, a.id, "after the outage");
+	for (;;) {
+		cJSON *p = tc_expect_push(a.c, CMD_PUSH_MSG, 10000);
+		int64_t id = tc_json_int(p, "msg_id");
+
+		cJSON_Delete(p);
+		if (id == cross)
+			break; /* earlier ones may come again: at least once */
+	}
+	cl_user_close(&a);
+	cl_user_close(&b);
+	cl_user_close(&c);
+}
+
 static void test_duplicate_id_exits_2(void **state)
 {
 	char out[4096], want[64];
@@ -408,6 +449,7 @@ int main(void)
 		cmocka_unit_test(test_offline_at_login_elsewhere),
 		cmocka_unit_test(test_group_three_nodes),
 		cmocka_unit_test(test_duplicate_id_exits_2),
+		cmocka_unit_test(test_redis_outage),
 		cmocka_unit_test(test_node_killed),
 	};
 	int failures;
