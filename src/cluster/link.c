@@ -152,6 +152,7 @@ struct peer {
 	uint32_t rx_unacked;
 
 	uint64_t last_rx_ms, last_ping_ms;
+	bool ping_now; /* a hello is due at the next poll (new peer) */
 
 	struct link_peer_stats st;
 };
@@ -841,6 +842,8 @@ static uint64_t peer_deadline(const struct link *l, const struct peer *p)
 {
 	uint64_t d = UINT64_MAX;
 
+	if (p->ping_now)
+		return 0;
 	if (p->rtx_deadline)
 		d = min_u64(d, p->rtx_deadline);
 	if (p->ack_at)
@@ -885,8 +888,10 @@ static void peer_poll(struct link *l, struct peer *p, uint64_t now_ms)
 
 	uint64_t heard = p->phase == PEER_UP ? max_u64(p->last_rx_ms, p->last_ping_ms)
 					     : p->last_ping_ms;
-	if (now_ms >= heard + l->cfg.heartbeat_ms)
+	if (p->ping_now || now_ms >= heard + l->cfg.heartbeat_ms) {
+		p->ping_now = false;
 		emit(l, p, LINK_F_PING, 0, NULL, 0, now_ms);
+	}
 	peer_flush(l, p, now_ms);
 }
 
@@ -942,6 +947,7 @@ struct link *link_new(const struct link_config *cfg, const struct link_ops *ops,
 	l->frag_full = l->payload_max - LINK_REC_HDR_BYTES;
 	if (c->dgram_bytes < MIN_DGRAM_BYTES || c->dgram_bytes > LINK_MAX_DGRAM_BYTES ||
 	    c->window > MAX_WINDOW || c->rto_min_ms > c->rto_max_ms ||
+	    c->heartbeat_ms >= c->dead_ms ||
 	    c->sndbuf_bytes < c->max_msg_bytes ||
 	    /* fragment indices are 16 bits */
 	    (uint64_t)c->max_msg_bytes > (uint64_t)l->frag_full * 65535u)
@@ -1046,8 +1052,8 @@ int link_peer_add(struct link *l, uint32_t node_id, const struct sockaddr_in *ad
 	p->rto_ms = l->cfg.rto_initial_ms;
 	p->rcv_nxt = 1;
 	p->last_rx_ms = now_ms;
-	/* The first hello goes out at the next poll. */
-	p->last_ping_ms = now_ms >= l->cfg.heartbeat_ms ? now_ms - l->cfg.heartbeat_ms : 0;
+	p->last_ping_ms = now_ms;
+	p->ping_now = true; /* the first hello goes out at the next poll */
 	p->st.node_id = node_id;
 	l->peers[l->npeers++] = p;
 	return 0;
