@@ -44,7 +44,7 @@ struct link_config {
 	size_t secret_len;     /* >= 16 */
 	/* 0 in any field below = the default in brackets. */
 	uint32_t dgram_bytes;    /* max datagram size [1200], 256..65535+80 */
-	uint32_t window;         /* datagrams in flight per peer [64], 1..1024; same on all nodes */
+	uint32_t window;         /* datagrams in flight per peer [64], power of 2 <= 1024; same on all nodes */
 	uint32_t max_msg_bytes;  /* largest message [1 MiB] */
 	uint32_t sndbuf_bytes;   /* queued+in-flight message bytes per peer [2 MiB], >= max_msg */
 	uint32_t rto_initial_ms; /* RTO before the first RTT sample [200] */
@@ -54,6 +54,8 @@ struct link_config {
 	uint32_t heartbeat_ms;   /* ping an idle or unanswering peer this often [500] */
 	uint32_t dead_ms;        /* silence (or no ack progress) before down [3000] */
 	uint32_t dupthresh;      /* SACKed datagrams past a hole before fast retransmit [3] */
+	uint32_t first_seq;      /* seq each send stream starts at [1]; all nodes must agree
+				  * (tests set it near 2^32 to cross the wrap) */
 };
 #define LINK_ACK_IMMEDIATE UINT32_MAX
 

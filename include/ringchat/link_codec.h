@@ -15,7 +15,7 @@
  *    24   8  dst_epoch   receiver's incarnation as the sender knows it, 0 = not yet
  *    32   8  pn          packet number: +1 per datagram sent to this peer (replay window)
  *    40   4  stream      sender's send-stream generation toward this peer (>= 1)
- *    44   4  seq         DATA only: reliable sequence number in that stream (>= 1), else 0
+ *    44   4  seq         DATA only: reliable sequence number in that stream (wraps), else 0
  *    48   4  ack_stream  ACK only: the receiver's stream that ack/sack refer to, else 0
  *    52   4  ack         ACK only: every seq <= ack of ack_stream has arrived
  *    56   8  sack        ACK only: bit i set = seq ack+2+i has arrived
@@ -86,7 +86,7 @@ void link_hdr_encode(uint8_t out[LINK_HDR_BYTES], const struct link_hdr *h);
  * Reads a whole datagram's header into h and checks what can be checked
  * without the key: length at least LINK_HDR_BYTES, magic, version, len equal
  * to dgram_len - LINK_HDR_BYTES, no unknown flag, src_epoch and pn non-zero,
- * DATA iff payload (with seq >= 1), ACK with ack_stream >= 1, stream >= 1,
+ * DATA iff payload (seq 0 otherwise), ACK with ack_stream >= 1, stream >= 1,
  * and a datagram with dst_epoch 0 carrying nothing but PING.
  * Returns 0, or -EBADMSG (h is then partly filled and must not be used).
  */

@@ -401,7 +401,7 @@ static void tx_abandon(struct link *l, struct peer *p, bool transmitted_only)
 	for (uint32_t i = 0; i < l->cfg.window; i++)
 		p->tx[i].used = false;
 	p->tx_stream++;
-	p->next_seq = p->snd_una = 1;
+	p->next_seq = p->snd_una = l->cfg.first_seq;
 	p->rtx_deadline = 0;
 
 	while (give) {
@@ -550,6 +550,7 @@ static void on_ack(struct link *l, struct peer *p, uint32_t ack, uint64_t sack, 
 	}
 
 	uint32_t top_sacked = 0;
+	bool any_sacked = false;
 	for (uint32_t i = 0; i < LINK_SACK_BITS; i++) {
 		if (!(sack & (UINT64_C(1) << i)))
 			continue;
@@ -561,6 +562,7 @@ static void on_ack(struct link *l, struct peer *p, uint32_t ack, uint64_t sack, 
 			continue;
 		s->sacked = true;
 		top_sacked = seq;
+		any_sacked = true;
 		if (!s->rtx && (!sample || link_seq_after(s->seq, sample->seq)))
 			sample = s;
 		/* Every hole below this newly SACKed datagram was skipped once more. */
@@ -589,7 +591,7 @@ static void on_ack(struct link *l, struct peer *p, uint32_t ack, uint64_t sack, 
 		}
 	}
 
-	if (top_sacked) {
+	if (any_sacked) {
 		for (uint32_t h = p->snd_una; link_seq_after(top_sacked, h); h++) {
 			struct tx_slot *hs = tx_slot(l, p, h);
 			if (hs->used && !hs->sacked && !hs->fast_done &&
@@ -612,7 +614,7 @@ static void reasm_drop(struct peer *p)
 static void rx_reset_stream(struct link *l, struct peer *p, uint32_t stream)
 {
 	p->rx_stream = stream;
-	p->rcv_nxt = 1;
+	p->rcv_nxt = l->cfg.first_seq;
 	for (uint32_t i = 0; i < l->cfg.window; i++)
 		p->rx[i].present = false;
 	reasm_drop(p);
@@ -941,12 +943,16 @@ struct link *link_new(const struct link_config *cfg, const struct link_ops *ops,
 	l->cfg.heartbeat_ms = or_default(cfg->heartbeat_ms, DEF_HEARTBEAT_MS);
 	l->cfg.dead_ms = or_default(cfg->dead_ms, DEF_DEAD_MS);
 	l->cfg.dupthresh = or_default(cfg->dupthresh, DEF_DUPTHRESH);
+	l->cfg.first_seq = or_default(cfg->first_seq, 1);
 
 	const struct link_config *c = &l->cfg;
 	l->payload_max = c->dgram_bytes - LINK_HDR_BYTES;
 	l->frag_full = l->payload_max - LINK_REC_HDR_BYTES;
 	if (c->dgram_bytes < MIN_DGRAM_BYTES || c->dgram_bytes > LINK_MAX_DGRAM_BYTES ||
-	    c->window > MAX_WINDOW || c->rto_min_ms > c->rto_max_ms ||
+	    /* a power of two, so seq % window stays contiguous across the
+	     * 2^32 wrap of seq */
+	    c->window > MAX_WINDOW || (c->window & (c->window - 1)) != 0 ||
+	    c->rto_min_ms > c->rto_max_ms ||
 	    c->heartbeat_ms >= c->dead_ms ||
 	    c->sndbuf_bytes < c->max_msg_bytes ||
 	    /* fragment indices are 16 bits */
@@ -1048,9 +1054,9 @@ int link_peer_add(struct link *l, uint32_t node_id, const struct sockaddr_in *ad
 	p->phase = PEER_CONNECTING;
 	p->phase_since_ms = now_ms;
 	p->tx_stream = 1;
-	p->next_seq = p->snd_una = 1;
+	p->next_seq = p->snd_una = l->cfg.first_seq;
 	p->rto_ms = l->cfg.rto_initial_ms;
-	p->rcv_nxt = 1;
+	p->rcv_nxt = l->cfg.first_seq;
 	p->last_rx_ms = now_ms;
 	p->last_ping_ms = now_ms;
 	p->ping_now = true; /* the first hello goes out at the next poll */

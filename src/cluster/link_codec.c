@@ -89,10 +89,11 @@ int link_hdr_decode(const uint8_t *dgram, size_t dgram_len, struct link_hdr *h)
 
 	if (h->src_epoch == 0 || h->pn == 0 || h->stream == 0)
 		return -EBADMSG;
-	/* DATA and a payload go together; a DATA datagram is sequenced. */
+	/* DATA and a payload go together; only DATA is sequenced (its seq
+	 * may be any value, 0 included, as it wraps). */
 	if (!!(h->flags & LINK_F_DATA) != (h->len > 0))
 		return -EBADMSG;
-	if ((h->flags & LINK_F_DATA) ? h->seq == 0 : h->seq != 0)
+	if (!(h->flags & LINK_F_DATA) && h->seq != 0)
 		return -EBADMSG;
 	if ((h->flags & LINK_F_ACK) ? h->ack_stream == 0
 				    : (h->ack_stream | h->ack | h->sack) != 0)

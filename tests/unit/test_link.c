@@ -407,9 +407,11 @@ static uint32_t pick_len(void)
 	return 50000 + (uint32_t)(rng() % 150000); /* many fragments */
 }
 
-static void transfer(unsigned loss, unsigned dup, unsigned reorder, uint32_t n, uint64_t seed)
+static void transfer_from(unsigned loss, unsigned dup, unsigned reorder, uint32_t n, uint64_t seed,
+			  uint32_t first_seq)
 {
 	struct link_config ca = base_cfg(NODE_A, 100), cb = base_cfg(NODE_B, 200);
+	ca.first_seq = cb.first_seq = first_seq;
 	/* Loss must never look like death here: this is about ordering. */
 	ca.dead_ms = cb.dead_ms = 600000;
 	world_init(seed, &ca, &cb);
@@ -482,6 +484,11 @@ static void transfer(unsigned loss, unsigned dup, unsigned reorder, uint32_t n, 
 	world_free();
 }
 
+static void transfer(unsigned loss, unsigned dup, unsigned reorder, uint32_t n, uint64_t seed)
+{
+	transfer_from(loss, dup, reorder, n, seed, 0);
+}
+
 static void test_exactly_once_in_order_0pct(void **state)
 {
 	(void)state;
@@ -505,6 +512,13 @@ static void test_exactly_once_in_order_50pct(void **state)
 {
 	(void)state;
 	transfer(50, 10, 30, 2000, 5);
+}
+
+/* Sequence numbers cross 2^32 (and 0) in mid-transfer. */
+static void test_seq_wraps_around(void **state)
+{
+	(void)state;
+	transfer_from(10, 5, 20, 2000, 6, UINT32_MAX - 300);
 }
 
 /* ---- coalescing and fragmentation, exact counts ------------------------------ */
@@ -1019,6 +1033,7 @@ int main(void)
 	    cmocka_unit_test(test_exactly_once_in_order_5pct),
 	    cmocka_unit_test(test_exactly_once_in_order_20pct),
 	    cmocka_unit_test(test_exactly_once_in_order_50pct),
+	    cmocka_unit_test(test_seq_wraps_around),
 	    cmocka_unit_test(test_coalescing_and_fragmentation_counts),
 	    cmocka_unit_test(test_flow_control_bounded),
 	    cmocka_unit_test(test_rto_follows_rfc6298),
