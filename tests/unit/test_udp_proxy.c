@@ -4,7 +4,8 @@
  * what arrives against the proxy's own counters: everything, in order, at
  * 0%; exactly in - drop at 50% drop; twice everything at 100% dup; one
  * flipped bit per datagram at 100% corrupt; at least the delay; and the
- * reply direction to the last client.
+ * reply direction to the last client; then two node links exchange
+ * messages over real sockets through a lossy, corrupting proxy.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -26,6 +27,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "ringchat/link.h"
 
 #define DGRAM_BYTES 200
 #define BATCH 50 /* in flight at once: far below any socket buffer */
@@ -404,6 +407,187 @@ static void test_dup_corrupt_delay_reorder(void **state)
 	close(cfd);
 }
 
+/* ---- two node links over real sockets through the proxy ------------------ */
+
+struct node {
+	int fd;
+	struct link *link;
+	uint32_t id, peer;
+	uint32_t next_index;
+	uint64_t delivered, undelivered;
+	bool order_ok;
+};
+
+static void node_send_dgram(void *ctx, const struct sockaddr_in *to, const uint8_t *buf,
+			    size_t len)
+{
+	struct node *n = ctx;
+	/* A full socket buffer is a lost datagram: the link recovers. */
+	(void)sendto(n->fd, buf, len, MSG_DONTWAIT, (const struct sockaddr *)to, sizeof(*to));
+}
+
+static void node_deliver(void *ctx, uint32_t node_id, const uint8_t *msg, size_t len)
+{
+	struct node *n = ctx;
+	uint32_t index;
+
+	(void)node_id;
+	assert_true(len >= 8);
+	memcpy(&index, msg, 4);
+	for (size_t k = 4; k < len; k++)
+		if (msg[k] != (uint8_t)(index + k))
+			n->order_ok = false;
+	if (index != n->next_index)
+		n->order_ok = false;
+	n->next_index = index + 1;
+	n->delivered++;
+}
+
+static void node_undelivered(void *ctx, uint32_t node_id, const uint8_t *msg, size_t len)
+{
+	struct node *n = ctx;
+	(void)node_id;
+	(void)msg;
+	(void)len;
+	n->undelivered++;
+}
+
+static const struct link_ops NODE_OPS = {
+    .send_dgram = node_send_dgram,
+    .deliver = node_deliver,
+    .undelivered = node_undelivered,
+};
+
+static void node_drain(struct node *n, uint64_t now)
+{
+	uint8_t buf[2048];
+	struct sockaddr_in from;
+
+	for (;;) {
+		socklen_t flen = sizeof(from);
+		ssize_t r = recvfrom(n->fd, buf, sizeof(buf), MSG_DONTWAIT, (struct sockaddr *)&from,
+				     &flen);
+		if (r < 0)
+			break;
+		link_input(n->link, &from, buf, (size_t)r, now);
+	}
+	link_flush(n->link, now);
+}
+
+static void test_links_through_faulty_proxy(void **state)
+{
+	(void)state;
+	static const uint8_t secret[] = "proxy-test-secret-0123456789abcdef";
+	uint16_t a_port, b_port;
+	struct node a = {.fd = udp_socket(&a_port), .id = 1, .peer = 2, .order_ok = true};
+	struct node b = {.fd = udp_socket(&b_port), .id = 2, .peer = 1, .order_ok = true};
+	struct proxy_run pr;
+	const char *extra[] = {"--drop", "20", "--dup", "5", "--reorder", "10", "--delay-ms", "1",
+			       "--jitter-ms", "2", "--corrupt", "2", NULL};
+	enum { N = 1000 };
+
+	proxy_start(&pr, b_port, extra);
+
+	/* B sees A at the proxy's upstream address: learn it from one raw
+	 * datagram (retried: the proxy drops some). */
+	struct sockaddr_in via = {.sin_family = AF_INET, .sin_port = htons(pr.port)}, up;
+	via.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	socklen_t ulen = sizeof(up);
+	bool learned = false;
+	for (int i = 0; i < 100 && !learned; i++) {
+		uint8_t probe[DGRAM_BYTES] = {0};
+		sendto(a.fd, probe, sizeof(probe), 0, (struct sockaddr *)&via, sizeof(via));
+		struct pollfd pfd = {.fd = b.fd, .events = POLLIN};
+		if (poll(&pfd, 1, 100) == 1 &&
+		    recvfrom(b.fd, probe, sizeof(probe), 0, (struct sockaddr *)&up, &ulen) > 0)
+			learned = true;
+	}
+	assert_true(learned);
+	/* Drop any duplicate of the probe. */
+	struct timespec ts = {0, 50 * 1000000};
+	nanosleep(&ts, NULL);
+	uint8_t junk[2048];
+	while (recv(b.fd, junk, sizeof(junk), MSG_DONTWAIT) > 0)
+		;
+
+	uint64_t now = now_ms();
+	struct link_config ca = {.node_id = 1, .epoch = now, .secret = secret,
+				 .secret_len = sizeof(secret) - 1, .dead_ms = 20000};
+	struct link_config cb = ca;
+	cb.node_id = 2;
+	cb.epoch = now + 1;
+	a.link = link_new(&ca, &NODE_OPS, &a);
+	b.link = link_new(&cb, &NODE_OPS, &b);
+	assert_non_null(a.link);
+	assert_non_null(b.link);
+	assert_int_equal(link_peer_add(a.link, 2, &via, now), 0);
+	assert_int_equal(link_peer_add(b.link, 1, &up, now), 0);
+
+	uint8_t msg[6000];
+	uint32_t sent[2] = {0, 0};
+	struct node *nodes[2] = {&a, &b};
+	uint64_t end = now + 60000;
+	while ((a.delivered < N || b.delivered < N) && now_ms() < end) {
+		now = now_ms();
+		for (int e = 0; e < 2; e++) {
+			struct node *n = nodes[e];
+			while (sent[e] < N) {
+				uint32_t i = sent[e];
+				size_t len = 8 + (i * 37u) % (i % 10 == 0 ? 5000u : 300u);
+				memcpy(msg, &i, 4);
+				for (size_t k = 4; k < len; k++)
+					msg[k] = (uint8_t)(i + k);
+				int rc = link_send(n->link, n->peer, msg, len, now);
+				if (rc == -ENOBUFS)
+					break;
+				assert_int_equal(rc, 0);
+				sent[e]++;
+			}
+			link_flush(n->link, now);
+		}
+		uint64_t next = link_poll(a.link, now);
+		uint64_t nb = link_poll(b.link, now);
+		if (nb < next)
+			next = nb;
+		struct pollfd pfd[2] = {{.fd = a.fd, .events = POLLIN}, {.fd = b.fd, .events = POLLIN}};
+		int timeout = next > now ? (int)(next - now < 100 ? next - now : 100) : 0;
+		poll(pfd, 2, timeout);
+		now = now_ms();
+		node_drain(&a, now);
+		node_drain(&b, now);
+	}
+
+	struct link_peer_stats sa, sb;
+	assert_int_equal(link_peer_stats(a.link, 2, &sa), 0);
+	assert_int_equal(link_peer_stats(b.link, 1, &sb), 0);
+	print_message("through the proxy: %lu+%lu msgs, rtx %lu+%lu, srtt %u us, "
+		      "rejected (mac+malformed) %lu+%lu, replays+dups %lu+%lu\n",
+		      (unsigned long)a.delivered, (unsigned long)b.delivered,
+		      (unsigned long)sa.retransmits, (unsigned long)sb.retransmits, sa.srtt_us,
+		      (unsigned long)(sa.mac_failures + sa.malformed),
+		      (unsigned long)(sb.mac_failures + sb.malformed),
+		      (unsigned long)(sa.replays + sa.duplicates),
+		      (unsigned long)(sb.replays + sb.duplicates));
+	assert_int_equal(a.delivered, N);
+	assert_int_equal(b.delivered, N);
+	assert_true(a.order_ok && b.order_ok);
+	assert_int_equal(a.undelivered + b.undelivered, 0);
+	assert_true(sa.retransmits > 0 && sb.retransmits > 0);
+	/* Corrupted datagrams (2%) were caught, not delivered. */
+	struct link_stats la, lb;
+	link_stats(a.link, &la);
+	link_stats(b.link, &lb);
+	assert_true(la.mac_failures + la.malformed + la.unknown_source + lb.mac_failures +
+			    lb.malformed + lb.unknown_source >
+		    0);
+
+	link_free(a.link);
+	link_free(b.link);
+	proxy_stop(&pr);
+	close(a.fd);
+	close(b.fd);
+}
+
 int main(void)
 {
 	proxy_path = getenv("RINGCHAT_UDP_PROXY");
@@ -416,6 +600,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_lossless_everything_in_order_both_ways, reap_proxy),
 	    cmocka_unit_test_teardown(test_drop_50_counts_add_up, reap_proxy),
 	    cmocka_unit_test_teardown(test_dup_corrupt_delay_reorder, reap_proxy),
+	    cmocka_unit_test_teardown(test_links_through_faulty_proxy, reap_proxy),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
