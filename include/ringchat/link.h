@@ -38,31 +38,31 @@
 struct link;
 
 struct link_config {
-	uint32_t node_id;     /* this node */
-	uint64_t epoch;       /* this incarnation, != 0, must grow across restarts (start ms) */
+	uint32_t node_id;      /* this node */
+	uint64_t epoch;	       /* this incarnation, != 0, must grow across restarts (start ms) */
 	const uint8_t *secret; /* cluster secret (HMAC key); copied */
 	size_t secret_len;     /* >= 16 */
 	/* 0 in any field below = the default in brackets. */
-	uint32_t dgram_bytes;    /* max datagram size [1200], 256..65535+80 */
-	uint32_t window;         /* datagrams in flight per peer [64], power of 2 <= 1024; same on all nodes */
-	uint32_t max_msg_bytes;  /* largest message [1 MiB] */
-	uint32_t sndbuf_bytes;   /* queued+in-flight message bytes per peer [2 MiB], >= max_msg */
+	uint32_t dgram_bytes; /* max datagram size [1200], 256..65535+80 */
+	/* datagrams in flight per peer [64], a power of 2 <= 1024; same on all nodes */
+	uint32_t window;
+	uint32_t max_msg_bytes;	 /* largest message [1 MiB] */
+	uint32_t sndbuf_bytes;	 /* queued+in-flight message bytes per peer [2 MiB], >= max_msg */
 	uint32_t rto_initial_ms; /* RTO before the first RTT sample [200] */
-	uint32_t rto_min_ms;     /* [10] */
-	uint32_t rto_max_ms;     /* [2000] */
-	uint32_t ack_delay_ms;   /* delayed ack [2]; use LINK_ACK_IMMEDIATE for none */
-	uint32_t heartbeat_ms;   /* ping an idle or unanswering peer this often [500] */
-	uint32_t dead_ms;        /* silence (or no ack progress) before down [3000] */
-	uint32_t dupthresh;      /* SACKed datagrams past a hole before fast retransmit [3] */
-	uint32_t first_seq;      /* seq each send stream starts at [1]; all nodes must agree
+	uint32_t rto_min_ms;	 /* [10] */
+	uint32_t rto_max_ms;	 /* [2000] */
+	uint32_t ack_delay_ms;	 /* delayed ack [2]; use LINK_ACK_IMMEDIATE for none */
+	uint32_t heartbeat_ms;	 /* ping an idle or unanswering peer this often [500], < dead_ms */
+	uint32_t dead_ms;	 /* silence (or no ack progress) before down [3000] */
+	uint32_t dupthresh;	 /* SACKed datagrams past a hole before fast retransmit [3] */
+	uint32_t first_seq;	 /* seq each send stream starts at [1]; all nodes must agree
 				  * (tests set it near 2^32 to cross the wrap) */
 };
 #define LINK_ACK_IMMEDIATE UINT32_MAX
 
 struct link_ops {
 	/* Sends one datagram; buf is valid only during the call. */
-	void (*send_dgram)(void *ctx, const struct sockaddr_in *to, const uint8_t *buf,
-			   size_t len);
+	void (*send_dgram)(void *ctx, const struct sockaddr_in *to, const uint8_t *buf, size_t len);
 	/* One complete message from node_id, in order; msg valid during the call. */
 	void (*deliver)(void *ctx, uint32_t node_id, const uint8_t *msg, size_t len);
 	/* The peer became reachable (up = true) or was declared down. */
@@ -75,45 +75,46 @@ struct link_ops {
 struct link_peer_stats {
 	uint32_t node_id;
 	bool up;
-	uint64_t peer_epoch; /* 0 = not heard yet */
+	uint64_t peer_epoch;	     /* 0 = not heard yet */
 	uint32_t srtt_us, rttvar_us; /* 0 before the first sample */
 	uint32_t rto_ms;
 	uint32_t inflight_dgrams;
-	uint32_t queued_msgs;  /* in flight + waiting */
+	uint32_t queued_msgs; /* in flight + waiting */
 	uint64_t queued_bytes;
-	uint64_t retransmits;      /* datagrams sent again, timer or fast */
+	uint64_t retransmits;	   /* datagrams sent again, timer or fast */
 	uint64_t fast_retransmits; /* of which on SACK evidence */
-	uint64_t timeouts;         /* RTO expiries */
+	uint64_t timeouts;	   /* RTO expiries */
 	uint64_t dgrams_sent, bytes_sent;
 	uint64_t dgrams_recv, bytes_recv; /* accepted (authentic, fresh) only */
-	uint64_t data_dgrams_sent;        /* first transmissions of DATA datagrams */
-	uint64_t msgs_sent;               /* accepted by link_send */
-	uint64_t msgs_packed;             /* records started (one per message) in DATA datagrams */
+	uint64_t data_dgrams_sent;	  /* first transmissions of DATA datagrams */
+	uint64_t msgs_sent;		  /* accepted by link_send */
+	uint64_t msgs_packed;		  /* records started (one per message) in DATA datagrams */
 	uint64_t msgs_acked;
 	uint64_t msgs_delivered;
 	uint64_t msgs_undelivered;
 	uint64_t mac_failures;
-	uint64_t replays;        /* packet number already seen or below the replay window */
-	uint64_t duplicates;     /* DATA seq already received (a retransmission's twin) */
-	uint64_t malformed;      /* from this peer's address but not well formed */
-	uint64_t stale;          /* older epoch/stream, or addressed to our previous incarnation */
-	uint64_t out_of_window;  /* DATA seq beyond the receive window */
+	uint64_t replays;	/* packet number already seen or below the replay window */
+	uint64_t duplicates;	/* DATA seq already received (a retransmission's twin) */
+	uint64_t malformed;	/* from this peer's address but not well formed */
+	uint64_t stale;		/* older epoch/stream, or addressed to our previous incarnation */
+	uint64_t out_of_window; /* DATA seq beyond the receive window */
 	uint64_t ups, downs, restarts;
 };
 
 /* Node-wide counters. */
 struct link_stats {
 	uint64_t unknown_source; /* not from a registered peer address (or wrong node id) */
-	uint64_t malformed;      /* summed over peers */
-	uint64_t mac_failures;   /* summed over peers */
-	uint64_t replays;        /* summed over peers */
+	uint64_t malformed;	 /* summed over peers */
+	uint64_t mac_failures;	 /* summed over peers */
+	uint64_t replays;	 /* summed over peers */
 	uint32_t peers, peers_up;
 };
 
 /*
  * Creates a link. cfg is copied (the secret too); ops and ctx are kept and
  * must outlive the link. Returns NULL on allocation failure, a bad config
- * (epoch 0, short secret, fields out of range) or an HMAC setup failure.
+ * (epoch 0, short secret, fields out of range, heartbeat_ms >= dead_ms,
+ * window not a power of two) or an HMAC setup failure.
  */
 struct link *link_new(const struct link_config *cfg, const struct link_ops *ops, void *ctx);
 
@@ -125,7 +126,8 @@ void link_free(struct link *l);
  * is pinged until it answers, and link_send already queues for it.
  * Returns 0, -EEXIST (node id or address taken), -EINVAL or -ENOMEM.
  */
-int link_peer_add(struct link *l, uint32_t node_id, const struct sockaddr_in *addr, uint64_t now_ms);
+int link_peer_add(struct link *l, uint32_t node_id, const struct sockaddr_in *addr,
+		  uint64_t now_ms);
 
 /* Hands every pending message back (undelivered) and forgets the peer.
  * Returns 0 or -ENOENT. */

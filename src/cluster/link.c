@@ -88,7 +88,7 @@ enum peer_phase { PEER_CONNECTING, PEER_UP, PEER_DOWN };
 struct tx_msg {
 	struct tx_msg *next;
 	uint32_t len;
-	uint32_t off;      /* bytes packed into datagrams so far */
+	uint32_t off;	   /* bytes packed into datagrams so far */
 	uint16_t frag_idx; /* next fragment to pack */
 	uint16_t frag_cnt; /* 0 until its first record is packed */
 	uint32_t last_seq; /* datagram holding its last record (valid when off == len) */
@@ -447,7 +447,8 @@ static uint16_t pack_one(struct link *l, struct peer *p, uint8_t *buf, uint32_t 
 				uint32_t rest = m->len - first;
 				r.len = (uint16_t)first;
 				r.frag_idx = 0;
-				r.frag_cnt = (uint16_t)(1 + (rest + l->frag_full - 1) / l->frag_full);
+				r.frag_cnt =
+				    (uint16_t)(1 + (rest + l->frag_full - 1) / l->frag_full);
 			}
 			m->frag_cnt = r.frag_cnt;
 			p->st.msgs_packed++;
@@ -787,8 +788,7 @@ void link_input(struct link *l, const struct sockaddr_in *from, const uint8_t *d
 		p->st.mac_failures++;
 		return;
 	}
-	if (h.src_epoch < p->peer_epoch ||
-	    (h.dst_epoch != 0 && h.dst_epoch != l->cfg.epoch)) {
+	if (h.src_epoch < p->peer_epoch || (h.dst_epoch != 0 && h.dst_epoch != l->cfg.epoch)) {
 		p->st.stale++;
 		return;
 	}
@@ -888,8 +888,8 @@ static void peer_poll(struct link *l, struct peer *p, uint64_t now_ms)
 		p->rtx_deadline = now_ms + p->rto_ms;
 	}
 
-	uint64_t heard = p->phase == PEER_UP ? max_u64(p->last_rx_ms, p->last_ping_ms)
-					     : p->last_ping_ms;
+	uint64_t heard =
+	    p->phase == PEER_UP ? max_u64(p->last_rx_ms, p->last_ping_ms) : p->last_ping_ms;
 	if (p->ping_now || now_ms >= heard + l->cfg.heartbeat_ms) {
 		p->ping_now = false;
 		emit(l, p, LINK_F_PING, 0, NULL, 0, now_ms);
@@ -924,8 +924,8 @@ static uint32_t or_default(uint32_t v, uint32_t def)
 
 struct link *link_new(const struct link_config *cfg, const struct link_ops *ops, void *ctx)
 {
-	if (!cfg || !ops || !ops->send_dgram || !ops->deliver || cfg->epoch == 0 ||
-	    !cfg->secret || cfg->secret_len < MIN_SECRET_BYTES)
+	if (!cfg || !ops || !ops->send_dgram || !ops->deliver || cfg->epoch == 0 || !cfg->secret ||
+	    cfg->secret_len < MIN_SECRET_BYTES)
 		return NULL;
 
 	struct link *l = calloc(1, sizeof(*l));
@@ -952,8 +952,7 @@ struct link *link_new(const struct link_config *cfg, const struct link_ops *ops,
 	    /* a power of two, so seq % window stays contiguous across the
 	     * 2^32 wrap of seq */
 	    c->window > MAX_WINDOW || (c->window & (c->window - 1)) != 0 ||
-	    c->rto_min_ms > c->rto_max_ms ||
-	    c->heartbeat_ms >= c->dead_ms ||
+	    c->rto_min_ms > c->rto_max_ms || c->heartbeat_ms >= c->dead_ms ||
 	    c->sndbuf_bytes < c->max_msg_bytes ||
 	    /* fragment indices are 16 bits */
 	    (uint64_t)c->max_msg_bytes > (uint64_t)l->frag_full * 65535u)

@@ -95,8 +95,7 @@ int link_hdr_decode(const uint8_t *dgram, size_t dgram_len, struct link_hdr *h)
 		return -EBADMSG;
 	if (!(h->flags & LINK_F_DATA) && h->seq != 0)
 		return -EBADMSG;
-	if ((h->flags & LINK_F_ACK) ? h->ack_stream == 0
-				    : (h->ack_stream | h->ack | h->sack) != 0)
+	if ((h->flags & LINK_F_ACK) ? h->ack_stream == 0 : (h->ack_stream | h->ack | h->sack) != 0)
 		return -EBADMSG;
 	/* Before the sender knows our incarnation it may only say hello. */
 	if (h->dst_epoch == 0 && h->flags != LINK_F_PING)

@@ -194,8 +194,11 @@ static void schedule(struct proxy *p, enum dir d, const uint8_t *buf, size_t len
 		p->c[d].overflow++;
 		return;
 	}
-	struct pending it = {.due_ms = now + delay, .order = p->order++, .dir = d,
-			     .len = (uint32_t)len, .data = malloc(len ? len : 1)};
+	struct pending it = {.due_ms = now + delay,
+			     .order = p->order++,
+			     .dir = d,
+			     .len = (uint32_t)len,
+			     .data = malloc(len ? len : 1)};
 	if (!it.data) {
 		p->c[d].overflow++;
 		return;
@@ -312,9 +315,10 @@ static int parse_u32(const char *s, uint32_t *out)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: ringchat-udp-proxy --listen 127.0.0.1:P --forward 127.0.0.1:Q\n"
-		   "       [--drop PCT] [--dup PCT] [--reorder PCT] [--delay-ms N [--jitter-ms J]]\n"
-		   "       [--corrupt PCT] [--seed S] [--stats-interval-ms N] [--max-queue N]\n");
+	fprintf(f,
+		"usage: ringchat-udp-proxy --listen 127.0.0.1:P --forward 127.0.0.1:Q\n"
+		"       [--drop PCT] [--dup PCT] [--reorder PCT] [--delay-ms N [--jitter-ms J]]\n"
+		"       [--corrupt PCT] [--seed S] [--stats-interval-ms N] [--max-queue N]\n");
 }
 
 static int open_udp(const struct sockaddr_in *bind_to)
@@ -356,19 +360,48 @@ int main(int argc, char **argv)
 	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		int bad = 0;
 		switch (opt) {
-		case 'l': bad = parse_addr(optarg, &p.listen); have_listen = true; break;
-		case 'f': bad = parse_addr(optarg, &p.forward); have_forward = true; break;
-		case 'd': bad = parse_pct(optarg, &p.drop); break;
-		case 'u': bad = parse_pct(optarg, &p.dup); break;
-		case 'r': bad = parse_pct(optarg, &p.reorder); break;
-		case 'c': bad = parse_pct(optarg, &p.corrupt); break;
-		case 'D': bad = parse_u32(optarg, &p.delay_ms); break;
-		case 'J': bad = parse_u32(optarg, &p.jitter_ms); break;
-		case 's': bad = parse_u32(optarg, &seed32); have_seed = true; break;
-		case 'i': bad = parse_u32(optarg, &stats_interval); break;
-		case 'q': bad = parse_u32(optarg, &p.max_queue); break;
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
+		case 'l':
+			bad = parse_addr(optarg, &p.listen);
+			have_listen = true;
+			break;
+		case 'f':
+			bad = parse_addr(optarg, &p.forward);
+			have_forward = true;
+			break;
+		case 'd':
+			bad = parse_pct(optarg, &p.drop);
+			break;
+		case 'u':
+			bad = parse_pct(optarg, &p.dup);
+			break;
+		case 'r':
+			bad = parse_pct(optarg, &p.reorder);
+			break;
+		case 'c':
+			bad = parse_pct(optarg, &p.corrupt);
+			break;
+		case 'D':
+			bad = parse_u32(optarg, &p.delay_ms);
+			break;
+		case 'J':
+			bad = parse_u32(optarg, &p.jitter_ms);
+			break;
+		case 's':
+			bad = parse_u32(optarg, &seed32);
+			have_seed = true;
+			break;
+		case 'i':
+			bad = parse_u32(optarg, &stats_interval);
+			break;
+		case 'q':
+			bad = parse_u32(optarg, &p.max_queue);
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
 		}
 		if (bad) {
 			fprintf(stderr, "ringchat-udp-proxy: bad option value: %s\n", optarg);
@@ -446,7 +479,8 @@ int main(int argc, char **argv)
 			ts.tv_nsec = (long)(ms % 1000) * 1000000;
 			tsp = &ts;
 		}
-		struct pollfd pfd[2] = {{.fd = p.lfd, .events = POLLIN}, {.fd = p.ufd, .events = POLLIN}};
+		struct pollfd pfd[2] = {{.fd = p.lfd, .events = POLLIN},
+					{.fd = p.ufd, .events = POLLIN}};
 		int n = ppoll(pfd, 2, tsp, &wait_mask);
 		if (n == -1) {
 			if (errno == EINTR)

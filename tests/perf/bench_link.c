@@ -100,7 +100,8 @@ static void pump(void)
 		uint64_t t = now_ms();
 		struct sockaddr_in from[2] = {addr(1), addr(2)};
 		for (size_t i = 0; i < n; i++)
-			link_input(links[batch[i].to], &from[!batch[i].to], batch[i].buf, batch[i].len, t);
+			link_input(links[batch[i].to], &from[!batch[i].to], batch[i].buf,
+				   batch[i].len, t);
 		link_flush(links[0], t);
 		link_flush(links[1], t);
 	}
@@ -110,8 +111,10 @@ static void bench_size(size_t size, double secs)
 {
 	struct link_config c[2];
 	for (int i = 0; i < 2; i++) {
-		c[i] = (struct link_config){.node_id = (uint32_t)i + 1, .epoch = 1000 + (uint64_t)i,
-					    .secret = SECRET, .secret_len = sizeof(SECRET) - 1};
+		c[i] = (struct link_config){.node_id = (uint32_t)i + 1,
+					    .epoch = 1000 + (uint64_t)i,
+					    .secret = SECRET,
+					    .secret_len = sizeof(SECRET) - 1};
 		links[i] = link_new(&c[i], &OPS, NULL);
 		if (!links[i])
 			abort();
@@ -189,7 +192,8 @@ static void bench_mac(void)
 		HMAC(EVP_sha256(), SECRET, sizeof(SECRET) - 1, d, sizeof(d), out, &ol);
 	}
 	double oneshot = (now_s() - t0) / N * 1e9;
-	printf("HMAC-SHA256 of a 1200-byte datagram: %.0f ns (EVP_MAC ctx re-used), %.0f ns (HMAC() one-shot)\n",
+	printf("HMAC-SHA256 of a 1200-byte datagram: %.0f ns (EVP_MAC ctx re-used), %.0f ns "
+	       "(HMAC() one-shot)\n",
 	       reused, oneshot);
 	EVP_MAC_CTX_free(ctx);
 	EVP_MAC_free(mac);

@@ -218,8 +218,8 @@ static void on_undelivered(void *ctx, uint32_t node_id, const uint8_t *msg, size
 	memcpy(&index, msg, 4);
 	if (e->undelivered == e->undelivered_cap) {
 		e->undelivered_cap = e->undelivered_cap ? 2 * e->undelivered_cap : 64;
-		e->undelivered_idx = realloc(e->undelivered_idx,
-					     e->undelivered_cap * sizeof(uint32_t));
+		e->undelivered_idx =
+		    realloc(e->undelivered_idx, e->undelivered_cap * sizeof(uint32_t));
 		assert_non_null(e->undelivered_idx);
 	}
 	e->undelivered_idx[e->undelivered++] = index;
@@ -404,7 +404,7 @@ static uint32_t pick_len(void)
 		return 200 + (uint32_t)(rng() % 1000); /* about one datagram */
 	if (r < 99)
 		return 1200 + (uint32_t)(rng() % 20000); /* a few fragments */
-	return 50000 + (uint32_t)(rng() % 150000); /* many fragments */
+	return 50000 + (uint32_t)(rng() % 150000);	 /* many fragments */
 }
 
 static void transfer_from(unsigned loss, unsigned dup, unsigned reorder, uint32_t n, uint64_t seed,
@@ -473,13 +473,13 @@ static void transfer_from(unsigned loss, unsigned dup, unsigned reorder, uint32_
 		assert_int_equal(s.queued_msgs, 0);
 		assert_int_equal(s.queued_bytes, 0);
 		assert_int_equal(s.msgs_acked, n);
-		print_message("loss %u%% dup %u%% reorder %u%%: %u msgs in %lu virtual ms, %lu dgrams, "
-			      "%lu rtx (%lu fast), %lu timeouts, %.2f msgs/dgram, %lu ENOBUFS\n",
-			      loss, dup, reorder, n, (unsigned long)W.now,
-			      (unsigned long)s.dgrams_sent, (unsigned long)s.retransmits,
-			      (unsigned long)s.fast_retransmits, (unsigned long)s.timeouts,
-			      (double)s.msgs_packed / (double)s.data_dgrams_sent,
-			      (unsigned long)enobufs);
+		print_message(
+		    "loss %u%% dup %u%% reorder %u%%: %u msgs in %lu virtual ms, %lu dgrams, "
+		    "%lu rtx (%lu fast), %lu timeouts, %.2f msgs/dgram, %lu ENOBUFS\n",
+		    loss, dup, reorder, n, (unsigned long)W.now, (unsigned long)s.dgrams_sent,
+		    (unsigned long)s.retransmits, (unsigned long)s.fast_retransmits,
+		    (unsigned long)s.timeouts, (double)s.msgs_packed / (double)s.data_dgrams_sent,
+		    (unsigned long)enobufs);
 	}
 	world_free();
 }
@@ -886,8 +886,8 @@ static size_t forge(uint8_t *out, const uint8_t *key, size_t key_len, uint64_t p
 	memcpy(tmp + LINK_MAC_OFFSET, payload, plen);
 	uint8_t md[32];
 	unsigned mdlen = 0;
-	assert_non_null(HMAC(EVP_sha256(), key, (int)key_len, tmp, LINK_MAC_OFFSET + plen, md,
-			     &mdlen));
+	assert_non_null(
+	    HMAC(EVP_sha256(), key, (int)key_len, tmp, LINK_MAC_OFFSET + plen, md, &mdlen));
 	free(tmp);
 	memcpy(out + LINK_MAC_OFFSET, md, LINK_MAC_BYTES);
 	return LINK_HDR_BYTES + plen;
@@ -974,8 +974,8 @@ static void test_bad_datagrams_never_delivered(void **state)
 		uint8_t tmp[LINK_MAX_DGRAM_BYTES];
 		memcpy(tmp, d, LINK_MAC_OFFSET);
 		memcpy(tmp + LINK_MAC_OFFSET, d + LINK_HDR_BYTES, n - LINK_HDR_BYTES);
-		HMAC(EVP_sha256(), SECRET, sizeof(SECRET) - 1, tmp, n - LINK_HDR_BYTES + LINK_MAC_OFFSET,
-		     md, &mdlen);
+		HMAC(EVP_sha256(), SECRET, sizeof(SECRET) - 1, tmp,
+		     n - LINK_HDR_BYTES + LINK_MAC_OFFSET, md, &mdlen);
 		memcpy(d + LINK_MAC_OFFSET, md, LINK_MAC_BYTES);
 	}
 	link_input(b, &from_a, d, n, W.now);

@@ -50,7 +50,7 @@ static void test_layout_is_big_endian_at_documented_offsets(void **state)
 	struct link_hdr h = sample_hdr();
 	uint8_t b[LINK_HDR_BYTES];
 	static const uint8_t want[LINK_HDR_BYTES] = {
-	    'R',  'C',  'L',  '1',  1,    0x03, 0x00, 0x07, /* magic ver flags len */
+	    'R',  'C',	'L',  '1',  1,	  0x03, 0x00, 0x07, /* magic ver flags len */
 	    0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, /* src_node dst_node */
 	    0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, /* src_epoch */
 	    0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28, /* dst_epoch */
@@ -90,9 +90,14 @@ static void test_header_round_trip(void **state)
 	assert_memory_equal(d.check, h.check, LINK_MAC_BYTES);
 
 	/* A hello: PING only, nothing known about the receiver. */
-	struct link_hdr hello = {.magic = LINK_MAGIC, .version = LINK_VERSION,
-				 .flags = LINK_F_PING, .src_node = 1, .dst_node = 2,
-				 .src_epoch = 9, .pn = 1, .stream = 1};
+	struct link_hdr hello = {.magic = LINK_MAGIC,
+				 .version = LINK_VERSION,
+				 .flags = LINK_F_PING,
+				 .src_node = 1,
+				 .dst_node = 2,
+				 .src_epoch = 9,
+				 .pn = 1,
+				 .stream = 1};
 	n = build(buf, &hello);
 	assert_int_equal(n, LINK_HDR_BYTES);
 	assert_int_equal(link_hdr_decode(buf, n, &d), 0);
@@ -124,26 +129,71 @@ static void expect_bad(void (*mutate)(struct link_hdr *))
 	assert_int_equal(link_hdr_decode(buf, n, &d), -EBADMSG);
 }
 
-static void m_magic(struct link_hdr *h) { h->magic ^= 1; }
-static void m_version(struct link_hdr *h) { h->version = 2; }
-static void m_flags(struct link_hdr *h) { h->flags |= 0x80; }
-static void m_src_epoch0(struct link_hdr *h) { h->src_epoch = 0; }
-static void m_pn0(struct link_hdr *h) { h->pn = 0; }
-static void m_stream0(struct link_hdr *h) { h->stream = 0; }
-static void m_data_no_payload(struct link_hdr *h) { h->len = 0; }
-static void m_payload_no_data(struct link_hdr *h) { h->flags = LINK_F_ACK; }
-static void m_seq_without_data(struct link_hdr *h) { h->flags = LINK_F_ACK; h->len = 0; }
-static void m_ack_stream0(struct link_hdr *h) { h->ack_stream = 0; }
-static void m_ack_fields_without_ack(struct link_hdr *h) { h->flags = LINK_F_DATA; }
-static void m_hello_with_data(struct link_hdr *h) { h->dst_epoch = 0; }
+static void m_magic(struct link_hdr *h)
+{
+	h->magic ^= 1;
+}
+static void m_version(struct link_hdr *h)
+{
+	h->version = 2;
+}
+static void m_flags(struct link_hdr *h)
+{
+	h->flags |= 0x80;
+}
+static void m_src_epoch0(struct link_hdr *h)
+{
+	h->src_epoch = 0;
+}
+static void m_pn0(struct link_hdr *h)
+{
+	h->pn = 0;
+}
+static void m_stream0(struct link_hdr *h)
+{
+	h->stream = 0;
+}
+static void m_data_no_payload(struct link_hdr *h)
+{
+	h->len = 0;
+}
+static void m_payload_no_data(struct link_hdr *h)
+{
+	h->flags = LINK_F_ACK;
+}
+static void m_seq_without_data(struct link_hdr *h)
+{
+	h->flags = LINK_F_ACK;
+	h->len = 0;
+}
+static void m_ack_stream0(struct link_hdr *h)
+{
+	h->ack_stream = 0;
+}
+static void m_ack_fields_without_ack(struct link_hdr *h)
+{
+	h->flags = LINK_F_DATA;
+}
+static void m_hello_with_data(struct link_hdr *h)
+{
+	h->dst_epoch = 0;
+}
 
 static void test_malformed_headers(void **state)
 {
 	(void)state;
 	void (*cases[])(struct link_hdr *) = {
-	    m_magic,         m_version,         m_flags,          m_src_epoch0,
-	    m_pn0,           m_stream0,         m_data_no_payload, m_payload_no_data,
-	    m_seq_without_data, m_ack_stream0,    m_ack_fields_without_ack,
+	    m_magic,
+	    m_version,
+	    m_flags,
+	    m_src_epoch0,
+	    m_pn0,
+	    m_stream0,
+	    m_data_no_payload,
+	    m_payload_no_data,
+	    m_seq_without_data,
+	    m_ack_stream0,
+	    m_ack_fields_without_ack,
 	    m_hello_with_data,
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
@@ -160,7 +210,8 @@ static void test_records_round_trip(void **state)
 
 	for (int i = 0; i < 3; i++) {
 		r = (struct link_rec){.len = (uint16_t)strlen(words[i]),
-				      .frag_idx = (uint16_t)i, .frag_cnt = 3,
+				      .frag_idx = (uint16_t)i,
+				      .frag_cnt = 3,
 				      .data = (const uint8_t *)words[i]};
 		size_t n = link_rec_encode(buf + used, sizeof(buf) - used, &r);
 		assert_int_equal(n, LINK_REC_HDR_BYTES + strlen(words[i]));
@@ -188,8 +239,8 @@ static void test_malformed_records(void **state)
 {
 	(void)state;
 	uint8_t buf[64];
-	struct link_rec r = {.len = 10, .frag_idx = 0, .frag_cnt = 1,
-			     .data = (const uint8_t *)"0123456789"};
+	struct link_rec r = {
+	    .len = 10, .frag_idx = 0, .frag_cnt = 1, .data = (const uint8_t *)"0123456789"};
 	size_t n = link_rec_encode(buf, sizeof(buf), &r);
 
 	/* Every cut of a record is malformed (0 bytes is an empty payload). */

@@ -250,8 +250,8 @@ static size_t recv_some(int fd, size_t count, int timeout_ms, uint32_t *idx, int
 
 /* Sends n numbered datagrams through the proxy in batches of BATCH, each
  * batch after the previous one arrived (or could not arrive). */
-static size_t pump(int cfd, uint16_t proxy_port, int sfd, uint32_t n, uint32_t *idx,
-		   int *bits, unsigned expect_pct)
+static size_t pump(int cfd, uint16_t proxy_port, int sfd, uint32_t n, uint32_t *idx, int *bits,
+		   unsigned expect_pct)
 {
 	struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(proxy_port)};
 	struct sockaddr_in from;
@@ -263,8 +263,9 @@ static size_t pump(int cfd, uint16_t proxy_port, int sfd, uint32_t n, uint32_t *
 		uint32_t k = n - i < BATCH ? n - i : BATCH;
 		for (uint32_t j = 0; j < k; j++) {
 			fill(b, i + j);
-			assert_int_equal(sendto(cfd, b, sizeof(b), 0, (struct sockaddr *)&to, sizeof(to)),
-					 (ssize_t)sizeof(b));
+			assert_int_equal(
+			    sendto(cfd, b, sizeof(b), 0, (struct sockaddr *)&to, sizeof(to)),
+			    (ssize_t)sizeof(b));
 		}
 		/* With loss we cannot know how many come: wait for the
 		 * expected share, briefly. */
@@ -308,12 +309,12 @@ static void test_lossless_everything_in_order_both_ways(void **state)
 			 DGRAM_BYTES);
 	for (uint32_t i = 0; i < 500; i++) {
 		fill(b, i);
-		assert_int_equal(sendto(sfd, b, sizeof(b), 0, (struct sockaddr *)&proxy_up,
-					sizeof(proxy_up)),
-				 DGRAM_BYTES);
+		assert_int_equal(
+		    sendto(sfd, b, sizeof(b), 0, (struct sockaddr *)&proxy_up, sizeof(proxy_up)),
+		    DGRAM_BYTES);
 		if ((i + 1) % BATCH == 0)
-			assert_int_equal(recv_some(cfd, BATCH, 5000, idx + i + 1 - BATCH, NULL, &from),
-					 BATCH);
+			assert_int_equal(
+			    recv_some(cfd, BATCH, 5000, idx + i + 1 - BATCH, NULL, &from), BATCH);
 	}
 	for (uint32_t i = 0; i < 500; i++)
 		assert_int_equal(idx[i], i);
@@ -418,8 +419,7 @@ struct node {
 	bool order_ok;
 };
 
-static void node_send_dgram(void *ctx, const struct sockaddr_in *to, const uint8_t *buf,
-			    size_t len)
+static void node_send_dgram(void *ctx, const struct sockaddr_in *to, const uint8_t *buf, size_t len)
 {
 	struct node *n = ctx;
 	/* A full socket buffer is a lost datagram: the link recovers. */
@@ -465,8 +465,8 @@ static void node_drain(struct node *n, uint64_t now)
 
 	for (;;) {
 		socklen_t flen = sizeof(from);
-		ssize_t r = recvfrom(n->fd, buf, sizeof(buf), MSG_DONTWAIT, (struct sockaddr *)&from,
-				     &flen);
+		ssize_t r = recvfrom(n->fd, buf, sizeof(buf), MSG_DONTWAIT,
+				     (struct sockaddr *)&from, &flen);
 		if (r < 0)
 			break;
 		link_input(n->link, &from, buf, (size_t)r, now);
@@ -482,8 +482,9 @@ static void test_links_through_faulty_proxy(void **state)
 	struct node a = {.fd = udp_socket(&a_port), .id = 1, .peer = 2, .order_ok = true};
 	struct node b = {.fd = udp_socket(&b_port), .id = 2, .peer = 1, .order_ok = true};
 	struct proxy_run pr;
-	const char *extra[] = {"--drop", "20", "--dup", "5", "--reorder", "10", "--delay-ms", "1",
-			       "--jitter-ms", "2", "--corrupt", "2", NULL};
+	const char *extra[] = {"--drop",    "20",	  "--dup", "5",		  "--reorder",
+			       "10",	    "--delay-ms", "1",	   "--jitter-ms", "2",
+			       "--corrupt", "2",	  NULL};
 	enum { N = 1000 };
 
 	proxy_start(&pr, b_port, extra);
@@ -511,8 +512,11 @@ static void test_links_through_faulty_proxy(void **state)
 		;
 
 	uint64_t now = now_ms();
-	struct link_config ca = {.node_id = 1, .epoch = now, .secret = secret,
-				 .secret_len = sizeof(secret) - 1, .dead_ms = 20000};
+	struct link_config ca = {.node_id = 1,
+				 .epoch = now,
+				 .secret = secret,
+				 .secret_len = sizeof(secret) - 1,
+				 .dead_ms = 20000};
 	struct link_config cb = ca;
 	cb.node_id = 2;
 	cb.epoch = now + 1;
@@ -549,7 +553,8 @@ static void test_links_through_faulty_proxy(void **state)
 		uint64_t nb = link_poll(b.link, now);
 		if (nb < next)
 			next = nb;
-		struct pollfd pfd[2] = {{.fd = a.fd, .events = POLLIN}, {.fd = b.fd, .events = POLLIN}};
+		struct pollfd pfd[2] = {{.fd = a.fd, .events = POLLIN},
+					{.fd = b.fd, .events = POLLIN}};
 		int timeout = next > now ? (int)(next - now < 100 ? next - now : 100) : 0;
 		poll(pfd, 2, timeout);
 		now = now_ms();
@@ -578,7 +583,7 @@ static void test_links_through_faulty_proxy(void **state)
 	link_stats(a.link, &la);
 	link_stats(b.link, &lb);
 	assert_true(la.mac_failures + la.malformed + la.unknown_source + lb.mac_failures +
-			    lb.malformed + lb.unknown_source >
+			lb.malformed + lb.unknown_source >
 		    0);
 
 	link_free(a.link);
