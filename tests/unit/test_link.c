@@ -1026,6 +1026,75 @@ static void test_replayed_traffic_is_dropped(void **state)
 	world_free();
 }
 
+/* ---- API contracts --------------------------------------------------------- */
+
+static void test_config_and_peer_api(void **state)
+{
+	(void)state;
+	struct link_config c = base_cfg(NODE_A, 100);
+	struct link_config bad;
+
+	bad = c;
+	bad.epoch = 0;
+	assert_null(link_new(&bad, &OPS, NULL));
+	bad = c;
+	bad.secret_len = 15;
+	assert_null(link_new(&bad, &OPS, NULL));
+	bad = c;
+	bad.window = 48; /* not a power of two */
+	assert_null(link_new(&bad, &OPS, NULL));
+	bad = c;
+	bad.heartbeat_ms = 3000; /* not below dead_ms */
+	assert_null(link_new(&bad, &OPS, NULL));
+	bad = c;
+	bad.dgram_bytes = 200;
+	assert_null(link_new(&bad, &OPS, NULL));
+	bad = c;
+	bad.sndbuf_bytes = 1000; /* below max_msg */
+	assert_null(link_new(&bad, &OPS, NULL));
+
+	/* A peer that never answers: down after dead_ms, its queue handed back. */
+	struct link_config cb = base_cfg(NODE_B, 200);
+	world_init(15, &c, &cb);
+	W.cut = true;
+	struct link *a = W.ep[0].link;
+	struct sockaddr_in x = addr_of(41003), bx = addr_of(PORT_B);
+	assert_int_equal(link_peer_add(a, NODE_A, &x, W.now), -EINVAL); /* ourselves */
+	assert_int_equal(link_peer_add(a, NODE_B, &x, W.now), -EEXIST);
+	assert_int_equal(link_peer_add(a, 3, &bx, W.now), -EEXIST);
+	assert_int_equal(link_peer_set_addr(a, 9, &x), -ENOENT);
+	assert_int_equal(link_peer_remove(a, 9), -ENOENT);
+	uint8_t buf[64];
+	for (uint32_t i = 0; i < 5; i++) {
+		make_msg(buf, i, sizeof(buf));
+		assert_int_equal(link_send(a, NODE_B, buf, sizeof(buf), W.now), 0);
+	}
+	uint64_t t0 = W.now;
+	for (int i = 0; i < 100000 && W.ep[0].downs == 0; i++)
+		step();
+	assert_int_equal(W.ep[0].downs, 1);
+	assert_int_equal(W.ep[0].ups, 0);
+	assert_int_equal(W.ep[0].down_at - t0, 3000);
+	assert_int_equal(W.ep[0].undelivered, 5);
+
+	/* Removing a peer hands back what is queued for it. */
+	assert_int_equal(link_peer_add(a, 3, &x, W.now), 0);
+	for (uint32_t i = 5; i < 8; i++) {
+		make_msg(buf, i, sizeof(buf));
+		assert_int_equal(link_send(a, 3, buf, sizeof(buf), W.now), 0);
+	}
+	assert_int_equal(link_peer_remove(a, 3), 0);
+	assert_int_equal(W.ep[0].undelivered, 8);
+	for (uint32_t i = 0; i < 8; i++)
+		assert_int_equal(W.ep[0].undelivered_idx[i], i);
+	assert_int_equal(link_send(a, 3, buf, sizeof(buf), W.now), -ENOENT);
+	struct link_stats ls;
+	link_stats(a, &ls);
+	assert_int_equal(ls.peers, 1);
+	assert_int_equal(ls.peers_up, 0);
+	world_free();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1042,6 +1111,7 @@ int main(void)
 	    cmocka_unit_test(test_restart_midway_loses_nothing_silently),
 	    cmocka_unit_test(test_bad_datagrams_never_delivered),
 	    cmocka_unit_test(test_replayed_traffic_is_dropped),
+	    cmocka_unit_test(test_config_and_peer_api),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
