@@ -89,6 +89,7 @@ struct link_peer_stats {
 	uint64_t data_dgrams_sent;	  /* first transmissions of DATA datagrams */
 	uint64_t msgs_sent;		  /* accepted by link_send */
 	uint64_t msgs_packed;		  /* records started (one per message) in DATA datagrams */
+	/* coalescing ratio = msgs_packed / data_dgrams_sent (below 1 with fragments) */
 	uint64_t msgs_acked;
 	uint64_t msgs_delivered;
 	uint64_t msgs_undelivered;
