@@ -678,8 +678,8 @@ static void rx_records(struct link *l, struct peer *p, const uint8_t *payload, s
 		if (++p->reasm_next == p->reasm_cnt) {
 			p->st.msgs_delivered++;
 			l->ops.deliver(l->ctx, p->node_id, p->reasm, p->reasm_len);
-			/* Keep the buffer for the next large message? No: an idle
-			 * peer should hold nothing. */
+			/* Freed at once rather than kept for the next large
+			 * message: an idle peer holds no buffer. */
 			reasm_drop(p);
 		}
 	}
