@@ -90,7 +90,7 @@ def main():
         flat["src_" + rel] = stem(s)
     defined, used = {}, {}
     for d, _, fs in os.walk(build):
-        if not os.path.basename(d).startswith(("libringchat_core", "libringchat_proto", "ringchatd")):
+        if not os.path.basename(d).startswith(("libringchat_core", "libringchat_proto", "libringchat_link", "ringchatd")):
             continue
         for f in fs:
             if not f.endswith(".c.o") or f[:-4] not in flat:

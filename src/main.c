@@ -17,6 +17,8 @@
 
 #include "ringchat/cluster.h"
 #include "ringchat/config.h"
+#include "ringchat/link_io.h"
+#include "ringchat/sock.h"
 #include "ringchat/membership.h"
 #include "ringchat/conn.h"
 #include "ringchat/counters.h"
@@ -63,6 +65,10 @@ static int run_io(const struct config *cfg, struct worker_pool *pool)
 		if (!metrics)
 			goto out;
 	}
+	if (cluster_link_io() && link_io_attach(cluster_link_io(), ring, &pool->handoff)) {
+		log_error("cannot attach the node link to the ring");
+		goto out;
+	}
 	ret = ring_run(ring, &hooks);
 out:
 	/* the ring first: no CQE or timer reaches the modules afterwards */
@@ -72,6 +78,45 @@ out:
 	if (conns)
 		conn_table_destroy(conns);
 	return ret;
+}
+
+#define CLUSTER_SECRET_MIN_BYTES 32
+#define CLUSTER_SECRET_MAX_BYTES 4096
+
+/*
+ * The cluster secret of cfg (the value, or the contents of the file named
+ * after '@', without a final newline) into buf. Returns its length, or -1
+ * after printing one line naming the key (the node exits 2).
+ */
+static ssize_t cluster_secret_load(const struct config *cfg, uint8_t *buf, size_t cap)
+{
+	const char *v = cfg->cluster_secret;
+	size_t n;
+
+	if (v[0] == '@') {
+		FILE *f = fopen(v + 1, "rb");
+
+		if (!f) {
+			fprintf(stderr, "ringchatd: config: key 'cluster_secret': cannot read %s: %s\n",
+				v + 1, strerror(errno));
+			return -1;
+		}
+		n = fread(buf, 1, cap, f);
+		fclose(f);
+		while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+			n--;
+	} else {
+		n = strlen(v);
+		memcpy(buf, v, n);
+	}
+	if (n < CLUSTER_SECRET_MIN_BYTES) {
+		fprintf(stderr,
+			"ringchatd: config: key 'cluster_secret': %zu bytes; cluster_route udp needs "
+			"at least %d (the same on every node)\n",
+			n, CLUSTER_SECRET_MIN_BYTES);
+		return -1;
+	}
+	return (ssize_t)n;
 }
 
 struct io_args {
@@ -110,7 +155,11 @@ static int run_io_thread(const struct config *cfg, struct worker_pool *pool)
 int main(int argc, char **argv)
 {
 	static struct config cfg;
+	static uint8_t secret[CLUSTER_SECRET_MAX_BYTES];
 	struct node_info holder = { 0 };
+	struct cluster_link link = { .fd = -1 };
+	char advertise[128];
+	ssize_t secret_len = 0;
 	bool check_only = false;
 	sigset_t mask;
 	int nworkers, ret, lvl;
@@ -126,6 +175,9 @@ int main(int argc, char **argv)
 			cfg.log_level);
 		return 2;
 	}
+	if (cfg.cluster_route == CLUSTER_ROUTE_UDP &&
+	    (secret_len = cluster_secret_load(&cfg, secret, sizeof(secret))) < 0)
+		return 2;
 	if (check_only) {
 		printf("configuration OK\n");
 		return 0;
@@ -161,7 +213,26 @@ int main(int argc, char **argv)
 		worker_pool_destroy(&pool);
 		return 1;
 	}
-	ret = cluster_start(&cfg, nworkers, cfg.listen, cfg.admin_listen, wake_worker,
+	if (cfg.cluster_route == CLUSTER_ROUTE_UDP) {
+		char bound[64];
+
+		link.fd = sock_bind_udp(cfg.link_listen, bound, sizeof(bound));
+		if (link.fd < 0) {
+			log_error("cannot bind the node link to %s: %s", cfg.link_listen,
+				  strerror(-link.fd));
+			dispatch_stop();
+			worker_pool_destroy(&pool);
+			return 1;
+		}
+		log_info("link listening on %s", bound);
+		snprintf(advertise, sizeof(advertise), "%s",
+			 cfg.link_advertise[0] ? cfg.link_advertise : bound);
+		link.advertise = advertise;
+		link.secret = secret;
+		link.secret_len = (size_t)secret_len;
+	}
+	ret = cluster_start(&cfg, nworkers, cfg.listen, cfg.admin_listen,
+			    cfg.cluster_route == CLUSTER_ROUTE_UDP ? &link : NULL, wake_worker,
 			    &dispatch_cluster_hooks, &holder);
 	if (ret == -EADDRINUSE) {
 		char who[512];

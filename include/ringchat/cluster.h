@@ -42,6 +42,7 @@
 #include <stdio.h>
 
 struct config;
+struct link_io;
 struct worker;
 struct node_info;
 
@@ -70,18 +71,30 @@ struct cluster_hooks {
 	void (*repush)(struct worker *w);
 };
 
+/* cluster_route udp: the node link's socket and key, set up by main. */
+struct cluster_link {
+	int fd;			/* bound UDP socket, taken over */
+	const char *advertise;	/* "ip:port" peers send to */
+	const uint8_t *secret;	/* cluster secret, copied */
+	size_t secret_len;
+};
+
 /*
  * Joins the cluster as cfg->node_id: takes the node id's lease, starts the
  * transport and installs the router's cluster layer (router.h). addr and
- * admin are the addresses actually bound. wake(id) must wake worker id
+ * admin are the addresses actually bound; link (cluster_route udp only,
+ * else NULL) the node link's socket, advertised address and key. wake(id) must wake worker id
  * (the pool's worker_wake). Returns 0;
  *   -EADDRINUSE  a live node holds the id: *holder gets its info;
  *   another -errno (Redis unreachable, no memory).
  * cfg->cluster_route "off" makes it a no-op that returns 0.
  */
 int cluster_start(const struct config *cfg, int nworkers, const char *addr, const char *admin,
-		  void (*wake)(int worker_id), const struct cluster_hooks *hooks,
-		  struct node_info *holder);
+		  const struct cluster_link *link, void (*wake)(int worker_id),
+		  const struct cluster_hooks *hooks, struct node_info *holder);
+/* The node link (cluster_route udp), for main to attach to the ring on
+ * the I/O thread; NULL otherwise. */
+struct link_io *cluster_link_io(void);
 /* Leaves the cluster: flushes what is queued (bounded), releases the
  * lease. After the workers stopped. */
 void cluster_stop(void);

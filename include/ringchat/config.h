@@ -20,7 +20,7 @@
 #include <stdio.h>
 
 enum durability { DURABILITY_STORED = 0, DURABILITY_RELAY = 1 };
-enum cluster_route { CLUSTER_ROUTE_OFF = 0, CLUSTER_ROUTE_REDIS = 1 };
+enum cluster_route { CLUSTER_ROUTE_OFF = 0, CLUSTER_ROUTE_REDIS = 1, CLUSTER_ROUTE_UDP = 2 };
 
 struct config {
 	/* network */
@@ -37,6 +37,9 @@ struct config {
 	int node_id;                 /* 0..31, unique in a cluster (5 bits of msg_id) */
 	/* cluster (membership.h, inbox.h) */
 	int cluster_route;           /* enum cluster_route */
+	char link_listen[128];       /* UDP "host:port" of the node link */
+	char link_advertise[128];    /* what peers send to; "" = link_listen's bound address */
+	char cluster_secret[512];    /* node link key, or "@path" of a file holding it */
 	int node_ttl_ms;             /* lease TTL of node_id; heartbeat every ttl/5 */
 	int inbox_maxlen;            /* entries kept per node inbox stream (MAXLEN ~) */
 	int cluster_queue_bytes;     /* bytes queued for other nodes, all peers together */

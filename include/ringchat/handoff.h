@@ -118,6 +118,9 @@ void handoff_send_out(struct handoff *h, struct handoff_lane *l, struct out_msg 
 
 /* Any thread (exact when the producers are idle): true when some out
  * queue holds a message for the I/O thread. */
+/* Any thread, after publishing work for the I/O thread elsewhere (the node
+ * link's queue): wakes it if it announced a sleep; the caller fenced. */
+void handoff_wake_ring(struct handoff *h);
 bool handoff_out_pending(struct handoff *h);
 /* Any thread: true when every in queue is empty. */
 bool handoff_in_empty(struct handoff *h);

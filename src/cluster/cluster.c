@@ -34,6 +34,7 @@
 #include "ringchat/counters.h"
 #include "ringchat/kmap.h"
 #include "ringchat/kv.h"
+#include "ringchat/link_io.h"
 #include "ringchat/log.h"
 #include "ringchat/outbox.h"
 #include "ringchat/protocol.h"
@@ -91,6 +92,7 @@ static struct {
 	int self;
 	int nworkers;
 	struct cluster_bus *bus;
+	struct link_io *lio; /* cluster_route udp: the node link carries the messages */
 	struct cl_lane *lanes;
 	void (*wake)(int worker_id);
 	struct cluster_hooks hooks;
@@ -99,7 +101,7 @@ static struct {
 	_Atomic uint32_t outages_over; /* Redis came back this many times */
 	bool redis_down;	       /* transport thread only */
 	_Atomic uint64_t fwd_msgs, fwd_users, in_msgs, in_pushes, kicks_sent, kicks_done,
-		kick_timeouts, route_hits, route_misses, dropped;
+		kick_timeouts, route_hits, route_misses, dropped, undelivered;
 } cl;
 
 /* ---- byte order ------------------------------------------------------------ */
@@ -218,7 +220,8 @@ static int cl_locate(struct worker *w, int64_t user)
 
 static int cl_send(int node, const void *msg, size_t len)
 {
-	int ret = cluster_bus_send(cl.bus, node, msg, len);
+	int ret = cl.lio ? link_io_send(cl.lio, node, msg, len)
+			 : cluster_bus_send(cl.bus, node, msg, len);
 
 	if (ret)
 		atomic_fetch_add_explicit(&cl.dropped, 1, memory_order_relaxed);
@@ -383,6 +386,8 @@ static void cl_deliver(void *ctx, int from, uint64_t sent_ms, const uint8_t *msg
 static void cl_node_up(void *ctx, int id, const struct node_info *info)
 {
 	(void)ctx;
+	if (cl.lio)
+		link_io_set_peer(cl.lio, id, info->link);
 	log_info("cluster: node %d is up (clients %s, started %" PRIu64 ")", id, info->addr,
 		 info->start_ms);
 }
@@ -390,6 +395,10 @@ static void cl_node_up(void *ctx, int id, const struct node_info *info)
 static void cl_node_down(void *ctx, int id)
 {
 	(void)ctx;
+	/* The link keeps the peer: it sees for itself when the node stops
+	 * answering, and a lease that only blinked (a Redis restart) must not
+	 * reset a working link. A node that comes back at another address
+	 * is updated by its node_up. */
 	log_warn("cluster: node %d is down; its users' messages stay stored for their next login",
 		 id);
 }
@@ -418,6 +427,28 @@ static void cl_redis_state(void *ctx, bool up)
 	atomic_fetch_add_explicit(&cl.outages_over, 1, memory_order_release);
 	for (int i = 0; i < cl.nworkers; i++)
 		cl.wake(i);
+}
+
+/* I/O thread: a message the node link gave up on (its node went down or
+ * restarted). What it carried is stored (a message) or answered by a
+ * timeout (a kick); it is counted. */
+static void cl_link_undelivered(void *ctx, int node, const uint8_t *msg, size_t len)
+{
+	(void)ctx;
+	(void)node;
+	(void)msg;
+	(void)len;
+	atomic_fetch_add_explicit(&cl.undelivered, 1, memory_order_relaxed);
+}
+
+static const struct link_io_ops cl_link_ops = {
+	.deliver = NULL, /* set in cluster_start: cl_link_deliver */
+	.undelivered = cl_link_undelivered,
+};
+
+static void cl_link_deliver(void *ctx, int from, const uint8_t *msg, size_t len)
+{
+	cl_deliver(ctx, from, 0, msg, len);
 }
 
 static const struct cluster_bus_ops cl_bus_ops = {
@@ -575,6 +606,11 @@ bool cluster_enabled(void)
 	return cl.on;
 }
 
+struct link_io *cluster_link_io(void)
+{
+	return cl.lio;
+}
+
 bool cluster_node_alive(int node)
 {
 	if (!cl.on || node == cl.self)
@@ -610,8 +646,8 @@ static void cl_free(void)
 }
 
 int cluster_start(const struct config *cfg, int nworkers, const char *addr, const char *admin,
-		  void (*wake)(int worker_id), const struct cluster_hooks *hooks,
-		  struct node_info *holder)
+		  const struct cluster_link *link, void (*wake)(int worker_id),
+		  const struct cluster_hooks *hooks, struct node_info *holder)
 {
 	struct node_info self = { 0 };
 	int ret;
@@ -643,14 +679,33 @@ int cluster_start(const struct config *cfg, int nworkers, const char *addr, cons
 	}
 	snprintf(self.addr, sizeof(self.addr), "%s", addr);
 	snprintf(self.admin, sizeof(self.admin), "%s", admin ? admin : "");
-	ret = cluster_bus_start(&cl.bus, cfg, &self, &cl_bus_ops, NULL, holder);
+	struct cluster_bus_ops bus_ops = cl_bus_ops;
+
+	if (cfg->cluster_route == CLUSTER_ROUTE_UDP) {
+		struct link_io_ops lops = cl_link_ops;
+
+		lops.deliver = cl_link_deliver;
+		cl.lio = link_io_new(cfg, link->fd, link->secret, link->secret_len, &lops, NULL);
+		if (!cl.lio) {
+			cl_free();
+			return -ENOMEM;
+		}
+		snprintf(self.link, sizeof(self.link), "%s", link->advertise);
+		/* one producer per worker queue: in udp mode only the I/O
+		 * thread delivers; the inbox stays unread */
+		bus_ops.deliver = NULL;
+	}
+	ret = cluster_bus_start(&cl.bus, cfg, &self, &bus_ops, NULL, holder);
 	if (ret) {
+		link_io_free(cl.lio);
+		cl.lio = NULL;
 		cl_free();
 		return ret;
 	}
 	cl.on = true;
 	router_set_cluster(&cl_router);
-	log_info("cluster: joined as node %d, routing through Redis", cl.self);
+	log_info("cluster: joined as node %d, routing through %s", cl.self,
+		 cl.lio ? "the node link (UDP)" : "Redis");
 	return 0;
 }
 
@@ -660,6 +715,7 @@ void cluster_stop(void)
 		return;
 	router_set_cluster(NULL);
 	cluster_bus_stop(cl.bus);
+	link_io_free(cl.lio);
 	cl_free();
 }
 
@@ -684,6 +740,10 @@ void cluster_metrics(FILE *out)
 	CL_COUNTER("route_cache_hits_total", route_hits, "user locations answered by the cache");
 	CL_COUNTER("route_cache_misses_total", route_misses, "user locations read from Redis");
 	CL_COUNTER("send_failures_total", dropped, "messages that could not be queued");
+	CL_COUNTER("link_undelivered_total", undelivered,
+		   "messages the node link gave up on (their node went down)");
 #undef CL_COUNTER
 	cluster_bus_metrics(cl.bus, out);
+	if (cl.lio)
+		link_io_metrics(cl.lio, out);
 }

@@ -101,6 +101,7 @@ struct membership {
 	char token_hex[17];
 	unsigned ttl_ms;
 	enum membership_state state;
+	uint64_t grace_until_ms; /* after Redis lost the leases: peers missing until then are kept up */
 	uint64_t confirmed_ms; /* mono ms of the last refresh's send; 0 = never */
 	bool outage_logged;    /* "lease unconfirmed" said once per outage */
 
@@ -366,6 +367,10 @@ int membership_tick(struct membership *m, struct kv *kv)
 	case 2:
 		log_warn("membership: lease of node_id %d was gone from Redis; re-created",
 			 m->self.id);
+		/* Redis lost every lease (a restart without persistence): the
+		 * others re-create theirs at their next heartbeat. Until a TTL
+		 * has passed, a peer missing from the view is not down. */
+		m->grace_until_ms = sent + m->ttl_ms;
 		break;
 	default:
 		break;
@@ -375,6 +380,14 @@ int membership_tick(struct membership *m, struct kv *kv)
 	memset(view, 0, sizeof(view));
 	mask = membership_parse_view(m, r, view);
 	freeReplyObject(r);
+	if (sent < m->grace_until_ms) {
+		uint32_t kept = atomic_load_explicit(&m->up_mask, memory_order_relaxed) & ~mask;
+
+		for (int i = 0; i < MEMBERSHIP_MAX_NODES; i++)
+			if (kept & (1u << i))
+				view[i] = m->peers[i];
+		mask |= kept;
+	}
 	membership_apply_view(m, view, mask);
 	return 0;
 }

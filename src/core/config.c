@@ -94,7 +94,7 @@ static bool config_valid_log_level(const char *s);
 /* Indexed by enum durability. */
 static const char *const durability_words[] = {"stored", "relay", NULL};
 /* Indexed by enum cluster_route. */
-static const char *const cluster_route_words[] = {"off", "redis", NULL};
+static const char *const cluster_route_words[] = {"off", "redis", "udp", NULL};
 static const char *const off_on_words[] = {"off", "on", NULL};
 
 /* One row per key, aligned by hand: the formatter would indent it oddly. */
@@ -119,8 +119,18 @@ static const struct config_entry config_table[] = {
 	INT_KEY(node_id, "1", 0, 31, "this node's id (0..31), unique in the cluster; part of every msg_id"),
 	/* cluster */
 	ENUM_KEY(cluster_route, "redis", cluster_route_words,
-		 "how messages reach users on other nodes: redis (each node's inbox stream) or "
-		 "off (a single node: no lease, users of other nodes are unreachable)"),
+		 "how messages reach users on other nodes: redis (each node's inbox stream), "
+		 "udp (the node link, directly between nodes) or off (a single node: no lease, "
+		 "users of other nodes are unreachable)"),
+	STR_KEY(link_listen, "127.0.0.1:0", config_valid_listen, HOST_PORT,
+		"UDP address of the node link (cluster_route udp); port 0 picks a free one"),
+	STR_KEY(link_advertise, "", config_valid_listen_or_off, "\"\" or " HOST_PORT,
+		"address other nodes send link datagrams to (a proxy or NAT in front of the "
+		"node); \"\" = the address link_listen bound"),
+	STR_KEY(cluster_secret, "", NULL, NULL,
+		"key that authenticates node link datagrams (HMAC-SHA256), the same on every "
+		"node: the value itself, or @path of a file holding it; at least 32 bytes in "
+		"cluster_route udp"),
 	INT_KEY(node_ttl_ms, "5000", 300, 600000,
 		"lease on node_id in Redis, ms: a crashed node's id is free (and the node seen down) "
 		"this long after its last heartbeat; heartbeats go every node_ttl_ms / 5"),

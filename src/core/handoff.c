@@ -132,6 +132,11 @@ void handoff_send_out(struct handoff *h, struct handoff_lane *l, struct out_msg 
 	wake_if_sleeping(&h->ring_sleeping, h->ring_wake_fd, true);
 }
 
+void handoff_wake_ring(struct handoff *h)
+{
+	wake_if_sleeping(&h->ring_sleeping, h->ring_wake_fd, true);
+}
+
 bool handoff_out_pending(struct handoff *h)
 {
 	for (int i = 0; i < h->n; i++)

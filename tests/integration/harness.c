@@ -44,6 +44,7 @@ struct node {
 	pid_t pid;
 	bool running;
 	uint16_t port;
+	uint16_t link_port; /* the node link (cluster_route udp), 0 = none */
 	_Atomic uint16_t admin_port;
 	int pipe_fd; /* read end of the node's stdout+stderr */
 	int log_fd;  /* the log file, append-only */
@@ -186,6 +187,8 @@ static void node_parse_line(struct node *n, const char *line)
 		return;
 	if (strstr(line, "admin") || strstr(line, "metrics"))
 		atomic_store(&n->admin_port, (uint16_t)port);
+	else if (strstr(line, "link listening on"))
+		n->link_port = (uint16_t)port;
 	else if (n->port == 0)
 		n->port = (uint16_t)port;
 }
@@ -404,6 +407,11 @@ out_free_extra:
 out_free_node:
 	free(n);
 	return NULL;
+}
+
+uint16_t node_link_port(const struct node *n)
+{
+	return n->link_port;
 }
 
 uint16_t node_port(const struct node *n)

@@ -85,6 +85,8 @@ int harness_done(int failures);
 struct node *node_start(const char *extra_args_fmt, ...) __attribute__((format(printf, 1, 2)));
 
 uint16_t node_port(const struct node *n);
+/* UDP port of the node link ("link listening on" line), 0 if none. */
+uint16_t node_link_port(const struct node *n);
 pid_t node_pid(const struct node *n);
 /* Port of the admin (/metrics) listener; waits up to 2 s; 0 if never seen. */
 uint16_t node_admin_port(struct node *n);

@@ -7,7 +7,8 @@
  * one copy per node per message, a node killed with SIGKILL (its users
  * fall offline, messages to them arrive at their next login elsewhere,
  * it restarts with its id once the lease lapses), and a second node with
- * a live node's id exiting 2.
+ * a live node's id exiting 2. Run once per cluster_route: redis, and udp
+ * (the same behaviour over the node link; RINGCHAT_CLUSTER_ROUTE=udp).
  *
  * Needs the services (scripts/services.sh start and env).
  */
@@ -22,7 +23,11 @@
 #define CL_NO_PUSH_MS 400
 #define CL_TTL_MS 1000 /* node_ttl_ms of the test nodes: a dead node is seen quickly */
 #define CL_NODES 3
-#define CL_ID0 21      /* node ids 21..23: apart from other tests' nodes */
+#define CL_SECRET "test-cluster-secret-of-at-least-32-bytes"
+/* node ids 21..23 (redis) or 24..26 (udp): apart from other tests' nodes */
+static int CL_ID0 = 21;
+/* cluster_route of this run: RINGCHAT_CLUSTER_ROUTE (redis by default) */
+static const char *cl_route = "redis";
 
 static struct node *cl_nodes[CL_NODES];
 
@@ -31,9 +36,9 @@ static const char *cl_args(int i)
 	static char buf[CL_NODES][256];
 
 	snprintf(buf[i], sizeof(buf[i]),
-		 "--cluster-route redis --node-id %d --node-ttl-ms %d --rate-msgs-per-s 100000 "
-		 "--rate-burst 100000",
-		 CL_ID0 + i, CL_TTL_MS);
+		 "--cluster-route %s --node-id %d --node-ttl-ms %d --rate-msgs-per-s 100000 "
+		 "--rate-burst 100000 --cluster-secret %s",
+		 cl_route, CL_ID0 + i, CL_TTL_MS, CL_SECRET);
 	return buf[i];
 }
 
@@ -430,9 +435,10 @@ static void test_duplicate_id_exits_2(void **state)
 
 	(void)state;
 	status = node_run(out, sizeof(out), 10000,
-			  "--listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --cluster-route redis "
-			  "--node-id %d --redis-socket %s --mysql-socket %s",
-			  CL_ID0, getenv("RINGCHAT_REDIS_SOCKET"), getenv("RINGCHAT_MYSQL_SOCKET"));
+			  "--listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --cluster-route %s "
+			  "--node-id %d --cluster-secret %s --redis-socket %s --mysql-socket %s",
+			  cl_route, CL_ID0, CL_SECRET, getenv("RINGCHAT_REDIS_SOCKET"),
+			  getenv("RINGCHAT_MYSQL_SOCKET"));
 	assert_int_equal(status, 2);
 	snprintf(want, sizeof(want), "node_id %d is held by a live node", CL_ID0);
 	if (!strstr(out, want) || !strstr(out, "'node_id'"))
@@ -455,6 +461,10 @@ int main(void)
 	int failures;
 
 	harness_init();
+	if (getenv("RINGCHAT_CLUSTER_ROUTE") && !strcmp(getenv("RINGCHAT_CLUSTER_ROUTE"), "udp")) {
+		cl_route = "udp";
+		CL_ID0 = 24;
+	}
 	for (int i = 0; i < CL_NODES; i++)
 		cl_nodes[i] = cl_start(i);
 	cl_wait_peers(CL_NODES - 1);

@@ -1,0 +1,485 @@
+/*
+ * link_io.c - the node link on the ring (link_io.h).
+ *
+ *   worker ── link_io_send ──► pending buffer (mutex) ──┐
+ *                                                       ▼ ring iteration (flush)
+ *   UDP socket ◄── sendmsg (slot pool) ◄── link_send / link_flush
+ *   UDP socket ── recvmsg ×LIO_RECVS ──► link_input ──► ops->deliver
+ *   ring timer at link_poll's deadline ──► link_poll (retransmit, acks,
+ *                                          heartbeats, peers down)
+ *
+ * Sends: the link hands a datagram that is valid only during its
+ * callback; it is copied into a free slot and sent with one sendmsg SQE
+ * (all of an iteration's sends go to the kernel in one submit). Without
+ * a free slot (a burst beyond LIO_SEND_SLOTS in flight) the datagram is
+ * sent with sendto at once: UDP on a non-blocking socket never waits.
+ *
+ * Wake-ups follow handoff.h: a sender appends, fences and wakes the ring
+ * only if it announced a sleep; the ring announces (sleep), fences and
+ * re-checks the buffer.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "ringchat/clock.h"
+#include "ringchat/config.h"
+#include "ringchat/handoff.h"
+#include "ringchat/link.h"
+#include "ringchat/link_io.h"
+#include "ringchat/log.h"
+#include "ringchat/ring.h"
+#include "ringchat/sock.h"
+
+#define LIO_RECVS 16		/* recvmsg in flight */
+#define LIO_SEND_SLOTS 256	/* sendmsg in flight, at most */
+#define LIO_DGRAM_MAX 2048	/* a slot; datagrams are at most dgram_bytes (1200) */
+#define LIO_NODES 32
+#define LIO_HDR 5		/* pending record: u8 node, u32 len */
+
+enum lio_sub { LIO_SUB_RECV = 1, LIO_SUB_SEND = 2 };
+
+struct lio_recv {
+	struct msghdr mh;
+	struct iovec iov;
+	struct sockaddr_in from;
+	uint8_t buf[LIO_DGRAM_MAX];
+};
+
+struct lio_send {
+	struct msghdr mh;
+	struct iovec iov;
+	struct sockaddr_in to;
+	uint8_t buf[LIO_DGRAM_MAX];
+};
+
+struct lio_buf {
+	uint8_t *p;
+	size_t len, cap;
+};
+
+struct link_io {
+	int fd;
+	struct link *link;
+	struct link_io_ops ops;
+	void *ctx;
+	struct ring *ring;
+	struct handoff *h;
+	struct ring_timer timer;
+
+	/* senders → ring; lock held only to append or swap */
+	pthread_mutex_t lock;
+	struct lio_buf pending, taking;
+	_Atomic bool has_pending;
+	char peer_addr[LIO_NODES][64]; /* set_peer, under lock */
+	uint32_t peer_dirty;	       /* bit per node, under lock */
+
+	/* ring thread */
+	struct lio_recv recvs[LIO_RECVS];
+	bool recv_armed[LIO_RECVS];
+	struct lio_send *slots;
+	uint32_t *free_slots;
+	uint32_t nfree;
+	bool draining;
+	uint64_t sent_direct, send_errors, recv_errors, queue_full;
+};
+
+/* ---- senders (any thread) -------------------------------------------------- */
+
+static int lio_buf_append(struct lio_buf *b, int node, const void *msg, size_t len)
+{
+	size_t need = b->len + LIO_HDR + len;
+
+	if (need > b->cap) {
+		size_t cap = b->cap ? b->cap : 4096;
+		uint8_t *p;
+
+		while (cap < need)
+			cap *= 2;
+		p = realloc(b->p, cap);
+		if (!p)
+			return -ENOMEM;
+		b->p = p;
+		b->cap = cap;
+	}
+	b->p[b->len] = (uint8_t)node;
+	memcpy(b->p + b->len + 1, &(uint32_t){ (uint32_t)len }, 4);
+	memcpy(b->p + b->len + LIO_HDR, msg, len);
+	b->len = need;
+	return 0;
+}
+
+/* Wakes the ring if it announced a sleep (pairs with the fence in
+ * lio_sleep: one of the two sees the other). */
+static void lio_wake_ring(struct link_io *lio)
+{
+	atomic_thread_fence(memory_order_seq_cst);
+	if (lio->h)
+		handoff_wake_ring(lio->h);
+}
+
+int link_io_send(struct link_io *lio, int node, const void *msg, size_t len)
+{
+	int ret;
+
+	if (node < 0 || node >= LIO_NODES || !len)
+		return -EINVAL;
+	if (len > UINT32_MAX)
+		return -EMSGSIZE;
+	pthread_mutex_lock(&lio->lock);
+	if (lio->pending.len + len > LINK_IO_QUEUE_BYTES)
+		ret = -ENOBUFS;
+	else
+		ret = lio_buf_append(&lio->pending, node, msg, len);
+	if (!ret)
+		atomic_store_explicit(&lio->has_pending, true, memory_order_relaxed);
+	pthread_mutex_unlock(&lio->lock);
+	if (ret == -ENOBUFS)
+		lio->queue_full++; /* racy count: a statistic only */
+	if (!ret)
+		lio_wake_ring(lio);
+	return ret;
+}
+
+void link_io_set_peer(struct link_io *lio, int node, const char *addr)
+{
+	if (node < 0 || node >= LIO_NODES)
+		return;
+	pthread_mutex_lock(&lio->lock);
+	snprintf(lio->peer_addr[node], sizeof(lio->peer_addr[node]), "%s", addr ? addr : "");
+	lio->peer_dirty |= 1u << node;
+	atomic_store_explicit(&lio->has_pending, true, memory_order_relaxed);
+	pthread_mutex_unlock(&lio->lock);
+	lio_wake_ring(lio);
+}
+
+/* ---- the link's callbacks (ring thread) ------------------------------------ */
+
+static void lio_send_dgram(void *ctx, const struct sockaddr_in *to, const uint8_t *buf,
+			   size_t len)
+{
+	struct link_io *lio = ctx;
+	struct io_uring_sqe *sqe;
+	struct lio_send *s;
+	uint32_t idx;
+
+	if (len > LIO_DGRAM_MAX || !lio->ring || !lio->nfree ||
+	    !(sqe = ring_get_sqe(lio->ring))) {
+		/* no slot free: straight to the kernel, UDP never blocks */
+		if (sendto(lio->fd, buf, len, MSG_DONTWAIT, (const struct sockaddr *)to,
+			   sizeof(*to)) == -1)
+			lio->send_errors++;
+		else
+			lio->sent_direct++;
+		return;
+	}
+	idx = lio->free_slots[--lio->nfree];
+	s = &lio->slots[idx];
+	memcpy(s->buf, buf, len);
+	s->to = *to;
+	s->iov = (struct iovec){ .iov_base = s->buf, .iov_len = len };
+	s->mh = (struct msghdr){ .msg_name = &s->to, .msg_namelen = sizeof(s->to),
+				 .msg_iov = &s->iov, .msg_iovlen = 1 };
+	io_uring_prep_sendmsg(sqe, lio->fd, &s->mh, 0);
+	ring_sqe_tag(sqe, RING_OP_LINK, LIO_SUB_SEND, idx);
+}
+
+static void lio_deliver(void *ctx, uint32_t node, const uint8_t *msg, size_t len)
+{
+	struct link_io *lio = ctx;
+
+	lio->ops.deliver(lio->ctx, (int)node, msg, len);
+}
+
+static void lio_peer_state(void *ctx, uint32_t node, bool up)
+{
+	struct link_io *lio = ctx;
+
+	log_info("link: node %u is %s", node, up ? "reachable" : "unreachable");
+	if (lio->ops.peer_state)
+		lio->ops.peer_state(lio->ctx, (int)node, up);
+}
+
+static void lio_undelivered(void *ctx, uint32_t node, const uint8_t *msg, size_t len)
+{
+	struct link_io *lio = ctx;
+
+	if (lio->ops.undelivered)
+		lio->ops.undelivered(lio->ctx, (int)node, msg, len);
+}
+
+static const struct link_ops lio_link_ops = {
+	.send_dgram = lio_send_dgram,
+	.deliver = lio_deliver,
+	.peer_state = lio_peer_state,
+	.undelivered = lio_undelivered,
+};
+
+/* ---- the ring's side --------------------------------------------------------- */
+
+static void lio_arm_recv(struct link_io *lio, uint32_t i)
+{
+	struct lio_recv *rv = &lio->recvs[i];
+	struct io_uring_sqe *sqe;
+
+	if (lio->recv_armed[i] || lio->draining || !(sqe = ring_get_sqe(lio->ring)))
+		return;
+	rv->iov = (struct iovec){ .iov_base = rv->buf, .iov_len = sizeof(rv->buf) };
+	rv->mh = (struct msghdr){ .msg_name = &rv->from, .msg_namelen = sizeof(rv->from),
+				  .msg_iov = &rv->iov, .msg_iovlen = 1 };
+	io_uring_prep_recvmsg(sqe, lio->fd, &rv->mh, 0);
+	ring_sqe_tag(sqe, RING_OP_LINK, LIO_SUB_RECV, i);
+	lio->recv_armed[i] = true;
+}
+
+static void lio_timer(void *ctx, struct ring_timer *t);
+
+/* Arms the timer at the link's next deadline. */
+static void lio_rearm(struct link_io *lio, uint64_t now)
+{
+	uint64_t next = link_poll(lio->link, now);
+
+	if (next != UINT64_MAX)
+		ring_timer_arm(lio->ring, &lio->timer, next, lio_timer, lio);
+}
+
+static void lio_timer(void *ctx, struct ring_timer *t)
+{
+	struct link_io *lio = ctx;
+
+	(void)t;
+	lio_rearm(lio, ring_now_ms(lio->ring));
+}
+
+static void lio_cqe(void *ctx, struct io_uring_cqe *cqe)
+{
+	struct link_io *lio = ctx;
+	uint64_t ud = io_uring_cqe_get_data64(cqe);
+	uint32_t idx = ring_ud_idx(ud);
+
+	if (ring_ud_gen(ud) == LIO_SUB_SEND) {
+		if (cqe->res < 0)
+			lio->send_errors++;
+		lio->free_slots[lio->nfree++] = idx;
+		return;
+	}
+	if (idx >= LIO_RECVS)
+		return;
+	lio->recv_armed[idx] = false;
+	if (cqe->res > 0) {
+		struct lio_recv *rv = &lio->recvs[idx];
+
+		link_input(lio->link, &rv->from, rv->buf, (size_t)cqe->res, ring_now_ms(lio->ring));
+	} else if (cqe->res < 0 && cqe->res != -ECANCELED) {
+		lio->recv_errors++;
+	}
+	lio_arm_recv(lio, idx);
+}
+
+/* Applies peer changes and takes the senders' messages into the link. */
+static void lio_take(struct link_io *lio, uint64_t now)
+{
+	char addr[LIO_NODES][64];
+	uint32_t dirty;
+	struct lio_buf b;
+
+	if (!atomic_load_explicit(&lio->has_pending, memory_order_relaxed))
+		return;
+	pthread_mutex_lock(&lio->lock);
+	b = lio->pending;
+	lio->pending = lio->taking;
+	lio->pending.len = 0;
+	lio->taking = b;
+	dirty = lio->peer_dirty;
+	lio->peer_dirty = 0;
+	if (dirty)
+		memcpy(addr, lio->peer_addr, sizeof(addr));
+	atomic_store_explicit(&lio->has_pending, false, memory_order_relaxed);
+	pthread_mutex_unlock(&lio->lock);
+
+	for (int node = 0; dirty; node++, dirty >>= 1) {
+		struct sockaddr_in sa;
+
+		if (!(dirty & 1))
+			continue;
+		if (!addr[node][0] || sock_parse_hostport(addr[node], &sa)) {
+			link_peer_remove(lio->link, (uint32_t)node);
+			continue;
+		}
+		if (link_peer_set_addr(lio->link, (uint32_t)node, &sa) == -ENOENT)
+			link_peer_add(lio->link, (uint32_t)node, &sa, now);
+	}
+	for (size_t off = 0; off < b.len;) {
+		uint32_t len;
+		int node = b.p[off], ret;
+
+		memcpy(&len, b.p + off + 1, 4);
+		ret = link_send(lio->link, (uint32_t)node, b.p + off + LIO_HDR, len, now);
+		if (ret)
+			lio_undelivered(lio, (uint32_t)node, b.p + off + LIO_HDR, len);
+		off += LIO_HDR + len;
+	}
+	lio->taking.len = 0;
+}
+
+static void lio_flush(void *ctx)
+{
+	struct link_io *lio = ctx;
+	uint64_t now = ring_now_ms(lio->ring);
+
+	lio_take(lio, now);
+	lio_rearm(lio, now); /* link_poll flushes coalesced datagrams too */
+	for (uint32_t i = 0; i < LIO_RECVS; i++)
+		lio_arm_recv(lio, i);
+}
+
+static bool lio_sleep(void *ctx)
+{
+	struct link_io *lio = ctx;
+
+	/* Dekker with lio_wake_ring: announce, fence, re-check */
+	atomic_store_explicit(&lio->h->ring_sleeping, 1, memory_order_seq_cst);
+	atomic_thread_fence(memory_order_seq_cst);
+	if (atomic_load_explicit(&lio->has_pending, memory_order_relaxed)) {
+		atomic_store_explicit(&lio->h->ring_sleeping, 0, memory_order_relaxed);
+		return false;
+	}
+	return true;
+}
+
+static void lio_awake(void *ctx)
+{
+	struct link_io *lio = ctx;
+
+	atomic_store_explicit(&lio->h->ring_sleeping, 0, memory_order_relaxed);
+}
+
+static bool lio_drain(void *ctx, bool first)
+{
+	struct link_io *lio = ctx;
+
+	if (first)
+		lio->draining = true;
+	lio_flush(lio);
+	return !atomic_load_explicit(&lio->has_pending, memory_order_relaxed);
+}
+
+int link_io_attach(struct link_io *lio, struct ring *r, struct handoff *h)
+{
+	struct ring_client c = {
+		.flush = lio_flush, .sleep = lio_sleep, .awake = lio_awake, .drain = lio_drain,
+		.ctx = lio,
+	};
+	int ret;
+
+	lio->ring = r;
+	ret = ring_register_op(r, RING_OP_LINK, lio_cqe, lio);
+	if (!ret)
+		ret = ring_add_client(r, &c);
+	if (ret)
+		return ret;
+	/* last: senders wake the ring from now on */
+	lio->h = h;
+	lio_flush(lio);
+	return 0;
+}
+
+/* ---- life -------------------------------------------------------------------- */
+
+struct link_io *link_io_new(const struct config *cfg, int fd, const uint8_t *secret,
+			    size_t secret_len, const struct link_io_ops *ops, void *ctx)
+{
+	struct link_io *lio = calloc(1, sizeof(*lio));
+	struct link_config lc = {
+		.node_id = (uint32_t)cfg->node_id,
+		/* grows across restarts: a peer tells a new incarnation apart */
+		.epoch = clock_epoch_ms(),
+		.secret = secret,
+		.secret_len = secret_len,
+	};
+
+	if (!lio)
+		return NULL;
+	lio->fd = fd;
+	lio->ops = *ops;
+	lio->ctx = ctx;
+	pthread_mutex_init(&lio->lock, NULL);
+	lio->slots = calloc(LIO_SEND_SLOTS, sizeof(*lio->slots));
+	lio->free_slots = calloc(LIO_SEND_SLOTS, sizeof(*lio->free_slots));
+	lio->link = link_new(&lc, &lio_link_ops, lio);
+	if (!lio->slots || !lio->free_slots || !lio->link) {
+		log_error("link: cannot set up the node link (out of memory or bad config)");
+		link_io_free(lio);
+		return NULL;
+	}
+	for (uint32_t i = 0; i < LIO_SEND_SLOTS; i++)
+		lio->free_slots[lio->nfree++] = i;
+	return lio;
+}
+
+void link_io_free(struct link_io *lio)
+{
+	if (!lio)
+		return;
+	link_free(lio->link);
+	free(lio->slots);
+	free(lio->free_slots);
+	free(lio->pending.p);
+	free(lio->taking.p);
+	pthread_mutex_destroy(&lio->lock);
+	if (lio->fd >= 0)
+		close(lio->fd);
+	free(lio);
+}
+
+void link_io_metrics(struct link_io *lio, FILE *out)
+{
+	struct link_stats ls;
+
+	link_stats(lio->link, &ls);
+	fprintf(out,
+		"# HELP ringchat_link_peers_up peers the node link currently reaches\n"
+		"# TYPE ringchat_link_peers_up gauge\nringchat_link_peers_up %u\n"
+		"# TYPE ringchat_link_mac_failures_total counter\n"
+		"ringchat_link_mac_failures_total %" PRIu64 "\n"
+		"# TYPE ringchat_link_replays_total counter\nringchat_link_replays_total %" PRIu64 "\n"
+		"# TYPE ringchat_link_malformed_total counter\n"
+		"ringchat_link_malformed_total %" PRIu64 "\n"
+		"# TYPE ringchat_link_unknown_source_total counter\n"
+		"ringchat_link_unknown_source_total %" PRIu64 "\n"
+		"# TYPE ringchat_link_send_errors_total counter\n"
+		"ringchat_link_send_errors_total %" PRIu64 "\n",
+		ls.peers_up, ls.mac_failures, ls.replays, ls.malformed, ls.unknown_source,
+		lio->send_errors);
+	fprintf(out, "# HELP ringchat_link_srtt_seconds smoothed round-trip time per peer\n"
+		     "# TYPE ringchat_link_srtt_seconds gauge\n");
+	for (int node = 0; node < LIO_NODES; node++) {
+		struct link_peer_stats ps;
+
+		if (link_peer_stats(lio->link, (uint32_t)node, &ps))
+			continue;
+		fprintf(out, "ringchat_link_srtt_seconds{peer=\"%d\"} %.6f\n", node,
+			ps.srtt_us / 1e6);
+		fprintf(out,
+			"ringchat_link_retransmits_total{peer=\"%d\"} %" PRIu64 "\n"
+			"ringchat_link_datagrams_total{peer=\"%d\",dir=\"out\"} %" PRIu64 "\n"
+			"ringchat_link_datagrams_total{peer=\"%d\",dir=\"in\"} %" PRIu64 "\n"
+			"ringchat_link_bytes_total{peer=\"%d\",dir=\"out\"} %" PRIu64 "\n"
+			"ringchat_link_bytes_total{peer=\"%d\",dir=\"in\"} %" PRIu64 "\n"
+			"ringchat_link_messages_total{peer=\"%d\",dir=\"out\"} %" PRIu64 "\n"
+			"ringchat_link_messages_total{peer=\"%d\",dir=\"in\"} %" PRIu64 "\n"
+			"ringchat_link_coalescing_ratio{peer=\"%d\"} %.3f\n"
+			"ringchat_link_peer_up{peer=\"%d\"} %d\n",
+			node, ps.retransmits, node, ps.dgrams_sent, node, ps.dgrams_recv, node,
+			ps.bytes_sent, node, ps.bytes_recv, node, ps.msgs_sent, node,
+			ps.msgs_delivered, node,
+			ps.data_dgrams_sent ? (double)ps.msgs_packed / (double)ps.data_dgrams_sent : 0.0,
+			node, ps.up ? 1 : 0);
+	}
+}
