@@ -55,6 +55,10 @@ struct link_config {
 	uint32_t heartbeat_ms;	 /* ping an idle or unanswering peer this often [500], < dead_ms */
 	uint32_t dead_ms;	 /* silence (or no ack progress) before down [3000] */
 	uint32_t dupthresh;	 /* SACKed datagrams past a hole before fast retransmit [3] */
+	/* true when a proxy or NAT sits in front of this node (link_advertise):
+	 * datagrams of a registered peer are then taken from any address if
+	 * they pass its MAC and replay checks; false: only from its address */
+	bool accept_relayed;
 	uint32_t first_seq;	 /* seq each send stream starts at [1]; all nodes must agree
 				  * (tests set it near 2^32 to cross the wrap) */
 };
@@ -94,6 +98,7 @@ struct link_peer_stats {
 	uint64_t msgs_delivered;
 	uint64_t msgs_undelivered;
 	uint64_t mac_failures;
+	uint64_t relayed;	/* authentic, from another address than the peer's (a proxy) */
 	uint64_t replays;	/* packet number already seen or below the replay window */
 	uint64_t duplicates;	/* DATA seq already received (a retransmission's twin) */
 	uint64_t malformed;	/* from this peer's address but not well formed */

@@ -307,8 +307,12 @@ static void emit(struct link *l, struct peer *p, uint8_t flags, uint32_t seq,
 	    .seq = seq,
 	};
 
-	if (p->peer_epoch == 0) {
-		flags = LINK_F_PING; /* hello: all we may say before knowing them */
+	if (p->peer_epoch == 0 || p->phase == PEER_DOWN) {
+		/* hello: all we may say before knowing them, or once they went
+		 * silent (a restarted peer drops what names its old epoch, and
+		 * behind a proxy it learns the way back only from us) */
+		flags = LINK_F_PING;
+		h.dst_epoch = 0;
 	} else if (p->rx_stream != 0) {
 		flags |= LINK_F_ACK;
 		h.ack_stream = p->rx_stream;
@@ -768,14 +772,25 @@ void link_input(struct link *l, const struct sockaddr_in *from, const uint8_t *d
 		uint64_t now_ms)
 {
 	struct peer *p = peer_by_addr(l, from);
+	bool relayed = false;
 	struct link_hdr h;
 	uint8_t mac[LINK_MAC_BYTES];
 
 	if (!p) {
-		l->unknown_source++;
-		return;
-	}
-	if (link_hdr_decode(dgram, len, &h) < 0 || h.dst_node != l->cfg.node_id) {
+		/*
+		 * Not from a peer's address: an unknown source, unless this
+		 * node sits behind a proxy or NAT (accept_relayed), which
+		 * forwards a peer's datagrams from its own address. Then a
+		 * datagram is taken only if it names a registered peer and
+		 * passes that peer's MAC and replay checks below.
+		 */
+		if (!l->cfg.accept_relayed || link_hdr_decode(dgram, len, &h) < 0 ||
+		    h.dst_node != l->cfg.node_id || !(p = peer_by_id(l, h.src_node))) {
+			l->unknown_source++;
+			return;
+		}
+		relayed = true;
+	} else if (link_hdr_decode(dgram, len, &h) < 0 || h.dst_node != l->cfg.node_id) {
 		p->st.malformed++;
 		return;
 	}
@@ -785,7 +800,10 @@ void link_input(struct link *l, const struct sockaddr_in *from, const uint8_t *d
 	}
 	if (mac_compute(l, dgram, dgram + LINK_HDR_BYTES, h.len, mac) < 0 ||
 	    CRYPTO_memcmp(mac, h.check, LINK_MAC_BYTES) != 0) {
-		p->st.mac_failures++;
+		if (relayed)
+			l->unknown_source++; /* a forgery from anywhere: never a peer's */
+		else
+			p->st.mac_failures++;
 		return;
 	}
 	if (h.src_epoch < p->peer_epoch || (h.dst_epoch != 0 && h.dst_epoch != l->cfg.epoch)) {
@@ -812,6 +830,12 @@ void link_input(struct link *l, const struct sockaddr_in *from, const uint8_t *d
 		return;
 	}
 	replay_mark(p, h.pn);
+	/* Behind a proxy the way back is through it too: answer where the
+	 * peer's newest authentic datagram came from (a replay never moves it). */
+	if (relayed) {
+		p->st.relayed++;
+		p->addr = *from;
+	}
 	p->st.dgrams_recv++;
 	p->st.bytes_recv += len;
 	p->last_rx_ms = now_ms;

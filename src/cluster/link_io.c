@@ -402,6 +402,8 @@ struct link_io *link_io_new(const struct config *cfg, int fd, const uint8_t *sec
 		.epoch = clock_epoch_ms(),
 		.secret = secret,
 		.secret_len = secret_len,
+		/* behind a proxy or NAT, peers' datagrams come from its address */
+		.accept_relayed = cfg->link_advertise[0] != '\0',
 	};
 
 	if (!lio)

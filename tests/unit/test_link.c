@@ -893,6 +893,68 @@ static size_t forge(uint8_t *out, const uint8_t *key, size_t key_len, uint64_t p
 	return LINK_HDR_BYTES + plen;
 }
 
+/* A node behind a proxy (accept_relayed): an authentic datagram of a
+ * registered peer is taken from the proxy's address; a forgery from there
+ * is an unknown source and never delivered; without the flag the same
+ * authentic datagram is refused. */
+static void test_relayed_datagrams(void **state)
+{
+	(void)state;
+	struct link_config ca = base_cfg(NODE_A, 100), cb = base_cfg(NODE_B, 200);
+	ca.heartbeat_ms = cb.heartbeat_ms = 100000;
+	ca.dead_ms = cb.dead_ms = 1000000;
+	cb.accept_relayed = true;
+	world_init(17, &ca, &cb);
+	run_until_up();
+	struct link *b = W.ep[1].link;
+	struct sockaddr_in proxy = addr_of(41998);
+	uint8_t d[LINK_MAX_DGRAM_BYTES];
+	struct link_stats ls;
+	uint64_t unk0;
+	size_t n;
+
+	link_stats(b, &ls);
+	unk0 = ls.unknown_source;
+	static const uint8_t wrong[] = "not-the-cluster-secret-0123456789";
+	n = forge(d, wrong, sizeof(wrong) - 1, 1000, 1, "forged");
+	link_input(b, &proxy, d, n, W.now);
+	link_stats(b, &ls);
+	assert_int_equal(ls.unknown_source, unk0 + 1);
+	assert_int_equal(W.ep[1].delivered, 0);
+
+	n = forge(d, SECRET, sizeof(SECRET) - 1, 1000, 1, "genuine");
+	link_input(b, &proxy, d, n, W.now);
+	assert_int_equal(W.ep[1].delivered, 1);
+	assert_int_equal(pstats(1).relayed, 1);
+	/* the same bytes again, from A's own address: a replay */
+	link_input(b, &W.ep[0].addr, d, n, W.now);
+	assert_int_equal(W.ep[1].delivered, 1);
+	/* B now knows A at the proxy's address (and answers there): a fresh
+	 * datagram from it is no longer counted as relayed */
+	uint64_t dup0 = pstats(1).duplicates;
+
+	n = forge(d, SECRET, sizeof(SECRET) - 1, 1001, 1, "genuine");
+	link_input(b, &proxy, d, n, W.now);
+	assert_int_equal(pstats(1).duplicates, dup0 + 1);
+	assert_int_equal(pstats(1).relayed, 1);
+	assert_int_equal(W.ep[1].delivered, 1);
+	world_free();
+
+	/* the default: only from the peer's address */
+	cb.accept_relayed = false;
+	world_init(17, &ca, &cb);
+	run_until_up();
+	b = W.ep[1].link;
+	n = forge(d, SECRET, sizeof(SECRET) - 1, 1000, 1, "genuine");
+	link_stats(b, &ls);
+	unk0 = ls.unknown_source;
+	link_input(b, &proxy, d, n, W.now);
+	link_stats(b, &ls);
+	assert_int_equal(ls.unknown_source, unk0 + 1);
+	assert_int_equal(W.ep[1].delivered, 0);
+	world_free();
+}
+
 static void test_bad_datagrams_never_delivered(void **state)
 {
 	(void)state;
@@ -1110,6 +1172,7 @@ int main(void)
 	    cmocka_unit_test(test_peer_down_after_silence_and_back_after_restart),
 	    cmocka_unit_test(test_restart_midway_loses_nothing_silently),
 	    cmocka_unit_test(test_bad_datagrams_never_delivered),
+	    cmocka_unit_test(test_relayed_datagrams),
 	    cmocka_unit_test(test_replayed_traffic_is_dropped),
 	    cmocka_unit_test(test_config_and_peer_api),
 	};
