@@ -14,6 +14,7 @@ set -euo pipefail
 PACKAGES=(
 	build-essential pkg-config meson ninja-build
 	liburing-dev libhiredis-dev libmariadb-dev libcjson-dev libcmocka-dev libcrypt-dev
+	libssl-dev # libcrypto: SHA-256 of session tokens
 	mariadb-server mariadb-client redis-server redis-tools
 	# flock (services.sh serialises start/stop with it) and python3 (meson
 	# itself, and test.sh reads meson's test log with it).
