@@ -127,6 +127,8 @@ struct db {
 	char password[128];
 	char name[64];
 	unsigned port;
+	int tls;      /* enum mysql_tls */
+	char ca[256]; /* CA file for MYSQL_TLS_VERIFY; "" = the library's default */
 };
 
 struct db_cell {
@@ -352,6 +354,33 @@ static bool db_link_dead(struct db *db)
 #endif
 }
 
+/*
+ * TLS as mysql_tls asks. on and verify make TLS required: a server that
+ * does not offer it is refused (the connect fails, the link stays DOWN
+ * and backs off like a server that is away), never used in clear text.
+ * verify also checks the certificate (mysql_ca, and the host name).
+ */
+static void db_set_tls(const struct db *db, MYSQL *m)
+{
+	db_bool on = 1, verify = db->tls == MYSQL_TLS_VERIFY;
+
+	if (db->tls == MYSQL_TLS_OFF)
+		return;
+#ifdef MARIADB_PACKAGE_VERSION
+	mysql_options(m, MYSQL_OPT_SSL_ENFORCE, &on);
+	mysql_options(m, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &verify);
+#else
+	{
+		unsigned mode = verify ? SSL_MODE_VERIFY_IDENTITY : SSL_MODE_REQUIRED;
+
+		(void)on;
+		mysql_options(m, MYSQL_OPT_SSL_MODE, &mode);
+	}
+#endif
+	if (verify && db->ca[0])
+		mysql_options(m, MYSQL_OPT_SSL_CA, db->ca);
+}
+
 static int db_connect(struct db *db)
 {
 	int64_t now = db_now_ms();
@@ -379,6 +408,7 @@ static int db_connect(struct db *db)
 	 * statement in an implicit transaction */
 	mysql_options(m, MYSQL_INIT_COMMAND,
 		      db->txn_only ? "SET autocommit = 0" : "SET autocommit = 1");
+	db_set_tls(db, m);
 
 	if (!mysql_real_connect(m, db->socket[0] ? "localhost" : db->host, db->user, db->password,
 				db->name, db->socket[0] ? 0 : db->port,
@@ -425,6 +455,8 @@ struct db *db_open(const struct config *c)
 	snprintf(db->password, sizeof(db->password), "%s", c->mysql_password);
 	snprintf(db->name, sizeof(db->name), "%s", c->mysql_db);
 	db->port = (unsigned)c->mysql_port;
+	db->tls = c->mysql_tls;
+	snprintf(db->ca, sizeof(db->ca), "%s", c->mysql_ca);
 	return db;
 }
 
