@@ -278,6 +278,22 @@ static void auth_kv_failed(const struct auth_to *to, const char *what)
 	auth_storage_error(to);
 }
 
+/* The same when Redis answered, but not as expected: an error reply
+ * (NOAUTH, OOM, ...) names its reason itself. Frees rep (may be NULL). */
+static void auth_kv_failed_rep(const struct auth_to *to, const char *what, redisReply *rep)
+{
+	if (!rep || rep->type != REDIS_REPLY_ERROR) {
+		if (rep)
+			freeReplyObject(rep);
+		auth_kv_failed(to, what);
+		return;
+	}
+	counter_inc(redis_errors);
+	log_limited(&auth_gate_storage, LOG_WARN, "auth: %s failed: Redis: %s", what, rep->str);
+	freeReplyObject(rep);
+	auth_storage_error(to);
+}
+
 /* ---- helpers ------------------------------------------------------------- */
 
 /* [A-Za-z0-9_.-] only: names are compared byte for byte everywhere and
@@ -460,9 +476,7 @@ static int auth_fail_check(struct req *r, const char *name)
 	if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
 	    rep->element[0]->type != REDIS_REPLY_INTEGER ||
 	    rep->element[1]->type != REDIS_REPLY_INTEGER) {
-		if (rep)
-			freeReplyObject(rep);
-		auth_kv_failed(&to, "failed-login check");
+		auth_kv_failed_rep(&to, "failed-login check", rep);
 		return -1;
 	}
 	why = rep->element[0]->integer;
@@ -954,9 +968,7 @@ static void auth_login_verified(const struct auth_to *to, struct auth_job *job)
 			freeReplyObject(more);
 	}
 	if (!rep || rep->type != REDIS_REPLY_STATUS) {
-		if (rep)
-			freeReplyObject(rep);
-		auth_kv_failed(to, "token store");
+		auth_kv_failed_rep(to, "token store", rep);
 		return;
 	}
 	freeReplyObject(rep);
@@ -1062,9 +1074,7 @@ static void auth_resume_admitted(struct req *r, const char *token)
 	auth_key_token(key, token);
 	rep = kv_cmd(r->w->kv, "GET %s", key);
 	if (!rep || (rep->type != REDIS_REPLY_STRING && rep->type != REDIS_REPLY_NIL)) {
-		if (rep)
-			freeReplyObject(rep);
-		auth_kv_failed(&to, "token lookup");
+		auth_kv_failed_rep(&to, "token lookup", rep);
 		return;
 	}
 	if (rep->type == REDIS_REPLY_STRING)

@@ -357,7 +357,9 @@ static bool db_link_dead(struct db *db)
 /*
  * TLS as mysql_tls asks. on and verify make TLS required: a server that
  * does not offer it is refused (the connect fails, the link stays DOWN
- * and backs off like a server that is away), never used in clear text.
+ * and backs off like a server that is away), never used in clear text;
+ * db_connect checks the cipher after connecting too. The password never
+ * travels in clear text either way (the auth plugins send a scramble).
  * verify also checks the certificate (mysql_ca, and the host name).
  */
 static void db_set_tls(const struct db *db, MYSQL *m)
@@ -415,6 +417,17 @@ static int db_connect(struct db *db)
 				db->socket[0] ? db->socket : NULL, CLIENT_FOUND_ROWS)) {
 		db_fail(db, DB_ERR_DOWN, "connect to %s: %u %s",
 			db->socket[0] ? db->socket : db->host, mysql_errno(m), mysql_error(m));
+		mysql_close(m);
+		db_back_off(db);
+		return DB_ERR_DOWN;
+	}
+	/* Some client libraries let an enforced TLS pass against a server
+	 * that offers none (Connector/C 3.3 does): check the outcome. */
+	if (db->tls != MYSQL_TLS_OFF && !mysql_get_ssl_cipher(m)) {
+		db_fail(db, DB_ERR_DOWN,
+			"connect to %s: mysql_tls is %s but the server offers no TLS (SSL); "
+			"refused", db->socket[0] ? db->socket : db->host,
+			db->tls == MYSQL_TLS_VERIFY ? "verify" : "on");
 		mysql_close(m);
 		db_back_off(db);
 		return DB_ERR_DOWN;

@@ -1481,6 +1481,87 @@ static void test_redis_outage(void **state)
 	free(resume);
 }
 
+/* ---- Redis AUTH and MariaDB TLS ---------------------------------------------- */
+
+#define ACC_REDIS_PW "rc-test-redis-pw"
+
+/* Takes the password off the shared Redis again, whatever the test did. */
+static int acc_redis_no_password(void **state)
+{
+	(void)state;
+	tc_redis_cli(NULL, 0, "-a %s --no-auth-warning CONFIG SET requirepass ''", ACC_REDIS_PW);
+	return tc_redis_cli(NULL, 0, "PING") == 0 ? 0 : -1;
+}
+
+/*
+ * With requirepass on Redis, a node given redis_password logs in (the
+ * token goes to Redis) and a node without it answers 12 and says why in
+ * its log.
+ */
+static void test_redis_password(void **state)
+{
+	struct node *with, *without;
+	struct rc_client *c;
+	char name[TC_NAME_MAX], out[128], *login;
+
+	(void)state;
+	c = tc_connect(acc_node);
+	tc_unique_name("rdpw", name);
+	acc_signup(c, name, TC_PASSWORD, ST_OK);
+	rc_close(c);
+	login = acc_creds(name, TC_PASSWORD);
+	if (tc_redis_cli(out, sizeof(out), "CONFIG SET requirepass %s", ACC_REDIS_PW) != 0 ||
+	    strcmp(out, "OK") != 0)
+		skip();
+
+	with = node_start("--cluster-route off --redis-password %s", ACC_REDIS_PW);
+	without = node_start("--cluster-route off");
+	assert_non_null(with);
+	assert_non_null(without);
+	c = tc_connect(without);
+	acc_expect_storage_error(c, CMD_LOGIN, login);
+	rc_close(c);
+	/* NOAUTH, or for a long command "unauthenticated multibulk" */
+	assert_true(node_log_wait(without, "check failed: Redis", 2000));
+	c = tc_connect(with);
+	cJSON_Delete(tc_call_ok(c, CMD_LOGIN, "%s", login));
+	rc_close(c);
+	assert_int_equal(node_stop(with), 0);
+	assert_int_equal(node_stop(without), 0);
+	free(login);
+}
+
+/* mysql_tls on against the private server, which has no TLS: refused
+ * cleanly (12, a log line naming TLS/SSL), never in clear text, and the
+ * node itself keeps answering. */
+static void test_mysql_tls_required(void **state)
+{
+	/* Over TCP: TLS is for MariaDB across a network (a unix socket is
+	 * local and is not wrapped in TLS). */
+	struct node *n = node_start("--cluster-route off --mysql-tls on --mysql-socket= "
+				    "--mysql-host 127.0.0.1 --mysql-port %s",
+				    getenv("RINGCHAT_MYSQL_PORT") ? getenv("RINGCHAT_MYSQL_PORT")
+								  : "13306");
+	struct rc_client *c;
+	char name[TC_NAME_MAX], *signup;
+
+	(void)state;
+	assert_non_null(n);
+	c = tc_connect(n);
+	tc_unique_name("tls", name);
+	signup = acc_creds(name, TC_PASSWORD);
+	acc_expect_storage_error(c, CMD_SIGNUP, signup);
+	acc_assert_ping(c);
+	assert_true(node_log_wait(n, "SSL", 2000) || node_log_contains(n, "TLS"));
+	rc_close(c);
+	/* The name was not taken. */
+	c = tc_connect(acc_node);
+	acc_signup(c, name, TC_PASSWORD, ST_OK);
+	rc_close(c);
+	assert_int_equal(node_stop(n), 0);
+	free(signup);
+}
+
 /* ---- main ------------------------------------------------------------------ */
 
 static int acc_setup(void **state)
@@ -1519,6 +1600,8 @@ int main(void)
 	    cmocka_unit_test(test_signup_addr_limit),
 	    cmocka_unit_test(test_token_stored_hashed),
 	    cmocka_unit_test(test_login_admission),
+	    cmocka_unit_test(test_mysql_tls_required),
+	    cmocka_unit_test_teardown(test_redis_password, acc_redis_no_password),
 	    /* Last: they stop the shared services (the teardown restarts
 	     * them even when the test fails). */
 	    cmocka_unit_test_teardown(test_mysql_outage, acc_restart_mysql),
