@@ -171,7 +171,7 @@ static const struct config_entry config_table[] = {
 		"slowed to one per login_fail_user_gap_ms; it is never locked"),
 	INT_KEY(login_fail_user_gap_ms, "1000", 1, 60000,
 		"a slowed username takes one login attempt per this many ms"),
-	INT_KEY(signup_addr_limit, "200", 0, 1000000,
+	INT_KEY(signup_addr_limit, "1000", 0, 1000000,
 		"SIGNUPs allowed per signup_window_s from one address; 0 = no limit"),
 	INT_KEY(signup_window_s, "60", 1, 86400, "length of the SIGNUP window, seconds"),
 	/* social */
