@@ -14,7 +14,7 @@ set -euo pipefail
 PACKAGES=(
 	build-essential pkg-config meson ninja-build
 	liburing-dev libhiredis-dev libmariadb-dev libcjson-dev libcmocka-dev libcrypt-dev
-	# libcrypto (HMAC of the node link)
+	# libcrypto: HMAC of the node link, SHA-256 of session tokens
 	libssl-dev
 	mariadb-server mariadb-client redis-server redis-tools
 	# flock (services.sh serialises start/stop with it) and python3 (meson

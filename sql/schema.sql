@@ -90,6 +90,9 @@ CREATE TABLE IF NOT EXISTS chat_groups (
 	created_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
 	PRIMARY KEY (id)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;
+-- GROUP_CREATE counts the live groups a user owns (groups_created_max).
+-- Created on its own, so a database made before it gets it too.
+CREATE INDEX IF NOT EXISTS idx_chat_groups_owner ON chat_groups (owner_id, state);
 
 -- Membership. The primary key clusters a group's members (GROUP_MEMBERS,
 -- fan-out of GROUP_SEND); the user_id index serves GROUP_LIST.

@@ -104,32 +104,76 @@ static void bad_frame(struct worker *w, struct session *s, const struct in_msg *
 	reply_err(&r, m->hdr.code, "%s", why);
 }
 
+/* Token bucket of depth burst refilled at rate per second: takes cost
+ * tokens (cost <= burst) and returns 0, or returns the milliseconds until
+ * they are due (taking nothing). A first call fills the bucket. */
+static uint64_t rate_bucket_take(double *tokens, uint64_t *last_ms, double rate, double burst,
+				 double cost, uint64_t now)
+{
+	if (!*last_ms) {
+		*tokens = burst;
+		*last_ms = now;
+	}
+	*tokens += (double)(now - *last_ms) * rate / 1000.0;
+	if (*tokens > burst)
+		*tokens = burst;
+	*last_ms = now;
+	if (*tokens >= cost) {
+		*tokens -= cost;
+		return 0;
+	}
+	return (uint64_t)((cost - *tokens) * 1000.0 / rate) + 1;
+}
+
 /* Token bucket per connection: rate_msgs_per_s refill, rate_burst depth.
  * Returns 0 when allowed, else the milliseconds until a token is due. */
 static uint64_t rate_take(const struct config *cfg, struct session *s, uint64_t now)
 {
-	double rate = cfg->rate_msgs_per_s, burst = cfg->rate_burst;
+	return rate_bucket_take(&s->rate_tokens, &s->rate_last_ms, cfg->rate_msgs_per_s,
+				cfg->rate_burst, 1.0, now);
+}
 
-	if (!s->rate_last_ms) {
-		s->rate_tokens = burst;
-		s->rate_last_ms = now;
-	}
-	s->rate_tokens += (double)(now - s->rate_last_ms) * rate / 1000.0;
-	if (s->rate_tokens > burst)
-		s->rate_tokens = burst;
-	s->rate_last_ms = now;
-	if (s->rate_tokens >= 1.0) {
-		s->rate_tokens -= 1.0;
+/*
+ * The second bucket: recipients. A request costs one token of rate_take
+ * whatever its fan-out, so a GROUP_SEND to 500 members would let one
+ * connection reach rate_msgs_per_s x 500 recipients a second. GROUP_SEND
+ * therefore also takes one token per other member from a bucket of
+ * rate_recipients_per_s / rate_recipients_burst. The member list comes
+ * from the worker's social cache, which the handler reads right after; a
+ * request the handler will refuse (bad or missing group, not a member)
+ * costs nothing here. Returns 0 or the milliseconds until allowed.
+ */
+static uint64_t rate_take_recipients(struct worker *w, struct session *s, const cJSON *body,
+				     uint64_t now)
+{
+	const cJSON *g = cJSON_GetObjectItemCaseSensitive(body, "group_id");
+	double burst = w->cfg->rate_recipients_burst, cost;
+	struct social_group *grp = NULL;
+	int64_t gid;
+
+	if (!cJSON_IsNumber(g) || g->valuedouble < 1 || g->valuedouble > 9007199254740991.0)
 		return 0;
-	}
-	return (uint64_t)((1.0 - s->rate_tokens) * 1000.0 / rate) + 1;
+	gid = (int64_t)g->valuedouble;
+	if ((double)gid != g->valuedouble)
+		return 0;
+	social_refresh(w);
+	if (social_group_get(w, gid, s->user_id, &grp) || !grp)
+		return 0;
+	cost = social_group_has(grp, s->user_id) && grp->n > 1 ? (double)(grp->n - 1) : 0.0;
+	social_group_put(grp);
+	if (cost > burst) /* a group larger than the burst still gets through */
+		cost = burst;
+	if (cost == 0.0)
+		return 0;
+	return rate_bucket_take(&s->fan_tokens, &s->fan_last_ms, w->cfg->rate_recipients_per_s,
+				burst, cost, now);
 }
 
 /* Runs one frame of s (not held); takes m. */
 static void dispatch_run(struct worker *w, struct session *s, struct in_msg *m)
 {
 	struct req r = { 0 };
-	uint64_t wait_ms;
+	uint64_t wait_ms, now;
 
 	if (m->kind == IN_BAD_FRAME) {
 		bad_frame(w, s, m);
@@ -161,10 +205,21 @@ static void dispatch_run(struct worker *w, struct session *s, struct in_msg *m)
 			  "payload must be one JSON object (UTF-8, no NUL characters)");
 		goto out_free;
 	}
-	wait_ms = rate_take(w->cfg, s, clock_mono_ms());
+	now = clock_mono_ms();
+	wait_ms = rate_take(w->cfg, s, now);
 	if (wait_ms) {
 		cJSON *o = reply_error_payload("rate limit: %d requests/s, burst %d",
 					       w->cfg->rate_msgs_per_s, w->cfg->rate_burst);
+
+		counter_inc(rate_limited);
+		json_add_int(o, "retry_after_ms", (int64_t)wait_ms);
+		reply_err_json(&r, ST_RATE_LIMITED, o);
+		goto out_free;
+	}
+	if (r.cmd == CMD_GROUP_SEND && (wait_ms = rate_take_recipients(w, s, r.body, now))) {
+		cJSON *o = reply_error_payload("rate limit: %d recipients/s, burst %d",
+					       w->cfg->rate_recipients_per_s,
+					       w->cfg->rate_recipients_burst);
 
 		counter_inc(rate_limited);
 		json_add_int(o, "retry_after_ms", (int64_t)wait_ms);

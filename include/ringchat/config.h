@@ -21,6 +21,7 @@
 
 enum durability { DURABILITY_STORED = 0, DURABILITY_RELAY = 1 };
 enum cluster_route { CLUSTER_ROUTE_OFF = 0, CLUSTER_ROUTE_REDIS = 1, CLUSTER_ROUTE_UDP = 2 };
+enum mysql_tls { MYSQL_TLS_OFF = 0, MYSQL_TLS_ON = 1, MYSQL_TLS_VERIFY = 2 };
 
 struct config {
 	/* network */
@@ -55,6 +56,9 @@ struct config {
 	char redis_host[128];
 	int redis_port;
 	char redis_socket[256];      /* used instead of host:port when set */
+	char redis_password[128];    /* AUTH on every Redis connection; "" = none */
+	int mysql_tls;               /* enum mysql_tls */
+	char mysql_ca[256];          /* CA file for mysql_tls verify; "" = system */
 	/* accounts */
 	int hash_cost;               /* yescrypt cost factor (1..11) */
 	int hash_threads;            /* threads that hash passwords (hasher.h) */
@@ -62,6 +66,19 @@ struct config {
 	int login_concurrency;       /* logins processed at once per node */
 	int login_fail_limit;        /* failed logins per window, per user/addr */
 	int login_fail_window_s;
+	int login_fail_addr_limit;   /* failed logins per window from one address */
+	int login_fail_user_limit;   /* failures of one name before it is slowed */
+	int login_fail_user_gap_ms;  /* a slowed name: one attempt per this */
+	int signup_addr_limit;       /* SIGNUPs per window per address (0 = off) */
+	int signup_window_s;
+	/* social caps (friends.c, groups.c) */
+	int friends_max;             /* friendships per user */
+	int friend_requests_max;     /* pending requests to one user */
+	int groups_created_max;      /* live groups a user owns */
+	int groups_joined_max;       /* groups a user is a member of */
+	int list_page_default;       /* FRIEND_LIST / GROUP_LIST without "limit" */
+	/* presence */
+	int presence_refresh_s;      /* refresh period; the TTL is 3x it */
 	/* messaging */
 	int durability;              /* enum durability; "stored" | "relay" */
 	int text_max;                /* max text bytes of a message */
@@ -72,6 +89,8 @@ struct config {
 	int unread_defer_ms;         /* hold unread marks in memory this long (0 = off) */
 	int rate_msgs_per_s;         /* per-connection request rate ... */
 	int rate_burst;              /* ... and burst (token bucket) */
+	int rate_recipients_per_s;   /* fan-out recipients per connection ... */
+	int rate_recipients_burst;   /* ... and burst (second token bucket) */
 };
 
 /* Fills c with the built-in defaults. */

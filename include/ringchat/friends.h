@@ -15,7 +15,8 @@ void friends_delete(struct req *r);
 void friends_list(struct req *r);
 void friends_update(struct req *r);
 /* After LOGIN/RESUME: push the pending requests TO s->user_id
- * (PUSH_FRIEND_REQUEST each). */
+ * (PUSH_FRIEND_REQUEST each), oldest first, as many as fit in
+ * out_limit_bytes / LOGIN_PUSH_REQ_DIV encoded bytes. */
 void friends_push_pending(struct worker *w, struct session *s);
 
 #endif

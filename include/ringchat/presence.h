@@ -1,8 +1,9 @@
 /*
  * presence.h - who is online, cluster-wide, kept in Redis.
  *
- * Key rc:on:<user_id> = "<node_id>:<conn>" with a TTL of PRESENCE_TTL_S
- * that the owning worker refreshes every PRESENCE_REFRESH_S. The value
+ * Key rc:on:<user_id> = "<node_id>:<conn>" with a TTL of
+ * PRESENCE_TTL_FACTOR x presence_refresh_s (config) that the owning worker
+ * refreshes every presence_refresh_s (default 30 s). The value
  * names the session, not only the node, so a late logout of an old
  * session never deletes the entry of a newer one (compare-and-delete).
  * If a node dies, its users fall offline by themselves when the TTL runs
@@ -19,8 +20,9 @@
 
 struct worker;
 
-#define PRESENCE_TTL_S 90
-#define PRESENCE_REFRESH_S 30
+/* An entry lives this many refresh periods: one missed refresh (Redis
+ * slow or away for a moment) does not make anyone look offline. */
+#define PRESENCE_TTL_FACTOR 3
 
 /*
  * Marks the user online on this node with session conn. *prev_node gets
@@ -35,7 +37,9 @@ int presence_set_offline(struct worker *w, int64_t user_id, uint64_t conn);
  * Returns 0, or -EIO / -ENOMEM (node[] then all -1). */
 int presence_lookup(struct worker *w, const int64_t *user_ids, size_t n, int *node);
 /* Refreshes the TTL of every session this worker holds, at most once per
- * PRESENCE_REFRESH_S; cheap to call often. */
+ * presence_refresh_s; cheap to call often. When Redis fails midway it
+ * still reads every reply it owes, so the link is left clean (kv.h) and
+ * the next request or refresh works once Redis is back. */
 void presence_refresh(struct worker *w);
 /* Refreshes at once (Redis came back, maybe without our entries). */
 void presence_refresh_now(struct worker *w);

@@ -61,6 +61,8 @@ struct session {
 				   * "" when not logged in; LOGOUT revokes it */
 	double rate_tokens;       /* request token bucket */
 	uint64_t rate_last_ms;
+	double fan_tokens;        /* recipient token bucket (GROUP_SEND fan-out) */
+	uint64_t fan_last_ms;
 	struct pending_reply *pend_head, *pend_tail; /* replies held in order */
 	int64_t stored_pushed_max; /* largest stored msg_id pushed at login: in
 				    * durability relay, acks of later ids (live

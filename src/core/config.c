@@ -96,6 +96,8 @@ static const char *const durability_words[] = {"stored", "relay", NULL};
 /* Indexed by enum cluster_route. */
 static const char *const cluster_route_words[] = {"off", "redis", "udp", NULL};
 static const char *const off_on_words[] = {"off", "on", NULL};
+/* Indexed by enum mysql_tls. */
+static const char *const mysql_tls_words[] = {"off", "on", "verify", NULL};
 
 /* One row per key, aligned by hand: the formatter would indent it oddly. */
 /* clang-format off */
@@ -155,6 +157,14 @@ static const struct config_entry config_table[] = {
 	INT_KEY(redis_port, "16379", 1, 65535, "Redis TCP port"),
 	STR_KEY(redis_socket, "var/run/redis.sock", NULL, NULL,
 		"Redis unix socket, used instead of host:port; \"\" = use TCP"),
+	STR_KEY(redis_password, "", NULL, NULL,
+		"password sent with AUTH on every Redis connection; \"\" = none"),
+	ENUM_KEY(mysql_tls, "off", mysql_tls_words,
+		 "TLS to MariaDB over TCP: off; on (encrypted, the server's certificate not "
+		 "checked); verify (checked against mysql_ca and the host name); a server "
+		 "without TLS is refused by on and verify"),
+	STR_KEY(mysql_ca, "", NULL, NULL,
+		"CA certificate file (PEM) for mysql_tls verify; \"\" = the system's"),
 	/* accounts */
 	INT_KEY(hash_cost, "5", 1, 11, "yescrypt cost factor of new password hashes"),
 	INT_KEY(hash_threads, "1", 1, 64,
@@ -162,8 +172,31 @@ static const struct config_entry config_table[] = {
 	INT_KEY(token_ttl_s, "604800", 60, 31536000, "session token lifetime, seconds"),
 	INT_KEY(login_concurrency, "64", 1, 100000, "logins processed at once per node"),
 	INT_KEY(login_fail_limit, "10", 1, 100000,
-		"failed logins allowed per window, per user and per address"),
+		"failed logins allowed per window for one username from one address"),
 	INT_KEY(login_fail_window_s, "60", 1, 86400, "length of the failed-login window, seconds"),
+	INT_KEY(login_fail_addr_limit, "30", 1, 1000000,
+		"failed logins allowed per window from one address, all usernames together"),
+	INT_KEY(login_fail_user_limit, "100", 1, 1000000,
+		"failed logins of one username per window (from anywhere) before its logins are "
+		"slowed to one per login_fail_user_gap_ms; it is never locked"),
+	INT_KEY(login_fail_user_gap_ms, "1000", 1, 60000,
+		"a slowed username takes one login attempt per this many ms"),
+	INT_KEY(signup_addr_limit, "1000", 0, 1000000,
+		"SIGNUPs allowed per signup_window_s from one address; 0 = no limit"),
+	INT_KEY(signup_window_s, "60", 1, 86400, "length of the SIGNUP window, seconds"),
+	/* social */
+	INT_KEY(friends_max, "5000", 1, 1000000, "friends one user may have"),
+	INT_KEY(friend_requests_max, "1000", 1, 1000000,
+		"pending friend requests one user may have received"),
+	INT_KEY(groups_created_max, "100", 1, 1000000, "live groups one user may own"),
+	INT_KEY(groups_joined_max, "1000", 1, 1000000, "groups one user may be a member of"),
+	INT_KEY(list_page_default, "5000", 1, 1000000,
+		"entries of a FRIEND_LIST or GROUP_LIST page when the request gives no limit "
+		"(and the most it may ask for)"),
+	/* presence */
+	INT_KEY(presence_refresh_s, "30", 1, 3600,
+		"how often a worker refreshes its users' presence in Redis, seconds; an entry "
+		"lives 3 times as long"),
 	/* messaging */
 	ENUM_KEY(durability, "stored", durability_words,
 		 "stored: a send is answered once committed; relay: once forwarded"),
@@ -183,6 +216,11 @@ static const struct config_entry config_table[] = {
 		"requests per second one connection may sustain"),
 	INT_KEY(rate_burst, "2000", 1, 1000000,
 		"requests one connection may send at once above the rate"),
+	INT_KEY(rate_recipients_per_s, "100000", 1, 100000000,
+		"recipients per second one connection may reach with GROUP_SEND (each send "
+		"costs one per other member)"),
+	INT_KEY(rate_recipients_burst, "100000", 1, 100000000,
+		"recipients one connection may reach at once above that rate"),
 };
 /* clang-format on */
 

@@ -3,8 +3,8 @@
  *
  * Storage. An account is a users row (hot: id, name) and a user_auth row
  * (cold: password hash, phone), written in one transaction by SIGNUP. A
- * session token is 128 random bits in Redis, rc:tok:<token> = user_id with
- * a TTL of token_ttl_s set at LOGIN (not extended by RESUME: the token
+ * session token is 128 random bits; Redis keeps rc:tok:<its SHA-256> =
+ * user_id with a TTL of token_ttl_s set at LOGIN (not extended by RESUME: the token
  * lives token_ttl_s from its LOGIN, or until LOGOUT deletes it). Every
  * node of a cluster therefore accepts every token.
  *
@@ -56,19 +56,33 @@
  * Refusals are counted and logged (at most one line per LOG_GATE_EVERY_MS,
  * like every line here that a storm or an outage would repeat).
  *
- * Failed logins. Wrong passwords are limited per username and per client
- * address, with counters in Redis so every node of a cluster sees them:
- * rc:lf:u:<name> and rc:lf:a:<ipv4>, INCR on each failure, expiring
- * login_fail_window_s after the first failure of the window. A LOGIN
- * while either counter holds login_fail_limit or more is refused with 8
- * RATE_LIMITED and the counter's remaining TTL as retry_after_ms, before
- * the password is even looked at. A success resets the username counter
- * (not the address one: a client must not clear its address's record by
- * logging in to an account of its own). RESUME is not counted: a 128-bit
- * token cannot be guessed, and it has no username to count against.
+ * Failed logins. Wrong passwords are counted in Redis, so every node of a
+ * cluster sees them, INCR on each failure, each key expiring
+ * login_fail_window_s after its first failure:
+ *   rc:lf:a:<ipv4>          per address, limit login_fail_addr_limit
+ *   rc:lf:ua:<name>:<ipv4>  per (username, address), limit login_fail_limit
+ *   rc:lf:u:<name>          per username, from anywhere
+ * A LOGIN from an address over either of the first two is refused with 8
+ * RATE_LIMITED and the key's remaining TTL as retry_after_ms, before the
+ * password is looked at. The username alone never refuses a login: whoever
+ * knows a name must not be able to keep its owner out by guessing at it.
+ * Past login_fail_user_limit failures the name is only slowed: one attempt
+ * per login_fail_user_gap_ms goes on (rc:lf:us:<name>, SET NX PX), the
+ * others get 8 with the short time left as retry_after_ms, and an address
+ * the user logged in from before (rc:lf:ok:<name>:<ipv4>, kept token_ttl_s)
+ * is not slowed at all. All of it is one Lua script, one round trip. A
+ * success clears the name's and the pair's counts (not the address's: a
+ * client must not clear its address's record by logging in to an account
+ * of its own). RESUME is not counted: a 128-bit token cannot be guessed,
+ * and it has no username to count against. SIGNUP is counted per address
+ * (rc:su:a:<ipv4>, signup_addr_limit per signup_window_s); it fails open
+ * when Redis is down, since it otherwise needs only MariaDB.
  * Unknown users cost a password verification too (against a dummy hash
  * of the current cost), so the time of an answer does not tell whether a
  * username exists; both cases answer the same AUTH_FAILED text.
+ *
+ * Tokens. Redis holds rc:tok:<SHA-256 of the token> (auth_key_token), not
+ * the token: a copy of Redis's data gives no session away.
  *
  * Storage failures. Any MySQL or Redis failure answers 12 INTERNAL
  * "storage unavailable, retry" and changes no session; db.c and kv.c
@@ -84,6 +98,7 @@
 #include <string.h>
 
 #include <hiredis/hiredis.h>
+#include <openssl/evp.h>
 
 #include "ringchat/clock.h"
 #include "ringchat/cluster.h"
@@ -120,18 +135,49 @@
  * this only guards against a mean spoilt by a stalled thread). */
 #define AUTH_HASHER_RETRY_MAX_MS 60000
 
-/* Redis keys: prefix + at most a 32-byte name or a dotted IPv4 or a token. */
-#define AUTH_KEY_BYTES 64
+/* Redis keys: a prefix + a 32-byte name + a dotted IPv4, or the prefix +
+ * a token's 64-hex-digit digest. */
+#define AUTH_KEY_BYTES 96
 
 #define AUTH_ERR_STORAGE "storage unavailable, retry"
 #define AUTH_ERR_CREDENTIALS "wrong username or password"
 
-/* INCR the failure counter; start its window on the first failure. The
- * PTTL test (rather than n == 1) also repairs a key left without a TTL. */
-static const char auth_fail_lua[] = "local n = redis.call('INCR', KEYS[1]) "
-				    "if redis.call('PTTL', KEYS[1]) < 0 then "
-				    "redis.call('PEXPIRE', KEYS[1], ARGV[1]) end "
-				    "return n";
+/* Counts one failure: INCR every key given, each starting its window
+ * (ARGV[1] ms) on its first failure. The PTTL test (rather than n == 1)
+ * also repairs a key left without a TTL. One command however many keys,
+ * so one reply. */
+static const char auth_fail_lua[] = "for i = 1, #KEYS do "
+				    "redis.call('INCR', KEYS[i]) "
+				    "if redis.call('PTTL', KEYS[i]) < 0 then "
+				    "redis.call('PEXPIRE', KEYS[i], ARGV[1]) end end "
+				    "return 1";
+
+/*
+ * May this LOGIN go on? KEYS: address count, (name, address) count, name
+ * count, "logged in from this address before" mark, the name's slot.
+ * ARGV: address limit, pair limit, name limit, slot ms, 1 when there is
+ * an address. Returns {0, 0} (go on) or {why, retry ms}: 1 address over,
+ * 2 pair over, 3 the name is slowed and its slot is taken. A name over
+ * its limit is never refused outright: one attempt per slot goes on, and
+ * an address it logged in from before is not slowed at all.
+ */
+static const char auth_check_lua[] =
+	"local function n(k) return tonumber(redis.call('GET', k) or '0') end "
+	"if ARGV[5] == '1' then "
+	"if n(KEYS[1]) >= tonumber(ARGV[1]) then return {1, redis.call('PTTL', KEYS[1])} end "
+	"if n(KEYS[2]) >= tonumber(ARGV[2]) then return {2, redis.call('PTTL', KEYS[2])} end "
+	"if redis.call('EXISTS', KEYS[4]) == 1 then return {0, 0} end "
+	"end "
+	"if n(KEYS[3]) >= tonumber(ARGV[3]) then "
+	"if redis.call('SET', KEYS[5], '1', 'PX', ARGV[4], 'NX') then return {0, 0} end "
+	"return {3, redis.call('PTTL', KEYS[5])} end "
+	"return {0, 0}";
+
+/* Counts a SIGNUP of an address: {count, ms left in the window}. */
+static const char auth_signup_lua[] = "local n = redis.call('INCR', KEYS[1]) "
+				      "if redis.call('PTTL', KEYS[1]) < 0 then "
+				      "redis.call('PEXPIRE', KEYS[1], ARGV[1]) end "
+				      "return {n, redis.call('PTTL', KEYS[1])}";
 
 /* Logins (SIGNUP, LOGIN, RESUME) in progress on this node, those waiting
  * for the hasher included. Relaxed atomics: it is a count, it publishes
@@ -232,6 +278,22 @@ static void auth_kv_failed(const struct auth_to *to, const char *what)
 	auth_storage_error(to);
 }
 
+/* The same when Redis answered, but not as expected: an error reply
+ * (NOAUTH, OOM, ...) names its reason itself. Frees rep (may be NULL). */
+static void auth_kv_failed_rep(const struct auth_to *to, const char *what, redisReply *rep)
+{
+	if (!rep || rep->type != REDIS_REPLY_ERROR) {
+		if (rep)
+			freeReplyObject(rep);
+		auth_kv_failed(to, what);
+		return;
+	}
+	counter_inc(redis_errors);
+	log_limited(&auth_gate_storage, LOG_WARN, "auth: %s failed: Redis: %s", what, rep->str);
+	freeReplyObject(rep);
+	auth_storage_error(to);
+}
+
 /* ---- helpers ------------------------------------------------------------- */
 
 /* [A-Za-z0-9_.-] only: names are compared byte for byte everywhere and
@@ -271,20 +333,63 @@ static bool auth_token_well_formed(const char *t)
 	return i == TOKEN_HEX_LEN;
 }
 
+/*
+ * rc:tok:<SHA-256 of the token, hex>. Redis holds only the digest, so
+ * whoever reads Redis (a dump, a replica, a MONITOR) learns no token that
+ * RESUME would accept; a 128-bit random token needs no salt or slow hash.
+ */
 static void auth_key_token(char key[AUTH_KEY_BYTES], const char *token)
 {
-	snprintf(key, AUTH_KEY_BYTES, "rc:tok:%s", token);
+	static const char hex[] = "0123456789abcdef";
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	size_t off;
+
+	off = (size_t)snprintf(key, AUTH_KEY_BYTES, "rc:tok:");
+	if (!EVP_Digest(token, strlen(token), md, &mdlen, EVP_sha256(), NULL) ||
+	    off + 2 * (size_t)mdlen >= AUTH_KEY_BYTES) {
+		/* Cannot happen with a working libcrypto; a key no token
+		 * maps to fails closed (unknown token). */
+		snprintf(key, AUTH_KEY_BYTES, "rc:tok:!");
+		return;
+	}
+	for (unsigned int i = 0; i < mdlen; i++) {
+		key[off++] = hex[md[i] >> 4];
+		key[off++] = hex[md[i] & 0xf];
+	}
+	key[off] = '\0';
+	explicit_bzero(md, sizeof(md));
 }
 
-static void auth_key_fail_user(char key[AUTH_KEY_BYTES], const char *name)
+static void auth_fmt_addr(char out[16], uint32_t addr)
 {
-	snprintf(key, AUTH_KEY_BYTES, "rc:lf:u:%s", name);
+	snprintf(out, 16, "%u.%u.%u.%u", addr >> 24, (addr >> 16) & 0xff, (addr >> 8) & 0xff,
+		 addr & 0xff);
 }
 
-static void auth_key_fail_addr(char key[AUTH_KEY_BYTES], uint32_t addr)
+/*
+ * The keys of the failed-login limit (see the top comment). With no
+ * address (peer_addr 0) only the name's keys mean anything; the others
+ * are still filled, the check script ignores them.
+ */
+struct auth_fail_keys {
+	char addr[AUTH_KEY_BYTES];  /* rc:lf:a:<ip>         failures from the address */
+	char pair[AUTH_KEY_BYTES];  /* rc:lf:ua:<name>:<ip> failures of name from it */
+	char name[AUTH_KEY_BYTES];  /* rc:lf:u:<name>       failures of name, anywhere */
+	char known[AUTH_KEY_BYTES]; /* rc:lf:ok:<name>:<ip> name logged in from there */
+	char slot[AUTH_KEY_BYTES];  /* rc:lf:us:<name>      a slowed name's next attempt */
+};
+
+static void auth_fail_keys(struct auth_fail_keys *k, const char *name, uint32_t addr)
 {
-	snprintf(key, AUTH_KEY_BYTES, "rc:lf:a:%u.%u.%u.%u", addr >> 24, (addr >> 16) & 0xff,
-		 (addr >> 8) & 0xff, addr & 0xff);
+	char ip[16];
+
+	auth_fmt_addr(ip, addr);
+	snprintf(k->addr, sizeof(k->addr), "rc:lf:a:%s", ip);
+	snprintf(k->pair, sizeof(k->pair), "rc:lf:ua:%s:%s", name, ip);
+	snprintf(k->name, sizeof(k->name), "rc:lf:u:%s", name);
+	snprintf(k->known, sizeof(k->known), "rc:lf:ok:%s:%s", name, ip);
+	snprintf(k->slot, sizeof(k->slot), "rc:lf:us:%s", name);
 }
 
 /* xorshift64*, per thread: the jitter of retry hints needs no more. */
@@ -348,104 +453,132 @@ static void auth_leave(void)
 
 /* ---- failed-login limit ------------------------------------------------- */
 
-/* A string reply holding a decimal count; 0 for nil. */
-static long long auth_reply_count(const redisReply *rep)
-{
-	if (rep->type == REDIS_REPLY_STRING)
-		return strtoll(rep->str, NULL, 10);
-	if (rep->type == REDIS_REPLY_INTEGER)
-		return rep->integer;
-	return 0;
-}
-
 /*
- * Checks the failure counters of name and of the client's address. Returns
- * 0 when the login may go on; otherwise it has replied (8 when over the
- * limit, 12 when Redis failed) and returns -1.
+ * Checks the failed-login limit for name from the request's address.
+ * Returns 0 when the login may go on; otherwise it has replied (8 with
+ * retry_after_ms when over a limit or slowed, 12 when Redis failed) and
+ * returns -1.
  */
 static int auth_fail_check(struct req *r, const char *name)
 {
 	const struct config *cfg = auth_cfg(r);
 	struct auth_to to = auth_to_req(r);
-	struct kv *kv = r->w->kv;
-	char keys[2][AUTH_KEY_BYTES];
-	const char *over = NULL;
+	struct auth_fail_keys k;
 	redisReply *rep;
-	long long pttl;
-	int nkeys = 1;
+	long long why, pttl;
+	const char *text;
 
-	auth_key_fail_user(keys[0], name);
-	/* No address (not IPv4): only the username counter applies. */
-	if (r->s->peer_addr)
-		auth_key_fail_addr(keys[nkeys++], r->s->peer_addr);
-	rep = nkeys == 2 ? kv_cmd(kv, "MGET %s %s", keys[0], keys[1])
-			 : kv_cmd(kv, "MGET %s", keys[0]);
-	if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != (size_t)nkeys) {
-		if (rep)
-			freeReplyObject(rep);
-		auth_kv_failed(&to, "failed-login check");
+	auth_fail_keys(&k, name, r->s->peer_addr);
+	rep = kv_cmd(r->w->kv, "EVAL %s 5 %s %s %s %s %s %d %d %d %d %d", auth_check_lua, k.addr,
+		     k.pair, k.name, k.known, k.slot, cfg->login_fail_addr_limit,
+		     cfg->login_fail_limit, cfg->login_fail_user_limit,
+		     cfg->login_fail_user_gap_ms, r->s->peer_addr ? 1 : 0);
+	if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+	    rep->element[0]->type != REDIS_REPLY_INTEGER ||
+	    rep->element[1]->type != REDIS_REPLY_INTEGER) {
+		auth_kv_failed_rep(&to, "failed-login check", rep);
 		return -1;
 	}
-	for (int i = 0; i < nkeys && !over; i++) {
-		if (auth_reply_count(rep->element[i]) >= cfg->login_fail_limit)
-			over = keys[i];
-	}
+	why = rep->element[0]->integer;
+	pttl = rep->element[1]->integer;
 	freeReplyObject(rep);
-	if (!over)
+	if (why == 0)
 		return 0;
 
-	/* Rare path: a second round trip for the hint. */
-	rep = kv_cmd(kv, "PTTL %s", over);
-	if (!rep) {
-		auth_kv_failed(&to, "failed-login check");
-		return -1;
-	}
-	pttl = rep->type == REDIS_REPLY_INTEGER ? rep->integer : -1;
-	freeReplyObject(rep);
-	if (pttl == -2) /* expired since the MGET: retry at once */
+	if (pttl == -2) /* expired since it was read: retry at once */
 		pttl = 1;
 	else if (pttl <= 0) /* no TTL (cannot happen with auth_fail_lua) */
-		pttl = (long long)cfg->login_fail_window_s * 1000;
+		pttl = why == 3 ? cfg->login_fail_user_gap_ms
+				: (long long)cfg->login_fail_window_s * 1000;
+	if (why == 3) {
+		/* Slowed, not locked: a short hint, the owner gets in soon. */
+		counter_inc(login_locked);
+		auth_answer_rate_limited(&to, "too many failed logins for this username, retry "
+					      "shortly", (uint64_t)pttl);
+		return -1;
+	}
+	text = why == 1 ? "too many failed logins from this address, retry later"
+			: "too many failed logins for this username from this address, retry "
+			  "later";
 	counter_inc(login_locked);
 	log_limited(&auth_gate_locked, LOG_INFO,
-			 "auth: login refused, %s over %d failures (retry in %lld ms)", over,
-			 cfg->login_fail_limit, pttl);
-	auth_answer_rate_limited(&to, "too many failed logins, retry later", (uint64_t)pttl);
+		    "auth: login refused, %s over its limit (retry in %lld ms)",
+		    why == 1 ? k.addr : k.pair, pttl);
+	auth_answer_rate_limited(&to, text, (uint64_t)pttl);
 	return -1;
 }
 
-/* Counts one failure against name and the client's address (IPv4, 0 if
- * none). Best effort: the answer (AUTH_FAILED) is known already, so a
- * Redis failure here is only logged. */
+/* Counts one failure against name, the client's address and the pair
+ * (IPv4, 0 if none: the name only). Best effort: the answer
+ * (AUTH_FAILED) is known already, so a Redis failure here is only
+ * logged. */
 static void auth_fail_record(struct worker *w, uint32_t peer_addr, const char *name)
 {
 	const struct config *cfg = w->cfg;
-	struct kv *kv = w->kv;
-	char key[AUTH_KEY_BYTES];
 	long long window_ms = (long long)cfg->login_fail_window_s * 1000;
-	unsigned queued = 0;
+	struct auth_fail_keys k;
+	redisReply *rep;
 
-	auth_key_fail_user(key, name);
-	kv_append(kv, "EVAL %s 1 %s %lld", auth_fail_lua, key, window_ms);
-	queued++;
-	if (peer_addr) {
-		auth_key_fail_addr(key, peer_addr);
-		kv_append(kv, "EVAL %s 1 %s %lld", auth_fail_lua, key, window_ms);
-		queued++;
+	auth_fail_keys(&k, name, peer_addr);
+	if (peer_addr)
+		rep = kv_cmd(w->kv, "EVAL %s 3 %s %s %s %lld", auth_fail_lua, k.name, k.addr,
+			     k.pair, window_ms);
+	else
+		rep = kv_cmd(w->kv, "EVAL %s 1 %s %lld", auth_fail_lua, k.name, window_ms);
+	if (!rep || rep->type == REDIS_REPLY_ERROR) {
+		counter_inc(redis_errors);
+		log_limited(&auth_gate_storage, LOG_WARN, "auth: cannot count a failed login: %s",
+			    rep ? rep->str : kv_errmsg(w->kv));
 	}
-	/* Every kv_append, even a failed one, owes one kv_reply. */
-	for (unsigned i = 0; i < queued; i++) {
-		redisReply *rep = kv_reply(kv);
+	if (rep)
+		freeReplyObject(rep);
+}
 
-		if (!rep || rep->type == REDIS_REPLY_ERROR) {
-			counter_inc(redis_errors);
-			log_limited(&auth_gate_storage, LOG_WARN,
-					 "auth: cannot count a failed login: %s",
-					 rep ? rep->str : kv_errmsg(kv));
-		}
+/*
+ * Counts a SIGNUP from the request's address. Returns 0 when it may go
+ * on; -1 after answering 8 RATE_LIMITED. Fails open: SIGNUP otherwise
+ * needs only MariaDB, and an outage of Redis should not stop it (the
+ * hasher queue and login_concurrency still bound the work).
+ */
+static int auth_signup_check(struct req *r)
+{
+	const struct config *cfg = auth_cfg(r);
+	struct auth_to to = auth_to_req(r);
+	char key[AUTH_KEY_BYTES], ip[16];
+	long long n, pttl;
+	redisReply *rep;
+
+	if (!cfg->signup_addr_limit || !r->s->peer_addr)
+		return 0;
+	auth_fmt_addr(ip, r->s->peer_addr);
+	snprintf(key, sizeof(key), "rc:su:a:%s", ip);
+	rep = kv_cmd(r->w->kv, "EVAL %s 1 %s %lld", auth_signup_lua, key,
+		     (long long)cfg->signup_window_s * 1000);
+	if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+	    rep->element[0]->type != REDIS_REPLY_INTEGER ||
+	    rep->element[1]->type != REDIS_REPLY_INTEGER) {
+		counter_inc(redis_errors);
+		log_limited(&auth_gate_storage, LOG_WARN,
+			    "auth: signup limit not checked (Redis: %s); allowed",
+			    rep && rep->type == REDIS_REPLY_ERROR ? rep->str : kv_errmsg(r->w->kv));
 		if (rep)
 			freeReplyObject(rep);
+		return 0;
 	}
+	n = rep->element[0]->integer;
+	pttl = rep->element[1]->integer;
+	freeReplyObject(rep);
+	if (n <= cfg->signup_addr_limit)
+		return 0;
+	if (pttl <= 0)
+		pttl = 1;
+	counter_inc(login_locked);
+	log_limited(&auth_gate_locked, LOG_INFO,
+		    "auth: signup refused, %s over %d per %d s (retry in %lld ms)", key,
+		    cfg->signup_addr_limit, cfg->signup_window_s, pttl);
+	auth_answer_rate_limited(&to, "too many signups from this address, retry later",
+				 (uint64_t)pttl);
+	return -1;
 }
 
 /* ---- sessions ------------------------------------------------------------ */
@@ -749,6 +882,10 @@ void auth_signup(struct req *r)
 		return;
 	if (!auth_enter(r))
 		return;
+	if (auth_signup_check(r)) {
+		auth_leave();
+		return;
+	}
 	/* Whether the name is free is not asked first: the INSERT's unique
 	 * key is the real check, and a taken name is the rare case. */
 	job = auth_job_new(r, HASH_MAKE, password, auth_signup_done);
@@ -783,8 +920,10 @@ static void auth_login_verified(const struct auth_to *to, struct auth_job *job)
 	struct worker *w = to->w;
 	struct session *s = to->s;
 	struct kv *kv = w->kv;
-	char token[TOKEN_HEX_LEN + 1], key[AUTH_KEY_BYTES], fkey[AUTH_KEY_BYTES];
-	redisReply *rep, *rep_del;
+	char token[TOKEN_HEX_LEN + 1], key[AUTH_KEY_BYTES];
+	struct auth_fail_keys fk;
+	unsigned queued;
+	redisReply *rep;
 	int ret;
 	cJSON *o;
 
@@ -803,18 +942,33 @@ static void auth_login_verified(const struct auth_to *to, struct auth_job *job)
 		return;
 	}
 	auth_key_token(key, token);
-	auth_key_fail_user(fkey, job->name);
-	/* One round trip: store the token and clear the name's failures. */
+	auth_fail_keys(&fk, job->name, job->peer_addr);
+	/*
+	 * One round trip: store the token, clear the name's failures and the
+	 * pair's (not the address's: a client must not clear its address's
+	 * record by logging in to an account of its own), and remember the
+	 * address, which the name's slow-down then spares. Every kv_append,
+	 * even a failed one, owes one kv_reply (kv.h).
+	 */
 	kv_append(kv, "SET %s %lld EX %d", key, (long long)job->uid, w->cfg->token_ttl_s);
-	kv_append(kv, "DEL %s", fkey);
+	queued = 1;
+	if (job->peer_addr) {
+		kv_append(kv, "DEL %s %s", fk.name, fk.pair);
+		kv_append(kv, "SET %s 1 EX %d", fk.known, w->cfg->token_ttl_s);
+		queued += 2;
+	} else {
+		kv_append(kv, "DEL %s", fk.name);
+		queued++;
+	}
 	rep = kv_reply(kv);
-	rep_del = kv_reply(kv);
-	if (rep_del)
-		freeReplyObject(rep_del);
+	for (unsigned i = 1; i < queued; i++) {
+		redisReply *more = kv_reply(kv);
+
+		if (more)
+			freeReplyObject(more);
+	}
 	if (!rep || rep->type != REDIS_REPLY_STATUS) {
-		if (rep)
-			freeReplyObject(rep);
-		auth_kv_failed(to, "token store");
+		auth_kv_failed_rep(to, "token store", rep);
 		return;
 	}
 	freeReplyObject(rep);
@@ -920,9 +1074,7 @@ static void auth_resume_admitted(struct req *r, const char *token)
 	auth_key_token(key, token);
 	rep = kv_cmd(r->w->kv, "GET %s", key);
 	if (!rep || (rep->type != REDIS_REPLY_STRING && rep->type != REDIS_REPLY_NIL)) {
-		if (rep)
-			freeReplyObject(rep);
-		auth_kv_failed(&to, "token lookup");
+		auth_kv_failed_rep(&to, "token lookup", rep);
 		return;
 	}
 	if (rep->type == REDIS_REPLY_STRING)

@@ -21,19 +21,42 @@
  * Refusals, where the contract leaves a choice:
  *   FRIEND_REQUEST to oneself            1 BAD_REQUEST
  *   FRIEND_REQUEST repeated while pending 0 OK: the request stays one row,
- *                                        its remark is replaced and the
- *                                        target is notified again if online
+ *                                        its remark is replaced; the target
+ *                                        is not pushed again (one push per
+ *                                        request, or a repeat would be a
+ *                                        free channel of pushes)
  *   FRIEND_REQUEST crossing one from the target: both become friends and
  *                                        both get PUSH_FRIEND_ACCEPTED
  *   FRIEND_ACCEPT/DELETE/UPDATE naming oneself: 5 NOT_FOUND (no such
  *                                        request or friendship can exist)
+ *
+ * Caps (config), each answered 6 FORBIDDEN with a reason that names it:
+ *   friends_max          friendships per user: FRIEND_REQUEST by a user at
+ *                        the cap, FRIEND_ACCEPT (or a crossing request) when
+ *                        either side is at it
+ *   friend_requests_max  requests waiting for one user's answer: a new
+ *                        request past it (a repeat of a pending one is fine)
+ * Counted inside the pair-locked transaction: every change of a user's
+ * friendships or requests locks that user's row, so two requests cannot
+ * both take the last place.
+ *
+ * FRIEND_LIST pages its friends by user_id: "limit" (1..list_page_default,
+ * default list_page_default) and "after" (a user_id, exclusive); the reply
+ * has "next" (pass it as "after") when more follow. "pending" comes with
+ * the first page only (no "after"), at most friend_requests_max of them.
+ * The pushes of pending requests at login are bounded too (encoded bytes,
+ * a share of out_limit_bytes, login_push.h); the rest shows in
+ * FRIEND_LIST and at later logins.
  */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "ringchat/config.h"
 #include "ringchat/counters.h"
+#include "ringchat/handoff.h"
+#include "ringchat/login_push.h"
 #include "ringchat/db.h"
 #include "ringchat/session.h"
 #include "ringchat/log.h"
@@ -50,12 +73,63 @@
 /* A username is at most 32 bytes (protocol SIGNUP), plus the NUL. */
 #define FRIEND_NAME_BYTES 33
 
-/* Requests TO a user, oldest first: FRIEND_LIST's "pending" and the pushes
- * at login share the statement (and its cache entry). */
+/* Requests TO a user, oldest first, at most ? of them: FRIEND_LIST's
+ * "pending" and the pushes at login share the statement (and its cache
+ * entry). */
 static const char SQL_PENDING_TO[] =
     "SELECT r.from_id, u.username, r.remark FROM friend_requests r "
     "JOIN users u ON u.id = r.from_id WHERE r.to_id = ? "
-    "ORDER BY r.created_at, r.from_id";
+    "ORDER BY r.created_at, r.from_id LIMIT ?";
+
+/* Rows of `table` with `col` = uid (a primary-key prefix range). Returns
+ * the count or a negative enum db_error. */
+static int64_t friends_count(struct worker *w, const char *sql, int64_t uid)
+{
+	struct db_rows *rows = db_query(w->db, sql, "l", uid);
+	int64_t n;
+
+	if (!rows)
+		return db_last_error(w->db);
+	n = db_rows_count(rows) ? db_cell_i64(rows, 0, 0) : 0;
+	db_rows_free(rows);
+	return n;
+}
+
+#define SQL_COUNT_FRIENDS "SELECT COUNT(*) FROM friends WHERE user_id = ?"
+#define SQL_COUNT_PENDING "SELECT COUNT(*) FROM friend_requests WHERE to_id = ?"
+
+/*
+ * Inside the pair-locked transaction: 0 when neither a nor b is at
+ * friends_max (b may be 0: only a), 1 when a is, 2 when b is, or a
+ * negative enum db_error.
+ */
+static int friends_at_cap(struct worker *w, int64_t a, int64_t b)
+{
+	int64_t n = friends_count(w, SQL_COUNT_FRIENDS, a);
+
+	if (n < 0)
+		return (int)n;
+	if (n >= w->cfg->friends_max)
+		return 1;
+	if (!b)
+		return 0;
+	n = friends_count(w, SQL_COUNT_FRIENDS, b);
+	if (n < 0)
+		return (int)n;
+	return n >= w->cfg->friends_max ? 2 : 0;
+}
+
+/* Answers 6 for friends_at_cap's verdict (1 or 2) about me and other. */
+static void friends_cap_refused(struct req *r, int who, int64_t other)
+{
+	db_rollback(r->w->db);
+	if (who == 1)
+		reply_err(r, ST_FORBIDDEN, "friend limit reached: you have %d friends",
+			  r->w->cfg->friends_max);
+	else
+		reply_err(r, ST_FORBIDDEN, "friend limit reached: user %" PRId64 " has %d friends",
+			  other, r->w->cfg->friends_max);
+}
 
 /* Logs a storage failure and answers 12 INTERNAL. Reads the reason before
  * the rollback, which would replace it. */
@@ -188,6 +262,13 @@ void friends_request(struct req *r)
 		goto out_db_failed;
 	if (n > 0) {
 		/* The target asked us first: this request answers it. */
+		ret = friends_at_cap(w, me, to);
+		if (ret < 0)
+			goto out_db_failed;
+		if (ret > 0) {
+			friends_cap_refused(r, ret, to);
+			return;
+		}
 		if (friends_make(w, to, me) || db_commit(db))
 			goto out_db_failed;
 		social_changed();
@@ -196,9 +277,38 @@ void friends_request(struct req *r)
 		friends_push_accepted(w, me, to, to_name);
 		return;
 	}
-	n = db_exec(db,
-		    "INSERT INTO friend_requests (from_id, to_id, remark) VALUES (?, ?, ?) "
-		    "ON DUPLICATE KEY UPDATE remark = VALUES(remark)",
+	n = db_exec(db, "SELECT 1 FROM friend_requests WHERE to_id = ? AND from_id = ?", "ll", to,
+		    me);
+	if (n < 0)
+		goto out_db_failed;
+	if (n > 0) {
+		/* A repeat: the remark is replaced, the target was told once. */
+		if (db_exec(db,
+			    "UPDATE friend_requests SET remark = ? WHERE to_id = ? AND from_id = ?",
+			    "sll", remark, to, me) < 0 ||
+		    db_commit(db))
+			goto out_db_failed;
+		reply_ok(r, NULL);
+		return;
+	}
+	ret = friends_at_cap(w, me, 0);
+	if (ret < 0)
+		goto out_db_failed;
+	if (ret > 0) {
+		friends_cap_refused(r, ret, to);
+		return;
+	}
+	n = friends_count(w, SQL_COUNT_PENDING, to);
+	if (n < 0)
+		goto out_db_failed;
+	if (n >= w->cfg->friend_requests_max) {
+		db_rollback(db);
+		reply_err(r, ST_FORBIDDEN,
+			  "user %" PRId64 " has too many friend requests waiting (%d)", to,
+			  w->cfg->friend_requests_max);
+		return;
+	}
+	n = db_exec(db, "INSERT INTO friend_requests (from_id, to_id, remark) VALUES (?, ?, ?)",
 		    "lls", me, to, remark);
 	if (n < 0 || db_commit(db))
 		goto out_db_failed;
@@ -239,6 +349,13 @@ void friends_accept(struct req *r)
 	if (n == 0) {
 		db_rollback(db);
 		goto out_no_request;
+	}
+	ret = friends_at_cap(w, me, asker);
+	if (ret < 0)
+		goto out_db_failed;
+	if (ret > 0) {
+		friends_cap_refused(r, ret, asker);
+		return;
 	}
 	if (friends_make(w, asker, me) || db_commit(db))
 		goto out_db_failed;
@@ -334,23 +451,37 @@ void friends_list(struct req *r)
 	struct worker *w = r->w;
 	struct db_rows *rows = NULL, *pend = NULL;
 	cJSON *out = NULL, *friends, *pending;
-	int64_t me = r->s->user_id, *ids = NULL;
+	int64_t me = r->s->user_id, *ids = NULL, limit, after = 0;
 	int *nodes = NULL;
+	bool has_limit, has_after;
 	size_t n;
 
-	/* One range of the friends primary key, each joined to its users row. */
+	if (!req_opt_int(r, "limit", 1, w->cfg->list_page_default, &limit, &has_limit) ||
+	    !req_opt_id(r, "after", &after, &has_after))
+		return;
+	if (!has_limit)
+		limit = w->cfg->list_page_default;
+	if (!has_after)
+		after = 0;
+	/* One range of the friends primary key, each joined to its users row;
+	 * one row more than the page tells whether another page follows. */
 	rows = db_query(w->db,
 			"SELECT f.friend_id, u.username, f.remark, f.friend_group "
 			"FROM friends f JOIN users u ON u.id = f.friend_id "
-			"WHERE f.user_id = ? ORDER BY f.friend_id",
-			"l", me);
+			"WHERE f.user_id = ? AND f.friend_id > ? ORDER BY f.friend_id LIMIT ?",
+			"lll", me, after, limit + 1);
 	if (!rows)
 		goto out_db_failed;
-	pend = db_query(w->db, SQL_PENDING_TO, "l", me);
-	if (!pend)
-		goto out_db_failed;
+	if (!has_after) {
+		pend = db_query(w->db, SQL_PENDING_TO, "ll", me,
+				(int64_t)w->cfg->friend_requests_max);
+		if (!pend)
+			goto out_db_failed;
+	}
 
 	n = db_rows_count(rows);
+	if ((int64_t)n > limit)
+		n = (size_t)limit;
 	ids = malloc((n ? n : 1) * sizeof(*ids));
 	nodes = malloc((n ? n : 1) * sizeof(*nodes));
 	if (!ids || !nodes) {
@@ -384,7 +515,7 @@ void friends_list(struct req *r)
 		    !cJSON_AddBoolToObject(f, "online", nodes[i] >= 0))
 			goto out_no_memory;
 	}
-	for (size_t i = 0; i < db_rows_count(pend); i++) {
+	for (size_t i = 0; pend && i < db_rows_count(pend); i++) {
 		cJSON *p = cJSON_CreateObject();
 
 		if (!p)
@@ -394,6 +525,8 @@ void friends_list(struct req *r)
 		    !cJSON_AddStringToObject(p, "username", db_cell_str(pend, i, 1)))
 			goto out_no_memory;
 	}
+	if (db_rows_count(rows) > n && !json_add_int(out, "next", ids[n - 1]))
+		goto out_no_memory;
 	reply_ok(r, out);
 	out = NULL;
 	goto out_free;
@@ -415,7 +548,13 @@ void friends_push_pending(struct worker *w, struct session *s)
 {
 	struct db_rows *rows;
 
-	rows = db_query(w->db, SQL_PENDING_TO, "l", s->user_id);
+	/* Counted as encoded frames (a remark of control characters is six
+	 * times its length in JSON), within a share of the output limit that
+	 * leaves the message pushes theirs. */
+	size_t budget = (size_t)w->cfg->out_limit_bytes / LOGIN_PUSH_REQ_DIV, sent = 0, i;
+
+	rows = db_query(w->db, SQL_PENDING_TO, "ll", s->user_id,
+			(int64_t)w->cfg->friend_requests_max);
 	if (!rows) {
 		/* They stay stored: the next login or FRIEND_LIST shows them. */
 		counter_inc(mysql_errors);
@@ -423,10 +562,23 @@ void friends_push_pending(struct worker *w, struct session *s)
 			 db_errmsg(w->db));
 		return;
 	}
-	for (size_t i = 0; i < db_rows_count(rows); i++)
-		outbox_push(w, s->conn, CMD_PUSH_FRIEND_REQUEST,
-			     friends_request_payload(db_cell_i64(rows, i, 0),
-						     db_cell_str(rows, i, 1),
-						     db_cell_str(rows, i, 2)));
+	for (i = 0; i < db_rows_count(rows); i++) {
+		struct out_msg *f = outbox_frame_json(
+		    s->conn, CMD_PUSH_FRIEND_REQUEST, ST_OK, 0,
+		    friends_request_payload(db_cell_i64(rows, i, 0), db_cell_str(rows, i, 1),
+					    db_cell_str(rows, i, 2)));
+
+		if (!f)
+			break;
+		if (sent + f->len > budget) {
+			free(f);
+			break;
+		}
+		sent += f->len;
+		outbox_send(w, f);
+	}
+	if (i < db_rows_count(rows))
+		log_info("friends: user %" PRId64 " has more pending requests than one login "
+			 "pushes (%zu sent); FRIEND_LIST shows them all", s->user_id, i);
 	db_rows_free(rows);
 }

@@ -22,6 +22,21 @@
  *   GROUP_JOIN of a full group                   6 FORBIDDEN, "group is
  *                                                full (N members)"
  *   GROUP_DISSOLVE by a non-owner                6 FORBIDDEN, member or not
+ *   GROUP_CREATE past groups_created_max live    6 FORBIDDEN, "group limit
+ *   groups owned, or past groups_joined_max      reached: ..."
+ *   memberships
+ *   GROUP_JOIN past groups_joined_max            6 FORBIDDEN, the same
+ * The caps are counted before the change, under a lock of the user's row
+ * (SELECT ... FOR UPDATE on users), so one user's concurrent creates or
+ * joins cannot all take the last place. Lock order: the group row (join),
+ * then the user row; GROUP_CREATE locks only the user row. Ownership moves
+ * to an heir when an owner quits, which may leave the heir above
+ * groups_created_max: the cap bounds what a user makes, not what it
+ * inherits.
+ *
+ * GROUP_LIST pages by group_id: "limit" (1..list_page_default, default
+ * list_page_default) and "after" (a group_id, exclusive); the reply has
+ * "next" (pass it as "after") when more follow.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -130,6 +145,45 @@ static int groups_newest_msg_id(struct worker *w, int64_t group_id, int64_t *msg
 	return 0;
 }
 
+/*
+ * Inside a transaction: locks the user's row, then checks its caps: with
+ * owned set, live groups it owns (groups_created_max); always, groups it
+ * is in (groups_joined_max). Returns 0 when under both, 1 after answering
+ * 6 FORBIDDEN (the transaction rolled back), or a negative enum db_error.
+ */
+static int groups_check_caps(struct req *r, bool owned)
+{
+	struct worker *w = r->w;
+	struct db_rows *rows;
+	int64_t joined, made;
+
+	if (db_exec(w->db, "SELECT id FROM users WHERE id = ? FOR UPDATE", "l", r->s->user_id) <
+	    0)
+		return db_last_error(w->db);
+	rows = db_query(w->db,
+			"SELECT (SELECT COUNT(*) FROM group_members WHERE user_id = ?), "
+			"(SELECT COUNT(*) FROM chat_groups WHERE owner_id = ? AND state = ?)",
+			"lli", r->s->user_id, r->s->user_id, GROUP_STATE_LIVE);
+	if (!rows)
+		return db_last_error(w->db);
+	joined = db_cell_i64(rows, 0, 0);
+	made = db_cell_i64(rows, 0, 1);
+	db_rows_free(rows);
+	if (owned && made >= w->cfg->groups_created_max) {
+		db_rollback(w->db);
+		reply_err(r, ST_FORBIDDEN, "group limit reached: you own %d groups",
+			  w->cfg->groups_created_max);
+		return 1;
+	}
+	if (joined >= w->cfg->groups_joined_max) {
+		db_rollback(w->db);
+		reply_err(r, ST_FORBIDDEN, "group limit reached: you are in %d groups",
+			  w->cfg->groups_joined_max);
+		return 1;
+	}
+	return 0;
+}
+
 void groups_create(struct req *r)
 {
 	struct db *db = r->w->db;
@@ -137,9 +191,16 @@ void groups_create(struct req *r)
 	const char *name;
 	cJSON *out;
 
+	int ret;
+
 	if (!req_str(r, "name", GROUP_NAME_MIN_BYTES, GROUP_NAME_MAX_BYTES, &name))
 		return;
 	if (db_begin(db))
+		goto out_db_failed;
+	ret = groups_check_caps(r, true);
+	if (ret > 0)
+		return;
+	if (ret < 0)
 		goto out_db_failed;
 	if (db_exec(db, "INSERT INTO chat_groups (name, owner_id) VALUES (?, ?)", "sl", name, me) <
 	    0)
@@ -217,7 +278,7 @@ void groups_join(struct req *r)
 	struct db *db = w->db;
 	struct db_rows *rows;
 	int64_t me = r->s->user_id, group_id, owner, count, already, newest = 0;
-	int cap = w->cfg->group_member_cap;
+	int cap = w->cfg->group_member_cap, ret;
 
 	if (!req_id(r, "group_id", &group_id))
 		return;
@@ -244,6 +305,11 @@ void groups_join(struct req *r)
 		reply_err(r, ST_FORBIDDEN, "group %" PRId64 " is full (%d members)", group_id, cap);
 		return;
 	}
+	ret = groups_check_caps(r, false);
+	if (ret > 0)
+		return;
+	if (ret < 0)
+		goto out_db_failed;
 	if (groups_newest_msg_id(w, group_id, &newest) ||
 	    db_exec(db,
 		    "INSERT INTO group_members (group_id, user_id, read_msg_id) VALUES (?, ?, ?)",
@@ -391,21 +457,35 @@ void groups_list(struct req *r)
 	struct worker *w = r->w;
 	struct db_rows *rows;
 	cJSON *out, *groups;
+	int64_t limit, after = 0;
+	bool has_limit, has_after;
+	size_t n;
 
+	if (!req_opt_int(r, "limit", 1, w->cfg->list_page_default, &limit, &has_limit) ||
+	    !req_opt_id(r, "after", &after, &has_after))
+		return;
+	if (!has_limit)
+		limit = w->cfg->list_page_default;
+	if (!has_after)
+		after = 0;
+	/* one row more than the page tells whether another page follows */
 	rows = db_query(w->db,
 			"SELECT g.id, g.name, g.owner_id FROM group_members m "
 			"JOIN chat_groups g ON g.id = m.group_id "
-			"WHERE m.user_id = ? AND g.state = 0 ORDER BY g.id",
-			"l", r->s->user_id);
+			"WHERE m.user_id = ? AND g.state = 0 AND g.id > ? ORDER BY g.id LIMIT ?",
+			"lll", r->s->user_id, after, limit + 1);
 	if (!rows) {
 		groups_db_failed(r, "listing the groups");
 		return;
 	}
+	n = db_rows_count(rows);
+	if ((int64_t)n > limit)
+		n = (size_t)limit;
 	out = cJSON_CreateObject();
 	groups = cJSON_AddArrayToObject(out, "groups");
 	if (!groups)
 		goto out_no_memory;
-	for (size_t i = 0; i < db_rows_count(rows); i++) {
+	for (size_t i = 0; i < n; i++) {
 		cJSON *g = cJSON_CreateObject();
 
 		if (!g)
@@ -416,6 +496,8 @@ void groups_list(struct req *r)
 		    !json_add_int(g, "owner", db_cell_i64(rows, i, 2)))
 			goto out_no_memory;
 	}
+	if (db_rows_count(rows) > n && !json_add_int(out, "next", db_cell_i64(rows, n - 1, 0)))
+		goto out_no_memory;
 	db_rows_free(rows);
 	reply_ok(r, out);
 	return;

@@ -7,6 +7,9 @@
  * A login pushes at most half of out_limit_bytes: the rest follows at the
  * next login, after the client has acknowledged what it got, so a user
  * with a large backlog is never closed for output it did not ask for.
+ * The budget counts the encoded frames, not the stored text: JSON escaping
+ * makes a control character six bytes (\u0001), so text counted raw could
+ * pass the connection's output limit six times over and close every login.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -20,6 +23,7 @@
 #include "ringchat/msgrow.h"
 #include "ringchat/outbox.h"
 #include "ringchat/protocol.h"
+#include "ringchat/handoff.h"
 #include "ringchat/session.h"
 #include "ringchat/social.h"
 #include "ringchat/worker.h"
@@ -27,6 +31,11 @@
 #define LOGIN_PUSH_PAGE 500	 /* rows per query */
 #define LOGIN_PUSH_ROWS 4000	 /* rows held at once over all streams */
 #define LOGIN_PUSH_PAGE_MIN 16
+/* Pushes of a login, messages and friend requests together, stay below
+ * this share of out_limit_bytes (the OK, presence and live pushes need
+ * the rest). Messages get 1 / LOGIN_PUSH_MSG_DIV, friend requests
+ * 1 / LOGIN_PUSH_REQ_DIV (login_push.h). */
+#define LOGIN_PUSH_MSG_DIV 2
 
 /* One source of unacked messages, read in pages oldest first. */
 struct login_stream {
@@ -82,7 +91,9 @@ void login_push_unacked(struct worker *w, struct session *s, int64_t below)
 	int64_t uid = s->user_id, page;
 	/* stop well below the connection's output cap: the rest waits for
 	 * the next login (after the client has acked what it got) */
-	size_t budget = (size_t)w->cfg->out_limit_bytes / 2, sent_bytes = 0, pushed = 0;
+	size_t budget = (size_t)w->cfg->out_limit_bytes / LOGIN_PUSH_MSG_DIV, sent_bytes = 0,
+	       pushed = 0;
+	bool full = false;
 	struct login_stream *st = NULL;
 	struct db_rows *groups;
 	size_t nst = 0;
@@ -136,21 +147,37 @@ void login_push_unacked(struct worker *w, struct session *s, int64_t below)
 		if (!best)
 			break;
 		cJSON *m = msgrow_json(best->rows, best->pos);
+		struct out_msg *f;
 
-		sent_bytes += db_cell_len(best->rows, best->pos, 6) + 160;
-		best->after = best_id;
-		best->pos++;
 		if (!m) {
 			err = -ENOMEM;
 			goto out_failed;
 		}
-		outbox_push(w, s->conn, CMD_PUSH_MSG, m);
+		/* the frame as it will be sent: its length is what counts */
+		f = outbox_frame_json(s->conn, CMD_PUSH_MSG, ST_OK, 0, m);
+		if (!f) {
+			err = -ENOMEM;
+			goto out_failed;
+		}
+		if (sent_bytes + f->len > budget) {
+			/* the first one goes alone if it can: a message larger
+			 * than the budget would otherwise block all behind it */
+			if (pushed || f->len > budget + budget / 2) {
+				free(f);
+				full = true;
+				break;
+			}
+		}
+		sent_bytes += f->len;
+		best->after = best_id;
+		best->pos++;
+		outbox_send(w, f);
 		counter_inc(msgs_pushed);
 		pushed++;
 		if (best_id > s->stored_pushed_max)
 			s->stored_pushed_max = best_id;
 	}
-	if (sent_bytes >= budget)
+	if (full)
 		log_info("messages: user %" PRId64 " has more unacked messages than one login "
 			 "pushes (%zu sent); the rest follows at its next login",
 			 uid, pushed);

@@ -8,6 +8,7 @@
 
 #include "ringchat/clock.h"
 #include "ringchat/cluster.h"
+#include "ringchat/config.h"
 #include "ringchat/counters.h"
 #include "ringchat/db.h"
 #include "ringchat/session.h"
@@ -41,6 +42,11 @@ static void fmt_val(struct worker *w, char *buf, size_t n, uint64_t conn)
 	snprintf(buf, n, "%d:%" PRIu64, w->cfg->node_id, conn);
 }
 
+static int presence_ttl_s(const struct worker *w)
+{
+	return PRESENCE_TTL_FACTOR * w->cfg->presence_refresh_s;
+}
+
 static int parse_node(const redisReply *r)
 {
 	if (!r || r->type != REDIS_REPLY_STRING)
@@ -56,7 +62,7 @@ int presence_set_online(struct worker *w, int64_t uid, uint64_t conn, int *prev_
 	fmt_key(key, sizeof(key), uid);
 	fmt_val(w, val, sizeof(val), conn);
 	*prev_node = -1;
-	r = kv_cmd(w->kv, "SET %s %s EX %d GET", key, val, PRESENCE_TTL_S);
+	r = kv_cmd(w->kv, "SET %s %s EX %d GET", key, val, presence_ttl_s(w));
 	if (!r || r->type == REDIS_REPLY_ERROR) {
 		counter_inc(redis_errors);
 		if (r)
@@ -152,7 +158,7 @@ void presence_refresh(struct worker *w)
 
 	if (now < presence_next_ms)
 		return;
-	presence_next_ms = now + PRESENCE_REFRESH_S * 1000;
+	presence_next_ms = now + (uint64_t)w->cfg->presence_refresh_s * 1000;
 	for (uint32_t s = (uint32_t)w->id; s < session_slots(); s += nworkers) {
 		struct session *ss = session_at(s);
 		char key[40], val[48];
@@ -165,7 +171,7 @@ void presence_refresh(struct worker *w)
 		 * link must be left with nothing pending (kv.h) */
 		queued++;
 		if (kv_append(w->kv, "EVAL %s 1 %s %s %d", refresh_lua, key, val,
-			      PRESENCE_TTL_S))
+			      presence_ttl_s(w)))
 			break;
 	}
 	for (size_t i = 0; i < queued; i++) {

@@ -127,6 +127,8 @@ struct db {
 	char password[128];
 	char name[64];
 	unsigned port;
+	int tls;      /* enum mysql_tls */
+	char ca[256]; /* CA file for MYSQL_TLS_VERIFY; "" = the library's default */
 };
 
 struct db_cell {
@@ -352,6 +354,35 @@ static bool db_link_dead(struct db *db)
 #endif
 }
 
+/*
+ * TLS as mysql_tls asks. on and verify make TLS required: a server that
+ * does not offer it is refused (the connect fails, the link stays DOWN
+ * and backs off like a server that is away), never used in clear text;
+ * db_connect checks the cipher after connecting too. The password never
+ * travels in clear text either way (the auth plugins send a scramble).
+ * verify also checks the certificate (mysql_ca, and the host name).
+ */
+static void db_set_tls(const struct db *db, MYSQL *m)
+{
+	db_bool on = 1, verify = db->tls == MYSQL_TLS_VERIFY;
+
+	if (db->tls == MYSQL_TLS_OFF)
+		return;
+#ifdef MARIADB_PACKAGE_VERSION
+	mysql_options(m, MYSQL_OPT_SSL_ENFORCE, &on);
+	mysql_options(m, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &verify);
+#else
+	{
+		unsigned mode = verify ? SSL_MODE_VERIFY_IDENTITY : SSL_MODE_REQUIRED;
+
+		(void)on;
+		mysql_options(m, MYSQL_OPT_SSL_MODE, &mode);
+	}
+#endif
+	if (verify && db->ca[0])
+		mysql_options(m, MYSQL_OPT_SSL_CA, db->ca);
+}
+
 static int db_connect(struct db *db)
 {
 	int64_t now = db_now_ms();
@@ -379,12 +410,24 @@ static int db_connect(struct db *db)
 	 * statement in an implicit transaction */
 	mysql_options(m, MYSQL_INIT_COMMAND,
 		      db->txn_only ? "SET autocommit = 0" : "SET autocommit = 1");
+	db_set_tls(db, m);
 
 	if (!mysql_real_connect(m, db->socket[0] ? "localhost" : db->host, db->user, db->password,
 				db->name, db->socket[0] ? 0 : db->port,
 				db->socket[0] ? db->socket : NULL, CLIENT_FOUND_ROWS)) {
 		db_fail(db, DB_ERR_DOWN, "connect to %s: %u %s",
 			db->socket[0] ? db->socket : db->host, mysql_errno(m), mysql_error(m));
+		mysql_close(m);
+		db_back_off(db);
+		return DB_ERR_DOWN;
+	}
+	/* Some client libraries let an enforced TLS pass against a server
+	 * that offers none (Connector/C 3.3 does): check the outcome. */
+	if (db->tls != MYSQL_TLS_OFF && !mysql_get_ssl_cipher(m)) {
+		db_fail(db, DB_ERR_DOWN,
+			"connect to %s: mysql_tls is %s but the server offers no TLS (SSL); "
+			"refused", db->socket[0] ? db->socket : db->host,
+			db->tls == MYSQL_TLS_VERIFY ? "verify" : "on");
 		mysql_close(m);
 		db_back_off(db);
 		return DB_ERR_DOWN;
@@ -425,6 +468,8 @@ struct db *db_open(const struct config *c)
 	snprintf(db->password, sizeof(db->password), "%s", c->mysql_password);
 	snprintf(db->name, sizeof(db->name), "%s", c->mysql_db);
 	db->port = (unsigned)c->mysql_port;
+	db->tls = c->mysql_tls;
+	snprintf(db->ca, sizeof(db->ca), "%s", c->mysql_ca);
 	return db;
 }
 

@@ -69,6 +69,7 @@ struct kv {
 	char errmsg[160];
 	char host[128];
 	char socket[256];
+	char password[128]; /* AUTH on every new link; "" = none */
 	int port;
 };
 
@@ -132,6 +133,27 @@ static void kv_drop(struct kv *kv)
 		kv_back_off(kv);
 }
 
+/*
+ * AUTH on a new link, before anything else is sent on it (a resent batch
+ * included). Returns 0, or -EACCES with kv->errmsg set; a refused
+ * password backs off like a server that is down, and is logged once per
+ * outage, so a wrong redis_password shows in the log at once.
+ */
+static int kv_auth(struct kv *kv, redisContext *c)
+{
+	redisReply *r = redisCommand(c, "AUTH %s", kv->password);
+	int ret = 0;
+
+	if (!r || r->type != REDIS_REPLY_STATUS) {
+		kv_fail(kv, "AUTH at %s refused: %s", kv_where(kv),
+			!r ? c->errstr : r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+		ret = -EACCES;
+	}
+	if (r)
+		freeReplyObject(r);
+	return ret;
+}
+
 static int kv_connect(struct kv *kv)
 {
 	struct timeval conn_tv = {.tv_sec = KV_CONNECT_TIMEOUT_MS / 1000,
@@ -152,11 +174,14 @@ static int kv_connect(struct kv *kv)
 		c = redisConnectWithTimeout(kv->host, kv->port, conn_tv);
 	if (c && !c->err && redisSetTimeout(c, cmd_tv) == REDIS_OK &&
 	    (kv->socket[0] || redisEnableKeepAlive(c) == REDIS_OK)) {
+		if (kv->password[0] && kv_auth(kv, c))
+			goto out_free;
 		kv->c = c;
 		kv->link_proven = false;
 		return 0;
 	}
 	kv_fail(kv, "connect to %s: %s", kv_where(kv), c ? c->errstr : "out of memory");
+out_free:
 	redisFree(c);
 	kv_back_off(kv);
 	return -ENOTCONN;
@@ -343,6 +368,7 @@ struct kv *kv_open(const struct config *c)
 		return NULL;
 	snprintf(kv->host, sizeof(kv->host), "%s", c->redis_host);
 	snprintf(kv->socket, sizeof(kv->socket), "%s", c->redis_socket);
+	snprintf(kv->password, sizeof(kv->password), "%s", c->redis_password);
 	kv->port = c->redis_port;
 	return kv;
 }
@@ -352,6 +378,7 @@ void kv_close(struct kv *kv)
 	if (!kv)
 		return;
 	redisFree(kv->c);
+	explicit_bzero(kv->password, sizeof(kv->password));
 	free(kv);
 }
 

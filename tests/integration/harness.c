@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -640,6 +641,60 @@ struct rc_client *tc_connect(struct node *n)
 	if (!c)
 		fail_msg("connect to 127.0.0.1:%u: %s", n->port, strerror(errno));
 	return c;
+}
+
+struct rc_client *tc_connect_from(struct node *n, const char *src_ip)
+{
+	struct rc_client *c = tc_connect(n);
+	struct sockaddr_in src = {.sin_family = AF_INET};
+	struct sockaddr_in dst = {.sin_family = AF_INET};
+	int fd, one = 1;
+
+	if (inet_pton(AF_INET, src_ip, &src.sin_addr) != 1)
+		fail_msg("tc_connect_from: %s is not an IPv4 address", src_ip);
+	dst.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	dst.sin_port = htons(n->port);
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		fail_msg("socket: %s", strerror(errno));
+	if (bind(fd, (struct sockaddr *)&src, sizeof(src)) ||
+	    connect(fd, (struct sockaddr *)&dst, sizeof(dst)))
+		fail_msg("connect from %s: %s", src_ip, strerror(errno));
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) == -1 ||
+	    dup2(fd, rc_fd(c)) != rc_fd(c))
+		fail_msg("tc_connect_from: %s", strerror(errno));
+	close(fd);
+	return c;
+}
+
+int tc_redis_cli(char *out, size_t out_size, const char *args_fmt, ...)
+{
+	const char *sock = getenv("RINGCHAT_REDIS_SOCKET");
+	char args[1024], cmd[1400];
+	size_t used = 0;
+	va_list ap;
+	FILE *p;
+	int status;
+
+	va_start(ap, args_fmt);
+	vsnprintf(args, sizeof(args), args_fmt, ap);
+	va_end(ap);
+	if (sock && *sock)
+		snprintf(cmd, sizeof(cmd), "redis-cli -s '%s' %s 2>&1", sock, args);
+	else
+		snprintf(cmd, sizeof(cmd), "redis-cli %s 2>&1", args);
+	p = popen(cmd, "r");
+	if (!p)
+		return -1;
+	if (out && out_size) {
+		used = fread(out, 1, out_size - 1, p);
+		out[used] = '\0';
+		while (used && (out[used - 1] == '\n' || out[used - 1] == '\r'))
+			out[--used] = '\0';
+	}
+	status = pclose(p);
+	return status == -1 ? -1 : WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 cJSON *tc_call(struct rc_client *c, uint16_t cmd, const char *json, uint32_t *code)

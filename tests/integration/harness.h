@@ -122,6 +122,23 @@ int node_run(char *out, size_t out_size, int timeout_ms, const char *args_fmt, .
 
 /* Connects to the node; fails the test when it cannot. */
 struct rc_client *tc_connect(struct node *n);
+/*
+ * The same from the loopback address src_ip ("127.0.0.2": any 127/8
+ * address is local), so the node sees another client address. The client
+ * library has no source-address option: this connects one more socket
+ * bound to src_ip and puts it in place of the client's own (dup2); the
+ * node sees the first connection close.
+ */
+struct rc_client *tc_connect_from(struct node *n, const char *src_ip);
+
+/*
+ * Runs redis-cli against the test Redis ($RINGCHAT_REDIS_SOCKET when set)
+ * with args (printf format, passed through the shell as written) and puts
+ * its output, trailing newlines cut, in out (may be NULL). Returns its
+ * exit status, -1 when it could not run.
+ */
+int tc_redis_cli(char *out, size_t out_size, const char *args_fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /*
  * Sends cmd with the JSON built from json_fmt (printf format; NULL = empty

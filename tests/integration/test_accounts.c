@@ -944,9 +944,10 @@ static void test_hasher_full(void **state)
 
 static void test_failed_login_limit(void **state)
 {
-	struct node *n = node_start("--login-fail-limit %d --login-fail-window-s %d",
-				    ACC_FAIL_LIMIT, ACC_FAIL_WINDOW_S);
-	char u[TC_NAME_MAX], v[TC_NAME_MAX];
+	struct node *n = node_start("--login-fail-limit %d --login-fail-addr-limit %d "
+				    "--login-fail-window-s %d",
+				    ACC_FAIL_LIMIT, 2 * ACC_FAIL_LIMIT, ACC_FAIL_WINDOW_S);
+	char u[TC_NAME_MAX], v[TC_NAME_MAX], ghost[TC_NAME_MAX];
 	struct rc_client *c, *a1, *a2, *a3, *a4;
 	int64_t id_u, retry;
 	uint32_t code;
@@ -962,7 +963,8 @@ static void test_failed_login_limit(void **state)
 	acc_signup(c, v, TC_PASSWORD, ST_OK);
 	rc_close(c);
 
-	/* limit failures are answered AUTH_FAILED, the next is refused. */
+	/* limit failures of u from a1 are answered AUTH_FAILED, the next
+	 * one of u from a1 is refused. */
 	a1 = acc_connect_fresh_addr(n);
 	for (i = 0; i < ACC_FAIL_LIMIT; i++)
 		assert_int_equal(acc_login_code(a1, u, "wrong-password"), ST_AUTH_FAILED);
@@ -974,35 +976,241 @@ static void test_failed_login_limit(void **state)
 	assert_int_equal(acc_login_code(a1, u, TC_PASSWORD), ST_RATE_LIMITED);
 	acc_assert_ping(a1);
 
-	/* Per username: from another address, u is still refused ... */
+	/* Not per username: from another address u logs in. */
 	a2 = acc_connect_fresh_addr(n);
-	assert_int_equal(acc_login_code(a2, u, TC_PASSWORD), ST_RATE_LIMITED);
-	/* ... while other users log in from there (a refusal is no failure). */
-	assert_int_equal(acc_login_code(a2, v, "wrong-password"), ST_AUTH_FAILED);
-	/* Per address: a1 is refused for any user. */
-	assert_int_equal(acc_login_code(a1, v, TC_PASSWORD), ST_RATE_LIMITED);
+	assert_int_equal(acc_login_ok(a2, u, TC_PASSWORD, NULL), id_u);
+	rc_close(a2);
+	/* Per address: a1 fails other names up to its address limit ... */
+	for (i = 0; i < ACC_FAIL_LIMIT; i++) {
+		tc_unique_name("limG", ghost);
+		assert_int_equal(acc_login_code(a1, ghost, "wrong-password"), ST_AUTH_FAILED);
+	}
+	/* ... and is then refused for any user. */
+	r = acc_login(a1, v, TC_PASSWORD, &code);
+	assert_int_equal(code, ST_RATE_LIMITED);
+	assert_non_null(strstr(acc_error_text(r), "address"));
+	cJSON_Delete(r);
 
 	/* The window ends: everything is allowed again. */
 	tc_sleep_ms((int)retry + 500);
 	assert_int_equal(acc_login_ok(a1, u, TC_PASSWORD, NULL), id_u);
 	rc_close(a1);
-	rc_close(a2);
 
-	/* A success resets the username's count: limit - 1 failures, a
-	 * success, then limit - 1 more (from a fresh address, whose count
-	 * is not reset) are all plain AUTH_FAILED. */
+	/* A success resets the pair's count: limit - 1 failures, a success,
+	 * then limit - 1 more are all plain AUTH_FAILED. */
 	a3 = acc_connect_fresh_addr(n);
 	for (i = 0; i < ACC_FAIL_LIMIT - 1; i++)
 		assert_int_equal(acc_login_code(a3, v, "wrong-password"), ST_AUTH_FAILED);
 	acc_login_ok(a3, v, TC_PASSWORD, NULL);
+	rc_close(a3);
 	a4 = acc_connect_fresh_addr(n);
 	for (i = 0; i < ACC_FAIL_LIMIT - 1; i++)
 		assert_int_equal(acc_login_code(a4, v, "wrong-password"), ST_AUTH_FAILED);
 	/* The limit is reached again now. */
 	assert_int_equal(acc_login_code(a4, v, "wrong-password"), ST_AUTH_FAILED);
 	assert_int_equal(acc_login_code(a4, v, TC_PASSWORD), ST_RATE_LIMITED);
-	rc_close(a3);
 	rc_close(a4);
+	assert_int_equal(node_stop(n), 0);
+}
+
+/*
+ * The lockout an attacker could cause: wrong passwords for u from
+ * 127.0.0.2 must not stop u's owner logging in from 127.0.0.1, while
+ * 127.0.0.2 itself is refused (for u, and past its address limit for any
+ * name). The window is short, so a rerun soon after starts clean.
+ */
+#define ACC_LOCK_WINDOW_S 10
+#define ACC_LOCK_PAIR 3
+#define ACC_LOCK_ADDR 8
+
+static void test_no_lockout_from_another_address(void **state)
+{
+	struct node *n = node_start("--login-fail-limit %d --login-fail-addr-limit %d "
+				    "--login-fail-window-s %d",
+				    ACC_LOCK_PAIR, ACC_LOCK_ADDR, ACC_LOCK_WINDOW_S);
+	char u[TC_NAME_MAX], v[TC_NAME_MAX], ghost[TC_NAME_MAX];
+	struct rc_client *c, *attacker, *owner;
+	int64_t id_u;
+	uint32_t code;
+	cJSON *r;
+	int i;
+
+	(void)state;
+	assert_non_null(n);
+	c = tc_connect(n);
+	tc_unique_name("lockU", u);
+	tc_unique_name("lockV", v);
+	id_u = acc_signup(c, u, TC_PASSWORD, ST_OK);
+	acc_signup(c, v, TC_PASSWORD, ST_OK);
+	rc_close(c);
+
+	attacker = tc_connect_from(n, "127.0.0.2");
+	for (i = 0; i < ACC_LOCK_PAIR; i++)
+		assert_int_equal(acc_login_code(attacker, u, "guess-guess"), ST_AUTH_FAILED);
+	r = acc_login(attacker, u, "guess-guess", &code);
+	assert_int_equal(code, ST_RATE_LIMITED);
+	acc_retry_ms(r, 1, ACC_LOCK_WINDOW_S * 1000);
+	cJSON_Delete(r);
+	/* Refused before the password is looked at, even the right one. */
+	assert_int_equal(acc_login_code(attacker, u, TC_PASSWORD), ST_RATE_LIMITED);
+
+	/* The owner, from 127.0.0.1, is not affected. */
+	owner = tc_connect(n);
+	assert_int_equal(acc_login_ok(owner, u, TC_PASSWORD, NULL), id_u);
+	rc_close(owner);
+
+	/* The attacker keeps guessing other names until the address limit. */
+	for (i = ACC_LOCK_PAIR; i < ACC_LOCK_ADDR; i++) {
+		tc_unique_name("lockG", ghost);
+		assert_int_equal(acc_login_code(attacker, ghost, "guess-guess"), ST_AUTH_FAILED);
+	}
+	r = acc_login(attacker, v, TC_PASSWORD, &code);
+	assert_int_equal(code, ST_RATE_LIMITED);
+	acc_retry_ms(r, 1, ACC_LOCK_WINDOW_S * 1000);
+	cJSON_Delete(r);
+	rc_close(attacker);
+	/* A new connection from there is refused too: the count is the
+	 * address's, not the connection's. */
+	attacker = tc_connect_from(n, "127.0.0.2");
+	assert_int_equal(acc_login_code(attacker, v, TC_PASSWORD), ST_RATE_LIMITED);
+	rc_close(attacker);
+
+	/* The owner still logs in, and so does v from 127.0.0.1. */
+	owner = tc_connect(n);
+	assert_int_equal(acc_login_ok(owner, u, TC_PASSWORD, NULL), id_u);
+	rc_close(owner);
+	owner = tc_connect(n);
+	acc_login_ok(owner, v, TC_PASSWORD, NULL);
+	rc_close(owner);
+	assert_int_equal(node_stop(n), 0);
+}
+
+/*
+ * Guesses at one name from many addresses slow that name down but never
+ * lock it: past login_fail_user_limit one attempt per gap goes on (the
+ * rest are told to retry within the gap), and an address the user logged
+ * in from before is not slowed at all.
+ */
+#define ACC_SLOW_GAP_MS 3000
+
+static void test_name_slowed_not_locked(void **state)
+{
+	struct node *n = node_start("--login-fail-limit 2 --login-fail-addr-limit 100 "
+				    "--login-fail-user-limit 4 --login-fail-user-gap-ms %d "
+				    "--login-fail-window-s 30",
+				    ACC_SLOW_GAP_MS);
+	char u[TC_NAME_MAX];
+	struct rc_client *c, *home, *f[4];
+	int64_t id_u, retry;
+	uint32_t code;
+	cJSON *r;
+
+	(void)state;
+	assert_non_null(n);
+	c = tc_connect(n);
+	tc_unique_name("slowU", u);
+	id_u = acc_signup(c, u, TC_PASSWORD, ST_OK);
+	rc_close(c);
+	/* The owner's usual address: one success there. */
+	home = tc_connect_from(n, "127.0.0.3");
+	assert_int_equal(acc_login_ok(home, u, TC_PASSWORD, NULL), id_u);
+	rc_close(home);
+
+	/* Two addresses, two failures each: the name is at its limit. */
+	for (int i = 0; i < 2; i++) {
+		f[i] = acc_connect_fresh_addr(n);
+		assert_int_equal(acc_login_code(f[i], u, "guess-guess"), ST_AUTH_FAILED);
+		assert_int_equal(acc_login_code(f[i], u, "guess-guess"), ST_AUTH_FAILED);
+	}
+	/* A third address takes the name's slot ... */
+	f[2] = acc_connect_fresh_addr(n);
+	assert_int_equal(acc_login_code(f[2], u, "guess-guess"), ST_AUTH_FAILED);
+	/* ... so a fourth, with the right password, is told to come back
+	 * within the gap (not refused for the window) ... */
+	f[3] = acc_connect_fresh_addr(n);
+	r = acc_login(f[3], u, TC_PASSWORD, &code);
+	assert_int_equal(code, ST_RATE_LIMITED);
+	retry = acc_retry_ms(r, 1, ACC_SLOW_GAP_MS);
+	cJSON_Delete(r);
+	/* ... while the owner's usual address is not slowed at all (and
+	 * its success clears the name's count). */
+	home = tc_connect_from(n, "127.0.0.3");
+	assert_int_equal(acc_login_ok(home, u, TC_PASSWORD, NULL), id_u);
+	rc_close(home);
+	tc_sleep_ms((int)retry + 100);
+	assert_int_equal(acc_login_ok(f[3], u, TC_PASSWORD, NULL), id_u);
+	for (int i = 0; i < 4; i++)
+		rc_close(f[i]);
+	assert_int_equal(node_stop(n), 0);
+}
+
+/*
+ * Redis holds the SHA-256 of a token, never the token: a copy of Redis's
+ * data gives no session away. RESUME and LOGOUT still find it.
+ */
+static void test_token_stored_hashed(void **state)
+{
+	struct rc_client *c = tc_connect(acc_node), *c2;
+	char name[TC_NAME_MAX], tok[33], out[256], cmd[128], digest[65];
+	FILE *p;
+	char *j;
+
+	(void)state;
+	tc_unique_name("tokh", name);
+	acc_signup(c, name, TC_PASSWORD, ST_OK);
+	acc_login_ok(c, name, TC_PASSWORD, tok);
+	if (tc_redis_cli(out, sizeof(out), "EXISTS rc:tok:%s", tok) != 0)
+		skip();
+	assert_string_equal(out, "0");
+
+	snprintf(cmd, sizeof(cmd), "printf %%s '%s' | sha256sum", tok);
+	p = popen(cmd, "r");
+	assert_non_null(p);
+	assert_non_null(fgets(out, sizeof(out), p));
+	pclose(p);
+	memcpy(digest, out, 64);
+	digest[64] = '\0';
+	assert_int_equal(tc_redis_cli(out, sizeof(out), "EXISTS rc:tok:%s", digest), 0);
+	assert_string_equal(out, "1");
+
+	c2 = tc_connect(acc_node);
+	j = acc_token_json(tok);
+	tc_expect(c2, CMD_RESUME, ST_OK, "%s", j);
+	tc_expect(c2, CMD_LOGOUT, ST_OK, NULL);
+	assert_int_equal(tc_redis_cli(out, sizeof(out), "EXISTS rc:tok:%s", digest), 0);
+	assert_string_equal(out, "0");
+	free(j);
+	rc_close(c2);
+	rc_close(c);
+}
+
+/* SIGNUP is limited per address: signup_addr_limit per window. */
+static void test_signup_addr_limit(void **state)
+{
+	struct node *n = node_start("--signup-addr-limit 3 --signup-window-s 20");
+	struct rc_client *a = acc_connect_fresh_addr(n), *b = acc_connect_fresh_addr(n);
+	char name[TC_NAME_MAX];
+	uint32_t code;
+	cJSON *r;
+	char *j;
+
+	(void)state;
+	assert_non_null(n);
+	for (int i = 0; i < 3; i++) {
+		tc_unique_name("suLim", name);
+		acc_signup(a, name, TC_PASSWORD, ST_OK);
+	}
+	tc_unique_name("suLim", name);
+	j = acc_creds(name, TC_PASSWORD);
+	r = tc_call(a, CMD_SIGNUP, j, &code);
+	free(j);
+	assert_int_equal(code, ST_RATE_LIMITED);
+	acc_retry_ms(r, 1, 20000);
+	cJSON_Delete(r);
+	/* The refused name was not made; another address makes it. */
+	acc_signup(b, name, TC_PASSWORD, ST_OK);
+	rc_close(a);
+	rc_close(b);
 	assert_int_equal(node_stop(n), 0);
 }
 
@@ -1273,6 +1481,87 @@ static void test_redis_outage(void **state)
 	free(resume);
 }
 
+/* ---- Redis AUTH and MariaDB TLS ---------------------------------------------- */
+
+#define ACC_REDIS_PW "rc-test-redis-pw"
+
+/* Takes the password off the shared Redis again, whatever the test did. */
+static int acc_redis_no_password(void **state)
+{
+	(void)state;
+	tc_redis_cli(NULL, 0, "-a %s --no-auth-warning CONFIG SET requirepass ''", ACC_REDIS_PW);
+	return tc_redis_cli(NULL, 0, "PING") == 0 ? 0 : -1;
+}
+
+/*
+ * With requirepass on Redis, a node given redis_password logs in (the
+ * token goes to Redis) and a node without it answers 12 and says why in
+ * its log.
+ */
+static void test_redis_password(void **state)
+{
+	struct node *with, *without;
+	struct rc_client *c;
+	char name[TC_NAME_MAX], out[128], *login;
+
+	(void)state;
+	c = tc_connect(acc_node);
+	tc_unique_name("rdpw", name);
+	acc_signup(c, name, TC_PASSWORD, ST_OK);
+	rc_close(c);
+	login = acc_creds(name, TC_PASSWORD);
+	if (tc_redis_cli(out, sizeof(out), "CONFIG SET requirepass %s", ACC_REDIS_PW) != 0 ||
+	    strcmp(out, "OK") != 0)
+		skip();
+
+	with = node_start("--cluster-route off --redis-password %s", ACC_REDIS_PW);
+	without = node_start("--cluster-route off");
+	assert_non_null(with);
+	assert_non_null(without);
+	c = tc_connect(without);
+	acc_expect_storage_error(c, CMD_LOGIN, login);
+	rc_close(c);
+	/* NOAUTH, or for a long command "unauthenticated multibulk" */
+	assert_true(node_log_wait(without, "check failed: Redis", 2000));
+	c = tc_connect(with);
+	cJSON_Delete(tc_call_ok(c, CMD_LOGIN, "%s", login));
+	rc_close(c);
+	assert_int_equal(node_stop(with), 0);
+	assert_int_equal(node_stop(without), 0);
+	free(login);
+}
+
+/* mysql_tls on against the private server, which has no TLS: refused
+ * cleanly (12, a log line naming TLS/SSL), never in clear text, and the
+ * node itself keeps answering. */
+static void test_mysql_tls_required(void **state)
+{
+	/* Over TCP: TLS is for MariaDB across a network (a unix socket is
+	 * local and is not wrapped in TLS). */
+	struct node *n = node_start("--cluster-route off --mysql-tls on --mysql-socket= "
+				    "--mysql-host 127.0.0.1 --mysql-port %s",
+				    getenv("RINGCHAT_MYSQL_PORT") ? getenv("RINGCHAT_MYSQL_PORT")
+								  : "13306");
+	struct rc_client *c;
+	char name[TC_NAME_MAX], *signup;
+
+	(void)state;
+	assert_non_null(n);
+	c = tc_connect(n);
+	tc_unique_name("tls", name);
+	signup = acc_creds(name, TC_PASSWORD);
+	acc_expect_storage_error(c, CMD_SIGNUP, signup);
+	acc_assert_ping(c);
+	assert_true(node_log_wait(n, "SSL", 2000) || node_log_contains(n, "TLS"));
+	rc_close(c);
+	/* The name was not taken. */
+	c = tc_connect(acc_node);
+	acc_signup(c, name, TC_PASSWORD, ST_OK);
+	rc_close(c);
+	assert_int_equal(node_stop(n), 0);
+	free(signup);
+}
+
 /* ---- main ------------------------------------------------------------------ */
 
 static int acc_setup(void **state)
@@ -1306,7 +1595,13 @@ int main(void)
 	    cmocka_unit_test(test_login_closed_while_hashing),
 	    cmocka_unit_test(test_hasher_full),
 	    cmocka_unit_test(test_failed_login_limit),
+	    cmocka_unit_test(test_no_lockout_from_another_address),
+	    cmocka_unit_test(test_name_slowed_not_locked),
+	    cmocka_unit_test(test_signup_addr_limit),
+	    cmocka_unit_test(test_token_stored_hashed),
 	    cmocka_unit_test(test_login_admission),
+	    cmocka_unit_test(test_mysql_tls_required),
+	    cmocka_unit_test_teardown(test_redis_password, acc_redis_no_password),
 	    /* Last: they stop the shared services (the teardown restarts
 	     * them even when the test fails). */
 	    cmocka_unit_test_teardown(test_mysql_outage, acc_restart_mysql),

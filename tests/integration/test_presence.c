@@ -183,6 +183,88 @@ static void test_node_stop_marks_offline(void **state)
 	rc_close(b.c);
 }
 
+/* ---- Redis outage: presence refresh with replies owed ---------------------- */
+
+#define PR_REFRESH_S 1
+#define PR_OUTAGE_MS 2500  /* longer than the refresh period: it runs meanwhile */
+#define PR_RECOVER_MS 5000 /* "within a few seconds" of Redis coming back */
+
+static int pr_restart_redis(void **state)
+{
+	(void)state;
+	return services_start("redis") == 0 ? 0 : -1;
+}
+
+/*
+ * One worker whose presence refresh (every second) runs while Redis is
+ * down: once Redis is back, that worker must serve a LOGIN again within a
+ * few seconds, and its Redis link must never have been left with replies
+ * owed (kv.c logs "pipelined replies are pending" when a later command
+ * meets such a link, and fails it).
+ */
+static void test_redis_outage_refresh(void **state)
+{
+	struct node *n = node_start("--workers 1 --presence-refresh-s %d --cluster-route off",
+				    PR_REFRESH_S);
+	char name[TC_NAME_MAX], other[TC_NAME_MAX], out[64], *login;
+	struct rc_client *online, *c;
+	int64_t id, deadline;
+	uint32_t code;
+	cJSON *r, *o;
+
+	(void)state;
+	assert_non_null(n);
+	online = tc_signup_login_as(n, "prOut", name, &id);
+	c = tc_connect(n);
+	tc_unique_name("prOut2", other);
+	tc_expect(c, CMD_SIGNUP, ST_OK, "{\"username\":\"%s\",\"password\":\"%s\"}", other,
+		  TC_PASSWORD);
+	/* The entry lives 3 refresh periods. */
+	if (tc_redis_cli(out, sizeof(out), "TTL rc:on:%lld", (long long)id) == 0) {
+		assert_true(atoi(out) >= 1);
+		assert_true(atoi(out) <= 3 * PR_REFRESH_S);
+	}
+
+	assert_int_equal(services_stop("redis"), 0);
+	tc_sleep_ms(PR_OUTAGE_MS);
+	assert_int_equal(services_start("redis"), 0);
+
+	o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "username", other);
+	cJSON_AddStringToObject(o, "password", TC_PASSWORD);
+	login = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	deadline = tc_now_ms() + PR_RECOVER_MS;
+	for (;;) {
+		r = tc_call(c, CMD_LOGIN, login, &code);
+		cJSON_Delete(r);
+		if (code == ST_OK)
+			break;
+		if (code != ST_INTERNAL)
+			fail_msg("LOGIN after the outage: code %u", code);
+		if (tc_now_ms() > deadline)
+			fail_msg("LOGIN still failing %d ms after Redis came back", PR_RECOVER_MS);
+		tc_sleep_ms(100);
+	}
+	free(login);
+	/* The refresh puts the online user's entry back (Redis lost it). */
+	deadline = tc_now_ms() + PR_RECOVER_MS;
+	for (;;) {
+		assert_int_equal(tc_redis_cli(out, sizeof(out), "EXISTS rc:on:%lld", (long long)id),
+				 0);
+		if (strcmp(out, "1") == 0)
+			break;
+		if (tc_now_ms() > deadline)
+			fail_msg("presence of user %lld not restored", (long long)id);
+		tc_sleep_ms(100);
+	}
+	tc_expect(online, CMD_PING, ST_OK, NULL);
+	assert_false(node_log_contains(n, "pipelined replies are pending"));
+	rc_close(online);
+	rc_close(c);
+	assert_int_equal(node_stop(n), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -190,6 +272,8 @@ int main(void)
 		cmocka_unit_test(test_kick_sends_no_offline),
 		cmocka_unit_test(test_not_friends_hear_nothing),
 		cmocka_unit_test(test_node_stop_marks_offline),
+		/* last: it stops the shared Redis (the teardown restarts it) */
+		cmocka_unit_test_teardown(test_redis_outage_refresh, pr_restart_redis),
 	};
 
 	harness_init();

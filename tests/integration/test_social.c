@@ -113,6 +113,8 @@ static void soc_befriend(struct soc_user *a, struct soc_user *b)
 	soc_expect_accepted_push(a->c, b);
 }
 
+static void soc_login(struct soc_user *u);
+
 static cJSON *soc_friend_list(struct rc_client *c)
 {
 	return tc_call_expect(c, CMD_FRIEND_LIST, ST_OK, NULL);
@@ -284,17 +286,25 @@ static void test_friend_request_refusals(void **state)
 	/* None of those reached b. */
 	tc_expect_no_push(b.c, CMD_PUSH_FRIEND_REQUEST, SOC_NO_PUSH_MS);
 
-	/* A repeated request is OK, stays one request, and carries the new note. */
+	/* A repeated request is OK and stays one request; it is pushed once
+	 * (a repeat is no channel of pushes), and a later login shows the
+	 * new note. */
 	tc_expect(a.c, CMD_FRIEND_REQUEST, ST_OK, "{\"user_id\":%lld,\"remark\":\"first\"}",
 		   (long long)b.id);
 	soc_expect_request_push(b.c, &a, "first");
 	remark[0] = '\0';
 	for (int i = 0; i < 15; i++)
 		strcat(remark, "\xc3\xa9"); /* exactly 30 bytes */
-	tc_expect(a.c, CMD_FRIEND_REQUEST, ST_OK, "{\"user_id\":%lld,\"remark\":\"%s\"}",
-		   (long long)b.id, remark);
-	soc_expect_request_push(b.c, &a, remark);
+	for (int i = 0; i < 3; i++)
+		tc_expect(a.c, CMD_FRIEND_REQUEST, ST_OK, "{\"user_id\":%lld,\"remark\":\"%s\"}",
+			  (long long)b.id, remark);
+	tc_expect_no_push(b.c, CMD_PUSH_FRIEND_REQUEST, SOC_NO_PUSH_MS);
 	soc_assert_counts(&b, 0, 1);
+	soc_user_close(&b);
+	b.c = tc_connect(soc_node);
+	soc_login(&b);
+	soc_expect_request_push(b.c, &a, remark);
+	tc_expect_no_push(b.c, CMD_PUSH_FRIEND_REQUEST, SOC_NO_PUSH_MS);
 
 	tc_expect(b.c, CMD_FRIEND_ACCEPT, ST_OK, "{\"user_id\":%lld}", (long long)a.id);
 	soc_expect_accepted_push(a.c, &b);
@@ -1040,6 +1050,206 @@ static void test_social_needs_login(void **state)
 	rc_close(c);
 }
 
+/* ---- caps and pages -------------------------------------------------------- */
+
+/* One user of a node of its own (the shared node has the default caps). */
+static void soc_user_on(struct node *n, struct soc_user *u, const char *prefix)
+{
+	soc_user_new(n, u, prefix);
+}
+
+/* Asserts code 6 with a reason that contains `what`. */
+static void soc_expect_cap(struct rc_client *c, uint16_t cmd, const char *what, const char *fmt,
+			   long long id)
+{
+	char json[128];
+	uint32_t code;
+	cJSON *r;
+
+	snprintf(json, sizeof(json), fmt, id);
+	r = tc_call(c, cmd, json, &code);
+	if (code != ST_FORBIDDEN)
+		fail_msg("%s %s: code %u, expected 6", rc_cmd_name(cmd), json, code);
+	if (!strstr(soc_str(r, "error"), what))
+		fail_msg("%s: reason \"%s\" does not name \"%s\"", rc_cmd_name(cmd),
+			 soc_str(r, "error"), what);
+	cJSON_Delete(r);
+}
+
+static void test_social_caps(void **state)
+{
+	struct node *n = node_start("--friends-max 2 --friend-requests-max 2 "
+				    "--groups-created-max 2 --groups-joined-max 3");
+	struct soc_user a, b, c, d, t, e[3];
+	int64_t g[4];
+
+	(void)state;
+	assert_non_null(n);
+	soc_user_on(n, &a, "capA");
+	soc_user_on(n, &b, "capB");
+	soc_user_on(n, &c, "capC");
+	soc_user_on(n, &d, "capD");
+	soc_user_on(n, &t, "capT");
+	for (int i = 0; i < 3; i++)
+		soc_user_on(n, &e[i], "capE");
+
+	/* friends_max: a has two friends and may not ask for a third ... */
+	soc_befriend(&a, &b);
+	soc_befriend(&c, &a);
+	soc_expect_cap(a.c, CMD_FRIEND_REQUEST, "friend limit", "{\"user_id\":%lld}",
+		       (long long)d.id);
+	tc_expect_no_push(d.c, CMD_PUSH_FRIEND_REQUEST, SOC_NO_PUSH_MS);
+	/* ... nor accept one, nor make one by crossing a request. */
+	tc_expect(d.c, CMD_FRIEND_REQUEST, ST_OK, "{\"user_id\":%lld}", (long long)a.id);
+	soc_expect_request_push(a.c, &d, "");
+	soc_expect_cap(a.c, CMD_FRIEND_ACCEPT, "friend limit", "{\"user_id\":%lld}",
+		       (long long)d.id);
+	soc_expect_cap(a.c, CMD_FRIEND_REQUEST, "friend limit", "{\"user_id\":%lld}",
+		       (long long)d.id);
+	soc_assert_counts(&a, 2, 1);
+	soc_assert_counts(&d, 0, 0);
+	/* Room again after a delete. */
+	tc_expect(a.c, CMD_FRIEND_DELETE, ST_OK, "{\"user_id\":%lld}", (long long)b.id);
+	tc_expect(a.c, CMD_FRIEND_ACCEPT, ST_OK, "{\"user_id\":%lld}", (long long)d.id);
+	soc_expect_accepted_push(d.c, &a);
+
+	/* friend_requests_max: t takes two waiting requests, not a third; a
+	 * repeat of a waiting one is still fine. */
+	tc_expect(e[0].c, CMD_FRIEND_REQUEST, ST_OK, "{\"user_id\":%lld}", (long long)t.id);
+	tc_expect(e[1].c, CMD_FRIEND_REQUEST, ST_OK, "{\"user_id\":%lld}", (long long)t.id);
+	soc_expect_cap(e[2].c, CMD_FRIEND_REQUEST, "waiting", "{\"user_id\":%lld}",
+		       (long long)t.id);
+	tc_expect(e[0].c, CMD_FRIEND_REQUEST, ST_OK, "{\"user_id\":%lld,\"remark\":\"again\"}",
+		  (long long)t.id);
+	soc_assert_counts(&t, 0, 2);
+	/* Answering one makes room. */
+	tc_expect(t.c, CMD_FRIEND_ACCEPT, ST_OK, "{\"user_id\":%lld}", (long long)e[1].id);
+	tc_expect(e[2].c, CMD_FRIEND_REQUEST, ST_OK, "{\"user_id\":%lld}", (long long)t.id);
+
+	/* groups_created_max 2, groups_joined_max 3. */
+	g[0] = soc_group_create(b.c, "cap-g0");
+	g[1] = soc_group_create(b.c, "cap-g1");
+	soc_expect_cap(b.c, CMD_GROUP_CREATE, "group limit", "{\"name\":\"cap-g2-%lld\"}", 0);
+	g[2] = soc_group_create(c.c, "cap-g2");
+	g[3] = soc_group_create(c.c, "cap-g3");
+	tc_expect(b.c, CMD_GROUP_JOIN, ST_OK, "{\"group_id\":%lld}", (long long)g[2]);
+	soc_expect_cap(b.c, CMD_GROUP_JOIN, "group limit", "{\"group_id\":%lld}",
+		       (long long)g[3]);
+	/* Quitting one makes room again. */
+	tc_expect(b.c, CMD_GROUP_QUIT, ST_OK, "{\"group_id\":%lld}", (long long)g[2]);
+	tc_expect(b.c, CMD_GROUP_JOIN, ST_OK, "{\"group_id\":%lld}", (long long)g[3]);
+	/* Dissolving one it owns lets it create again. */
+	tc_expect(b.c, CMD_GROUP_DISSOLVE, ST_OK, "{\"group_id\":%lld}", (long long)g[0]);
+	(void)soc_group_create(b.c, "cap-g4");
+	(void)g[1];
+
+	soc_user_close(&a);
+	soc_user_close(&b);
+	soc_user_close(&c);
+	soc_user_close(&d);
+	soc_user_close(&t);
+	for (int i = 0; i < 3; i++)
+		soc_user_close(&e[i]);
+	assert_int_equal(node_stop(n), 0);
+}
+
+#define SOC_PAGE_FRIENDS 5
+#define SOC_PAGE_GROUPS 3
+
+/* Reads pages of FRIEND_LIST (or GROUP_LIST) of `limit` through "next"
+ * into ids (ascending, none twice); returns how many. */
+static int soc_read_pages(struct rc_client *c, uint16_t cmd, const char *arr, const char *key,
+			  int limit, int64_t *ids, int max)
+{
+	int64_t after = 0;
+	int n = 0, pages = 0;
+
+	for (;;) {
+		cJSON *r = after ? tc_call_expect(c, cmd, ST_OK, "{\"limit\":%d,\"after\":%lld}",
+						   limit, (long long)after)
+				 : tc_call_expect(c, cmd, ST_OK, "{\"limit\":%d}", limit);
+		const cJSON *a = soc_array(r, arr), *it, *next;
+		int in_page = 0;
+
+		cJSON_ArrayForEach(it, a) {
+			int64_t id = tc_json_int(it, key);
+
+			assert_true(n < max);
+			assert_true(n == 0 || id > ids[n - 1]);
+			ids[n++] = id;
+			in_page++;
+		}
+		assert_true(in_page <= limit);
+		if (cmd == CMD_FRIEND_LIST && after)
+			assert_int_equal(cJSON_GetArraySize(soc_array(r, "pending")), 0);
+		next = cJSON_GetObjectItemCaseSensitive(r, "next");
+		pages++;
+		if (!next) {
+			cJSON_Delete(r);
+			return n;
+		}
+		assert_int_equal(in_page, limit);
+		after = tc_json_int(r, "next");
+		assert_int_equal(after, ids[n - 1]);
+		cJSON_Delete(r);
+		assert_true(pages < 100);
+	}
+}
+
+static void test_list_pages(void **state)
+{
+	struct soc_user hub, f[SOC_PAGE_FRIENDS], asker;
+	int64_t ids[16], gids[SOC_PAGE_GROUPS];
+	cJSON *l;
+	int n;
+
+	(void)state;
+	soc_user_new(soc_node, &hub, "page");
+	soc_user_new(soc_node, &asker, "pageQ");
+	for (int i = 0; i < SOC_PAGE_FRIENDS; i++) {
+		soc_user_new(soc_node, &f[i], "pageF");
+		soc_befriend(&f[i], &hub);
+	}
+	tc_expect(asker.c, CMD_FRIEND_REQUEST, ST_OK, "{\"user_id\":%lld}", (long long)hub.id);
+	/* Without a limit: everything, no "next", as before paging. */
+	l = soc_friend_list(hub.c);
+	assert_int_equal(cJSON_GetArraySize(soc_array(l, "friends")), SOC_PAGE_FRIENDS);
+	assert_int_equal(cJSON_GetArraySize(soc_array(l, "pending")), 1);
+	assert_null(cJSON_GetObjectItemCaseSensitive(l, "next"));
+	cJSON_Delete(l);
+	/* Pages of 2: 2 + 2 + 1, each friend once, pending on the first. */
+	n = soc_read_pages(hub.c, CMD_FRIEND_LIST, "friends", "user_id", 2, ids, 16);
+	assert_int_equal(n, SOC_PAGE_FRIENDS);
+	for (int i = 0; i < SOC_PAGE_FRIENDS; i++) {
+		bool found = false;
+
+		for (int k = 0; k < n; k++)
+			found = found || ids[k] == f[i].id;
+		assert_true(found);
+	}
+	/* A page exactly as large as the list has no "next". */
+	l = tc_call_expect(hub.c, CMD_FRIEND_LIST, ST_OK, "{\"limit\":%d}", SOC_PAGE_FRIENDS);
+	assert_null(cJSON_GetObjectItemCaseSensitive(l, "next"));
+	cJSON_Delete(l);
+	tc_expect(hub.c, CMD_FRIEND_LIST, ST_BAD_REQUEST, "{\"limit\":0}");
+	tc_expect(hub.c, CMD_FRIEND_LIST, ST_BAD_REQUEST, "{\"limit\":1000001}");
+	tc_expect(hub.c, CMD_FRIEND_LIST, ST_BAD_REQUEST, "{\"after\":-1}");
+	tc_expect(hub.c, CMD_FRIEND_LIST, ST_BAD_REQUEST, "{\"limit\":\"2\"}");
+
+	for (int i = 0; i < SOC_PAGE_GROUPS; i++)
+		gids[i] = soc_group_create(hub.c, "paged");
+	n = soc_read_pages(hub.c, CMD_GROUP_LIST, "groups", "group_id", 2, ids, 16);
+	assert_int_equal(n, SOC_PAGE_GROUPS);
+	for (int i = 0; i < SOC_PAGE_GROUPS; i++)
+		assert_int_equal(ids[i], gids[i]);
+	tc_expect(hub.c, CMD_GROUP_LIST, ST_BAD_REQUEST, "{\"limit\":0}");
+
+	soc_user_close(&hub);
+	soc_user_close(&asker);
+	for (int i = 0; i < SOC_PAGE_FRIENDS; i++)
+		soc_user_close(&f[i]);
+}
+
 static int soc_setup(void **state)
 {
 	(void)state;
@@ -1073,6 +1283,8 @@ int main(void)
 	    cmocka_unit_test(test_group_member_cap),
 	    cmocka_unit_test(test_group_join_skips_older_messages),
 	    cmocka_unit_test(test_changes_bind_next_message),
+	    cmocka_unit_test(test_social_caps),
+	    cmocka_unit_test(test_list_pages),
 	};
 
 	harness_init();
