@@ -204,24 +204,16 @@ static int reader_append(struct frame_reader *r, const uint8_t *data, size_t n, 
 
 /*
  * After a pause left a large buffer behind, what remains may need much
- * less: give the excess back. need may come from a header not checked
- * yet; a bogus large one merely keeps the buffer as it is.
+ * less: give the excess back. The size kept follows the bytes held, not
+ * the len of the header they start with (a header alone reserves nothing,
+ * as everywhere else in the reader).
  */
 static void reader_fit(struct frame_reader *r)
 {
-	size_t need = FRAME_HDR_BYTES;
-	struct frame_hdr h;
+	size_t need = r->len < FRAME_MIN_BUF_BYTES ? FRAME_MIN_BUF_BYTES : r->len;
 	uint8_t *nb;
 
-	if (r->len >= FRAME_HDR_BYTES) {
-		frame_hdr_decode(r->buf, &h);
-		need += h.len;
-	}
-	if (need < r->len)
-		need = r->len;
-	if (need < FRAME_MIN_BUF_BYTES)
-		need = FRAME_MIN_BUF_BYTES;
-	if (r->cap <= need)
+	if (r->cap <= 2 * need)
 		return;
 	nb = realloc(r->buf, need);
 	if (!nb)

@@ -451,6 +451,43 @@ static void test_buffer_grows_with_bytes(void **state)
 	free(buf);
 }
 
+/* Found by fuzz_frame: once a paused frame was delivered, the buffer was
+ * fitted to the len of the next header (a frame barely begun), keeping
+ * kilobytes for a few bytes held. It now follows the bytes held. */
+static void test_fit_after_pause_follows_bytes(void **state)
+{
+	(void)state;
+	uint32_t lens[2] = {3000, MAX_FRAME};
+	size_t offs[3];
+	uint8_t *buf = malloc(2 * FRAME_HDR_BYTES + 3000 + MAX_FRAME);
+	struct frame_reader r;
+	struct recorder rc = {0};
+	enum frame_verdict v;
+	struct frame_hdr bad;
+	size_t n;
+
+	assert_non_null(buf);
+	build_stream(buf, lens, 2, offs);
+	n = offs[1] + FRAME_HDR_BYTES + 5; /* frame 0, then 25 bytes of frame 1 */
+	frame_reader_init(&r, MAX_FRAME);
+	rc.pause_seq = 0;
+	rc.pause_armed = true;
+	assert_int_equal(frame_reader_feed(&r, buf, n, rec_cb, &rc, &v, &bad), FEED_PAUSED);
+	assert_int_equal(r.len, n);
+	assert_int_equal(frame_reader_drain(&r, rec_cb, &rc, &v, &bad), FEED_OK);
+	assert_int_equal(rc.n, 1);
+	assert_int_equal(r.len, FRAME_HDR_BYTES + 5);
+	assert_true(r.cap <= 256);
+	assert_true(frame_reader_partial(&r));
+	/* and the frame still completes */
+	assert_int_equal(frame_reader_feed(&r, buf + n, offs[2] - n, rec_cb, &rc, &v, &bad),
+			 FEED_OK);
+	assert_int_equal(rc.n, 2);
+	assert_int_equal(rc.hdr[1].len, MAX_FRAME);
+	assert_null(r.buf);
+	free(buf);
+}
+
 /* ---- reader: pause and drain ----------------------------------------- */
 
 static void test_pause_then_drain(void **state)
@@ -850,6 +887,7 @@ int main(void)
 	    cmocka_unit_test(test_error_after_good_frames),
 	    cmocka_unit_test(test_random_stream),
 	    cmocka_unit_test(test_buffer_grows_with_bytes),
+	    cmocka_unit_test(test_fit_after_pause_follows_bytes),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
