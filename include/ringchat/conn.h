@@ -5,7 +5,7 @@
  *
  * Connection states:
  *
- *   FREE ──accept──► OPEN ──error / EOF / idle / out limit──► CLOSING
+ *   FREE ──accept──► OPEN ──error / EOF / timeout / out limit─► CLOSING
  *                     │                                        │
  *                     └─OUT_CLOSE or bad frame: flush output,  │ cancel ops,
  *                       shutdown(SHUT_WR), discard input until │ wait until
