@@ -6,7 +6,8 @@
 #   2. build-ci:   -Dwerror_ci=true, every target, every test suite
 #   3. build-asan: AddressSanitizer + UBSan, the suites in ASAN_SUITES
 #   4. build-tsan: ThreadSanitizer, the tests in TSAN_TESTS
-#   5. a combined summary; the last line is "N passed, N failed"
+#   5. build-fuzz: the libFuzzer targets of tests/fuzz, ~40 s each (clang)
+#   6. a combined summary; the last line is "N passed, N failed"
 #
 # Every step runs even when an earlier one failed; the exit status is non-zero
 # if anything failed. Services this script started are stopped at the end;
@@ -183,6 +184,18 @@ RINGCHAT_TSAN=1 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 	run_build "build-tsan (TSan: ${TSAN_TESTS[*]})" build-tsan 0 \
 	"-Db_sanitize=thread" -- \
 	"${sanitizer_wrap[@]}" "$@" "${TSAN_TESTS[@]}"
+
+# libFuzzer targets (tests/fuzz): a short run of each from the checked-in
+# seeds, one meson test per target; clang builds them. tests/fuzz/run.sh runs
+# them longer. Skipped when a test name was given.
+if (($# == 0)) && command -v clang >/dev/null; then
+	CC=clang RINGCHAT_FUZZ_SECONDS=${RINGCHAT_FUZZ_SECONDS:-40} \
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		run_build "build-fuzz (libFuzzer, ${RINGCHAT_FUZZ_SECONDS:-40} s per target)" \
+		build-fuzz 0 \
+		"-Dfuzz=true -Dtests=false -Db_sanitize=address,undefined -Db_lundef=false -Dc_args=-fsanitize=fuzzer-no-link" \
+		-- "${sanitizer_wrap[@]}" --suite fuzz
+fi
 
 passed=$((tot_ok + tot_xfail))
 failed=$((tot_fail + tot_xpass + tot_timeout))

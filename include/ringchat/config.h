@@ -30,6 +30,14 @@ struct config {
 	int max_frame;               /* max payload a client may send, bytes */
 	int idle_timeout_ms;         /* close a silent connection after this */
 	int out_limit_bytes;         /* unsent output cap per connection */
+	int frame_timeout_ms;        /* a started frame must be complete within this */
+	int login_timeout_ms;        /* a connection must log in within this */
+	int max_conns_per_addr;      /* connections per peer IPv4 address; 0 = no cap */
+	int max_unauth_per_addr;     /* not-logged-in connections per address; 0 = no cap */
+	int max_pending_frames;      /* frames of one connection handed on, not answered */
+	int max_pending_bytes;       /* ... and their payload bytes */
+	int admin_timeout_ms;        /* an admin (GET /metrics) client's whole exchange */
+	int admin_max_clients;       /* admin clients served at once */
 	char admin_listen[128];      /* "host:port" of GET /metrics; "" = off */
 	/* threads and queues */
 	int workers;                 /* 0 = number of online cores */

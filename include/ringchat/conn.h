@@ -5,7 +5,7 @@
  *
  * Connection states:
  *
- *   FREE ──accept──► OPEN ──error / EOF / idle / out limit──► CLOSING
+ *   FREE ──accept──► OPEN ──error / EOF / timeout / out limit─► CLOSING
  *                     │                                        │
  *                     └─OUT_CLOSE or bad frame: flush output,  │ cancel ops,
  *                       shutdown(SHUT_WR), discard input until │ wait until
@@ -35,7 +35,22 @@
 #include "ringchat/timer.h"
 
 #define CONN_LINGER_MS 1000 /* LINGER: longest wait for the client's EOF */
-#define CONN_SWEEP_MS 1000  /* period of the idle / linger sweep */
+#define CONN_SWEEP_MS 1000  /* longest period of the deadline sweep */
+/* After a failed accept (EMFILE, ENFILE, ...) the accept pauses this long,
+ * doubling per consecutive failure up to the maximum. */
+#define CONN_ACCEPT_BACKOFF_MS 5
+#define CONN_ACCEPT_BACKOFF_MAX_MS 200
+/*
+ * Descriptors kept out of max_connections at start: stdio, the ring,
+ * signalfd, the listeners (client, admin, node link), the ring's eventfd,
+ * the writer's MariaDB connection, the cluster bus's Redis connections,
+ * log and spare (CONN_FD_RESERVE_BASE); per worker its eventfd, MariaDB
+ * and Redis connections and a spare (CONN_FD_PER_WORKER); per hasher
+ * thread 2; plus admin_max_clients. With the defaults on 2 cores:
+ * 32 + 2 * 4 + 2 + 16 = 58.
+ */
+#define CONN_FD_RESERVE_BASE 32
+#define CONN_FD_PER_WORKER 4
 
 enum conn_state { CONN_FREE = 0, CONN_OPEN, CONN_LINGER, CONN_CLOSING, CONN_DEAD };
 
@@ -68,6 +83,26 @@ struct conn {
 	uint32_t peer_addr;
 	uint16_t peer_port;
 	struct frame_hdr bad; /* bad_frame_pending: code, cmd, seq to answer */
+	bool logged_in;       /* OUT_LOGGED_IN seen: no login deadline */
+	bool pend_blocked;    /* reading stopped at max_pending_frames/bytes */
+	bool recv_cancelling; /* a cancel of the recv is on its way */
+	bool dead_listed;     /* DEAD and on the dead list (else the sweep retries) */
+	uint64_t opened_ms;      /* accept: the login deadline counts from here */
+	uint64_t frame_start_ms; /* an incomplete frame began; 0 = none */
+	/* Frames handed to the worker and not answered yet (OUT_REPLY), with
+	 * their sizes in arrival order: replies come in request order, so the
+	 * oldest size is the one a reply settles. */
+	uint32_t pend_frames;
+	uint32_t pend_bytes;
+	uint32_t *pend_len; /* ring of pend_cap sizes, from pend_head */
+	uint32_t pend_head, pend_cap;
+};
+
+/* Connections of one peer address (the per-address caps). */
+struct addr_count {
+	uint32_t addr;   /* IPv4, host order; an entry with conns 0 is free */
+	uint32_t conns;  /* open connections */
+	uint32_t unauth; /* of them not logged in */
 };
 
 struct slot_list {
@@ -87,8 +122,21 @@ struct conn_table {
 	uint32_t max_frame;
 	uint32_t out_limit;  /* unsent bytes per connection */
 	uint64_t idle_timeout_ms;
+	uint64_t frame_timeout_ms;
+	uint64_t login_timeout_ms;
+	uint64_t sweep_ms;           /* period of the deadline sweep */
+	uint32_t max_per_addr;       /* 0 = no cap */
+	uint32_t max_unauth_per_addr;
+	uint32_t max_pending_frames;
+	uint32_t max_pending_bytes;
+	uint32_t fd_reserve;         /* descriptors kept out of max_conns */
+	struct addr_count *addrs;    /* open addressing, addr_mask + 1 entries */
+	uint32_t addr_mask;
 	int listen_fd;
 	bool accept_armed;
+	bool accept_backoff;         /* paused after a failed accept */
+	uint32_t backoff_ms;         /* the current pause, 0 after a success */
+	struct ring_timer accept_retry;
 	bool draining;
 	char bound[SOCK_ADDR_STRLEN]; /* the listener's address */
 	struct slot_list paused;
@@ -103,7 +151,15 @@ struct conn_table {
  * (RING_OP_ACCEPT, RECV, SEND, CANCEL, WAKE) and an iteration client on r,
  * arms the accept, the poll of h->ring_wake_fd and the sweep timer.
  * Limits come from cfg (max_connections, max_frame, out_limit_bytes,
- * idle_timeout_ms). r, cfg and h must outlive the table.
+ * idle_timeout_ms, frame_timeout_ms, login_timeout_ms, max_conns_per_addr,
+ * max_unauth_per_addr, max_pending_frames, max_pending_bytes).
+ *
+ * max_connections must fit the open-file limit (RLIMIT_NOFILE) with the
+ * descriptors the node needs besides clients (CONN_FD_RESERVE_BASE ...):
+ * the soft limit is raised toward the hard one if that is enough; if not,
+ * the table is made smaller (t->max_conns) with a warning naming both
+ * numbers; if not even one connection fits, creation fails.
+ * r, cfg and h must outlive the table.
  * Returns the table (owned by the caller) or NULL after logging why; then
  * handlers registered so far still point at the freed table, so the ring
  * must not run (start-up fails and destroys it).
@@ -134,6 +190,10 @@ void conn_queue(struct conn_table *t, struct conn *c, const uint8_t *data, uint3
 void conn_close_lingering(struct conn_table *t, struct conn *c);
 /* OPEN or LINGER → CLOSING (→ DEAD → FREE once its operations ended). */
 void conn_close(struct conn_table *t, struct conn *c, const char *why);
+
+/* Tests only: the next n pushes onto the table's slot lists fail as if
+ * memory ran out (fault injection; 0 in production). */
+extern unsigned conn_fault_list_nomem;
 
 /* Unsent output bytes of c. */
 static inline uint32_t conn_unsent(const struct conn *c)

@@ -19,6 +19,15 @@
 	X(conn_idle_closed, "connections closed by the idle timeout")          \
 	X(conn_out_limit_closed, "connections closed at out_limit_bytes")      \
 	X(conn_bad_frame_closed, "connections closed for a bad frame")         \
+	X(conn_frame_timeout_closed, "connections closed: a frame not finished within frame_timeout_ms") \
+	X(conn_login_timeout_closed, "connections closed: not logged in within login_timeout_ms") \
+	X(conn_refused_addr, "connections refused at max_conns_per_addr")   \
+	X(conn_refused_unauth, "connections refused at max_unauth_per_addr") \
+	X(conn_nomem_closed, "connections closed because the I/O thread ran out of memory") \
+	X(accept_backoffs, "client accepts paused after EMFILE/ENFILE or another error") \
+	X(pending_pauses, "times a connection paused at max_pending_frames/bytes") \
+	X(admin_accept_errors, "failed accepts of the admin listener")          \
+	X(admin_timeouts, "admin clients closed by admin_timeout_ms")           \
 	X(frames_in, "frames received")                                        \
 	X(frames_out, "frames sent")                                           \
 	X(bytes_in, "bytes received")                                          \

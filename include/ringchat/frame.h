@@ -63,8 +63,9 @@ uint8_t *frame_build(uint16_t cmd, uint32_t code, uint32_t seq,
  *                                   freed as soon as it is empty)
  *
  * An idle connection therefore holds no buffer at all. The header is
- * checked before any allocation, so a peer cannot make us allocate more
- * than max_frame + FRAME_HDR_BYTES.
+ * checked before any payload is buffered, so a peer cannot make us
+ * allocate more than max_frame + FRAME_HDR_BYTES, and the buffer grows
+ * with the bytes that arrived, not with the header's len.
  */
 struct frame_reader {
 	uint8_t *buf;  /* partial or not-yet-delivered bytes; NULL when empty */
@@ -114,5 +115,8 @@ enum frame_feed_result frame_reader_drain(struct frame_reader *r, frame_cb cb,
 
 /* True when the reader holds at least one complete frame. */
 bool frame_reader_has_frame(const struct frame_reader *r);
+/* True when the reader holds the start of a frame that is not complete
+ * yet (and no complete frame before it): the owner's frame deadline runs. */
+bool frame_reader_partial(const struct frame_reader *r);
 
 #endif

@@ -60,6 +60,15 @@ struct in_msg {
 
 enum out_flags {
 	OUT_CLOSE = 1u << 0, /* close the connection once this is sent */
+	/* The reply to one request frame (exactly one per IN_FRAME, in request
+	 * order): the I/O thread counts the frames it handed on and has not
+	 * seen answered, and stops reading a connection past
+	 * max_pending_frames / max_pending_bytes (conn.c). */
+	OUT_REPLY = 1u << 1,
+	/* The OK reply of a LOGIN or RESUME: the connection is logged in, its
+	 * login deadline (login_timeout_ms) and its place in the per-address
+	 * count of connections not logged in are cleared (conn.c). */
+	OUT_LOGGED_IN = 1u << 2,
 };
 
 /* worker → I/O thread. Allocated by a worker, freed by the I/O thread. */

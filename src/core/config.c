@@ -112,6 +112,26 @@ static const struct config_entry config_table[] = {
 		"close a connection silent for this long, ms"),
 	INT_KEY(out_limit_bytes, "8388608", 65536, 1073741824,
 		"unsent output allowed per connection, bytes"),
+	INT_KEY(frame_timeout_ms, "15000", 10, 3600000,
+		"a frame whose first byte arrived must be complete within this, ms, else the "
+		"connection is closed"),
+	INT_KEY(login_timeout_ms, "30000", 10, 86400000,
+		"a connection that has not logged in (LOGIN or RESUME) this long after connecting "
+		"is closed, ms"),
+	INT_KEY(max_conns_per_addr, "1000", 0, 1000000,
+		"client connections from one IPv4 address at once; 0 = no cap"),
+	INT_KEY(max_unauth_per_addr, "100", 0, 1000000,
+		"connections from one IPv4 address not logged in yet; 0 = no cap"),
+	INT_KEY(max_pending_frames, "256", 1, 1000000,
+		"frames of one connection handed to its worker and not answered yet; past it "
+		"the node stops reading that connection until replies go out"),
+	INT_KEY(max_pending_bytes, "1048576", 65536, 1073741824,
+		"payload bytes of those frames; past it reading pauses the same way"),
+	INT_KEY(admin_timeout_ms, "5000", 10, 600000,
+		"an admin client (GET /metrics) must complete its request and read the answer "
+		"within this, ms"),
+	INT_KEY(admin_max_clients, "16", 1, 1024, "admin clients served at once; more wait in "
+		"the listen backlog"),
 	STR_KEY(admin_listen, "127.0.0.1:7780", config_valid_listen_or_off,
 		"\"\" or " HOST_PORT, "address of GET /metrics; \"\" turns it off"),
 	/* threads and queues */

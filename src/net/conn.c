@@ -20,7 +20,23 @@
  * Backpressure: when a worker's queue is full the frame stays in the
  * connection's reader and the connection is paused: its recv is cancelled
  * (the kernel's socket buffer and the TCP window push back on the client)
- * and re-armed once the queued frames have been handed over.
+ * and re-armed once the queued frames have been handed over. The same
+ * happens, per connection, when it has max_pending_frames frames (or
+ * max_pending_bytes) handed to its worker and not answered yet, e.g.
+ * held behind a LOGIN that waits for the hasher: such a connection is
+ * not polled (pend_blocked); the reply that brings it under the bounds
+ * (OUT_REPLY) puts it back on the paused list.
+ *
+ * Deadlines (one sweep, every sweep_ms <= 1 s): a frame whose first byte
+ * came must be complete within frame_timeout_ms; a connection must log in
+ * (OUT_LOGGED_IN) within login_timeout_ms; idle_timeout_ms counts from the
+ * last complete frame (a byte now and then keeps nothing alive).
+ *
+ * Admission at accept: max_connections (sized to the open-file limit at
+ * start), max_conns_per_addr and max_unauth_per_addr (a small open
+ * addressing table of peer addresses). A failed accept (EMFILE, ENFILE)
+ * pauses the accept for a few ms (ring timer, doubling to 200 ms) instead
+ * of spinning on it; the waiting clients stay in the listen backlog.
  *
  * user_data: RING_OP_RECV / SEND / CANCEL carry the slot's generation and
  * the slot (ring.h), checked against the table before anything is done.
@@ -32,6 +48,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -44,10 +61,20 @@
 #define LISTEN_BACKLOG 4096
 #define CANCEL_NO_SLOT UINT32_MAX /* a cancel that is not a connection's */
 
+#define PEND_MIN_CAP 8u /* sizes kept inline-small: 32 bytes per connection */
+
+unsigned conn_fault_list_nomem;
+
 /* ---- small helpers ---------------------------------------------------- */
 
+/* Returns 0 or -ENOMEM; every caller handles the failure (a slot that
+ * silently misses its list stalls: never resumed, sent or released). */
 static int slot_list_push(struct slot_list *l, uint32_t slot)
 {
+	if (conn_fault_list_nomem) {
+		conn_fault_list_nomem--;
+		return -ENOMEM;
+	}
 	if (l->n == l->cap) {
 		uint32_t cap = l->cap ? l->cap * 2 : 64;
 		uint32_t *v = realloc(l->v, cap * sizeof(*v));
@@ -64,6 +91,164 @@ static int slot_list_push(struct slot_list *l, uint32_t slot)
 static inline uint32_t conn_slot(const struct conn_table *t, const struct conn *c)
 {
 	return (uint32_t)(c - t->conns);
+}
+
+static void conn_nomem_close(struct conn_table *t, struct conn *c, const char *what)
+{
+	static struct log_gate gate;
+
+	counter_inc(conn_nomem_closed);
+	log_limited(&gate, LOG_ERROR, "event=nomem_close conn=%u: out of memory %s",
+		    conn_slot(t, c), what);
+	conn_close(t, c, "out of memory");
+}
+
+/* ---- peer addresses (max_conns_per_addr, max_unauth_per_addr) ---------- */
+
+static uint32_t addr_hash(const struct conn_table *t, uint32_t addr)
+{
+	return (uint32_t)(((uint64_t)addr * 0x9E3779B97F4A7C15ull) >> 32) & t->addr_mask;
+}
+
+/* The entry of addr, or the free entry where it would go. The table has
+ * twice as many entries as connections, so a free one always exists. */
+static struct addr_count *addr_find(struct conn_table *t, uint32_t addr)
+{
+	uint32_t i = addr_hash(t, addr);
+
+	while (t->addrs[i].conns && t->addrs[i].addr != addr)
+		i = (i + 1) & t->addr_mask;
+	return &t->addrs[i];
+}
+
+/* Drops an entry whose count reached 0 (backward-shift deletion keeps
+ * every other key reachable from its home slot without tombstones). */
+static void addr_remove(struct conn_table *t, struct addr_count *e)
+{
+	uint32_t i = (uint32_t)(e - t->addrs), j = i;
+
+	for (;;) {
+		uint32_t k;
+
+		j = (j + 1) & t->addr_mask;
+		if (!t->addrs[j].conns)
+			break;
+		k = addr_hash(t, t->addrs[j].addr);
+		/* move j back to i unless its home k lies cyclically in (i, j] */
+		if (i <= j ? (k <= i || k > j) : (k <= i && k > j)) {
+			t->addrs[i] = t->addrs[j];
+			i = j;
+		}
+	}
+	memset(&t->addrs[i], 0, sizeof(t->addrs[i]));
+}
+
+/* Connections of unknown address (0: not IPv4) are not capped per address. */
+static bool addr_admit(struct conn_table *t, uint32_t addr)
+{
+	static struct log_gate gate;
+	struct addr_count *e;
+
+	if (!addr)
+		return true;
+	e = addr_find(t, addr);
+	if (t->max_per_addr && e->conns >= t->max_per_addr) {
+		counter_inc(conn_refused_addr);
+		log_limited(&gate, LOG_WARN,
+			    "event=refused peer=%u.%u.%u.%u reason=\"max_conns_per_addr %u\"",
+			    addr >> 24, (addr >> 16) & 255, (addr >> 8) & 255, addr & 255,
+			    t->max_per_addr);
+		return false;
+	}
+	if (t->max_unauth_per_addr && e->unauth >= t->max_unauth_per_addr) {
+		counter_inc(conn_refused_unauth);
+		log_limited(&gate, LOG_WARN,
+			    "event=refused peer=%u.%u.%u.%u reason=\"max_unauth_per_addr %u\"",
+			    addr >> 24, (addr >> 16) & 255, (addr >> 8) & 255, addr & 255,
+			    t->max_unauth_per_addr);
+		return false;
+	}
+	e->addr = addr;
+	e->conns++;
+	e->unauth++;
+	return true;
+}
+
+static void addr_logged_in(struct conn_table *t, struct conn *c)
+{
+	if (c->logged_in)
+		return;
+	c->logged_in = true;
+	if (c->peer_addr)
+		addr_find(t, c->peer_addr)->unauth--;
+}
+
+static void addr_release(struct conn_table *t, struct conn *c)
+{
+	struct addr_count *e;
+
+	if (!c->peer_addr)
+		return;
+	e = addr_find(t, c->peer_addr);
+	if (!e->conns)
+		return; /* not counted (cannot happen) */
+	if (!c->logged_in)
+		e->unauth--;
+	if (!--e->conns)
+		addr_remove(t, e);
+}
+
+/* ---- frames handed on and not answered (max_pending_*) ----------------- */
+
+/* Makes room for one more size. Returns 0 or -ENOMEM. */
+static int pend_reserve(struct conn *c)
+{
+	uint32_t cap, *v;
+
+	if (c->pend_frames < c->pend_cap)
+		return 0;
+	cap = c->pend_cap ? c->pend_cap * 2 : PEND_MIN_CAP;
+	v = malloc(cap * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < c->pend_frames; i++) /* unwrap the ring */
+		v[i] = c->pend_len[(c->pend_head + i) % c->pend_cap];
+	free(c->pend_len);
+	c->pend_len = v;
+	c->pend_cap = cap;
+	c->pend_head = 0;
+	return 0;
+}
+
+static void pend_push(struct conn *c, uint32_t bytes)
+{
+	c->pend_len[(c->pend_head + c->pend_frames) % c->pend_cap] = bytes;
+	c->pend_frames++;
+	c->pend_bytes += bytes;
+}
+
+/* A reply settled the oldest frame. Extra replies (to a framing error,
+ * which was never counted) change nothing. */
+static void pend_pop(struct conn *c)
+{
+	if (!c->pend_frames)
+		return;
+	c->pend_bytes -= c->pend_len[c->pend_head];
+	c->pend_head = (c->pend_head + 1) % c->pend_cap;
+	if (!--c->pend_frames && c->pend_cap > PEND_MIN_CAP) {
+		/* a burst is over: give its memory back */
+		free(c->pend_len);
+		c->pend_len = NULL;
+		c->pend_cap = 0;
+		c->pend_head = 0;
+	}
+}
+
+static bool pend_full(const struct conn_table *t, const struct conn *c, uint32_t bytes)
+{
+	/* one frame always passes, whatever its size (max_frame bounds it) */
+	return c->pend_frames >= t->max_pending_frames ||
+	       (c->pend_frames && (uint64_t)c->pend_bytes + bytes > t->max_pending_bytes);
 }
 
 struct conn *conn_lookup(struct conn_table *t, uint32_t slot, uint32_t gen)
@@ -108,6 +293,7 @@ static void arm_recv(struct conn_table *t, struct conn *c)
 	sqe->buf_group = ring_buf_group(t->ring);
 	ring_sqe_tag(sqe, RING_OP_RECV, c->gen, conn_slot(t, c));
 	c->recv_armed = true;
+	c->recv_cancelling = false;
 	c->inflight++;
 }
 
@@ -136,10 +322,14 @@ static void cancel_conn_ops(struct conn_table *t, struct conn *c)
 /* Cancels only the multishot recv (pausing must not kill a send). */
 static void cancel_recv(struct conn_table *t, struct conn *c)
 {
-	struct io_uring_sqe *sqe = ring_get_sqe(t->ring);
+	struct io_uring_sqe *sqe;
 
+	if (c->recv_cancelling)
+		return;
+	sqe = ring_get_sqe(t->ring);
 	if (!sqe)
 		return;
+	c->recv_cancelling = true;
 	io_uring_prep_cancel64(sqe, ring_ud(RING_OP_RECV, c->gen, conn_slot(t, c)), 0);
 	ring_sqe_tag(sqe, RING_OP_CANCEL, c->gen, conn_slot(t, c));
 	c->inflight++;
@@ -218,12 +408,15 @@ void conn_queue(struct conn_table *t, struct conn *c, const uint8_t *data, uint3
 		return;
 	}
 	if (obuf_append(&c->pending, data, n)) {
-		conn_close(t, c, "out of memory");
+		conn_nomem_close(t, c, "queueing output");
 		return;
 	}
 	if (!c->in_send_list) {
+		if (slot_list_push(&t->send_list, conn_slot(t, c))) {
+			conn_nomem_close(t, c, "listing a connection to send");
+			return;
+		}
 		c->in_send_list = true;
-		slot_list_push(&t->send_list, conn_slot(t, c));
 	}
 }
 
@@ -271,6 +464,13 @@ static struct conn *conn_alloc(struct conn_table *t)
 	return c;
 }
 
+static void pend_free(struct conn *c)
+{
+	free(c->pend_len);
+	c->pend_len = NULL;
+	c->pend_cap = c->pend_head = c->pend_frames = c->pend_bytes = 0;
+}
+
 static void conn_release(struct conn_table *t, struct conn *c)
 {
 	c->state = CONN_FREE;
@@ -302,14 +502,17 @@ static void conn_maybe_finish(struct conn_table *t, struct conn *c)
 	obuf_free(&c->sending);
 	obuf_free(&c->pending);
 	frame_reader_reset(&c->rd);
+	pend_free(c);
+	addr_release(t, c);
 	c->state = CONN_DEAD;
 	t->nopen--;
 	atomic_fetch_sub_explicit(&counters.conn_open, 1, memory_order_relaxed);
 	counter_inc(conn_closed);
 	if (!c->seen_frame || conn_tell_worker_closed(t, c))
 		conn_release(t, c);
-	else
-		slot_list_push(&t->dead, conn_slot(t, c));
+	else if (slot_list_push(&t->dead, conn_slot(t, c)) == 0)
+		c->dead_listed = true;
+	/* else the sweep finds the DEAD slot and tells the worker */
 }
 
 void conn_close(struct conn_table *t, struct conn *c, const char *why)
@@ -325,11 +528,55 @@ void conn_close(struct conn_table *t, struct conn *c, const char *why)
 	conn_maybe_finish(t, c);
 }
 
+static void on_accept_retry(void *ctx, struct ring_timer *timer)
+{
+	struct conn_table *t = ctx;
+
+	(void)timer;
+	t->accept_backoff = false;
+	arm_accept(t);
+}
+
+/*
+ * A failed accept. With EMFILE/ENFILE the multishot accept would fail
+ * again at once for every client waiting in the backlog: pause it, retry
+ * after a short ring timer (doubling while it keeps failing), and log at
+ * most one line per 10 s.
+ */
+static void accept_failed(struct conn_table *t, int err, bool still_armed)
+{
+	static struct log_gate gate;
+
+	counter_inc(accept_backoffs);
+	t->backoff_ms = t->backoff_ms ? t->backoff_ms * 2 : CONN_ACCEPT_BACKOFF_MS;
+	if (t->backoff_ms > CONN_ACCEPT_BACKOFF_MAX_MS)
+		t->backoff_ms = CONN_ACCEPT_BACKOFF_MAX_MS;
+	log_limited(&gate, LOG_WARN, "accept failed: %s (open=%u); accepting again in %u ms%s",
+		    strerror(err), t->nopen, t->backoff_ms,
+		    err == EMFILE || err == ENFILE ? ": out of file descriptors" : "");
+	if (t->accept_backoff)
+		return;
+	if (still_armed) {
+		struct io_uring_sqe *sqe = ring_get_sqe(t->ring);
+
+		if (sqe) {
+			io_uring_prep_cancel64(sqe, ring_ud(RING_OP_ACCEPT, 0, 0), 0);
+			ring_sqe_tag(sqe, RING_OP_CANCEL, 0, CANCEL_NO_SLOT);
+		}
+	}
+	if (ring_timer_arm(t->ring, &t->accept_retry, ring_now_ms(t->ring) + t->backoff_ms,
+			   on_accept_retry, t) == 0)
+		t->accept_backoff = true; /* else the sweep re-arms it */
+}
+
 static void on_accept(void *ctx, struct io_uring_cqe *cqe)
 {
 	struct conn_table *t = ctx;
+	static struct log_gate gate;
 	struct sockaddr_in sa;
 	socklen_t salen = sizeof(sa);
+	uint32_t peer_addr = 0;
+	uint16_t peer_port = 0;
 	struct conn *c;
 	int fd = cqe->res;
 	int one = 1;
@@ -338,24 +585,49 @@ static void on_accept(void *ctx, struct io_uring_cqe *cqe)
 		t->accept_armed = false;
 	if (fd < 0) {
 		if (fd != -ECANCELED)
-			log_warn("accept failed: %s", strerror(-fd));
+			accept_failed(t, -fd, t->accept_armed);
+		else if (!t->accept_armed && !t->accept_backoff)
+			arm_accept(t); /* not ours to stop (drain checks itself) */
 		return;
 	}
-	if (t->draining || !(c = conn_alloc(t))) {
+	t->backoff_ms = 0;
+	if (t->draining || t->nopen >= t->max_conns) {
 		counter_inc(conn_refused_max);
+		log_limited(&gate, LOG_WARN, "event=refused reason=\"max_connections %u\"",
+			    t->max_conns);
+		close(fd);
+		return;
+	}
+	if (getpeername(fd, (struct sockaddr *)&sa, &salen) == 0 &&
+	    sa.sin_family == AF_INET) {
+		peer_addr = ntohl(sa.sin_addr.s_addr);
+		peer_port = ntohs(sa.sin_port);
+	}
+	if (!addr_admit(t, peer_addr)) {
+		close(fd);
+		return;
+	}
+	c = conn_alloc(t);
+	if (!c) { /* slots still held by DEAD connections the workers must see */
+		counter_inc(conn_refused_max);
+		if (peer_addr) {
+			struct addr_count *e = addr_find(t, peer_addr);
+
+			e->unauth--;
+			if (!--e->conns)
+				addr_remove(t, e);
+		}
 		close(fd);
 		return;
 	}
 	/* Replies are small and latency-bound; the batching Nagle would
 	 * give is already done by queueing output per loop iteration. */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (getpeername(fd, (struct sockaddr *)&sa, &salen) == 0 &&
-	    sa.sin_family == AF_INET) {
-		c->peer_addr = ntohl(sa.sin_addr.s_addr);
-		c->peer_port = ntohs(sa.sin_port);
-	}
+	c->peer_addr = peer_addr;
+	c->peer_port = peer_port;
 	c->fd = fd;
 	c->last_rx_ms = ring_now_ms(t->ring);
+	c->opened_ms = c->last_rx_ms;
 	t->nopen++;
 	atomic_fetch_add_explicit(&counters.conn_open, 1, memory_order_relaxed);
 	counter_inc(conn_accepted);
@@ -380,6 +652,14 @@ static int on_frame(void *arg, const struct frame_hdr *hdr, const uint8_t *paylo
 
 	if (c->no_read)
 		return 0; /* closing: the rest of the input is discarded */
+	if (pend_full(fc->t, c, FRAME_HDR_BYTES + hdr->len)) {
+		if (!c->pend_blocked)
+			counter_inc(pending_pauses);
+		c->pend_blocked = true; /* resumed by the reply that makes room */
+		return 1;
+	}
+	if (pend_reserve(c))
+		return 1; /* treat as a full queue: retried later */
 	m = malloc(sizeof(*m) + hdr->len);
 	if (!m)
 		return 1; /* treat as a full queue: retried later */
@@ -395,6 +675,9 @@ static int on_frame(void *arg, const struct frame_hdr *hdr, const uint8_t *paylo
 		return 1;
 	}
 	c->seen_frame = true;
+	pend_push(c, FRAME_HDR_BYTES + hdr->len);
+	/* the idle timeout counts whole frames, not bytes trickling in */
+	c->last_rx_ms = ring_now_ms(fc->t->ring);
 	counter_inc(frames_in);
 	return 0;
 }
@@ -420,15 +703,45 @@ static bool conn_send_bad_frame(struct conn_table *t, struct conn *c)
 	return true;
 }
 
+/* Puts c on the paused list (retried every iteration). false: out of
+ * memory, c was closed. */
+static bool conn_list_paused(struct conn_table *t, struct conn *c)
+{
+	if (slot_list_push(&t->paused, conn_slot(t, c))) {
+		c->paused = false;
+		conn_nomem_close(t, c, "pausing a connection");
+		return false;
+	}
+	c->paused = true;
+	return true;
+}
+
 static void conn_pause(struct conn_table *t, struct conn *c)
 {
 	if (c->paused)
 		return;
-	c->paused = true;
+	if (c->pend_blocked) {
+		/* waits for replies, not for the queue: off the polled list */
+		if (c->recv_armed)
+			cancel_recv(t, c);
+		return;
+	}
 	counter_inc(backpressure_events);
-	slot_list_push(&t->paused, conn_slot(t, c));
+	if (!conn_list_paused(t, c))
+		return;
 	if (c->recv_armed)
 		cancel_recv(t, c);
+}
+
+/* The frame deadline runs while the reader holds an incomplete frame. */
+static void conn_track_frame(struct conn_table *t, struct conn *c)
+{
+	if (c->state == CONN_OPEN && !c->no_read && frame_reader_partial(&c->rd)) {
+		if (!c->frame_start_ms)
+			c->frame_start_ms = ring_now_ms(t->ring);
+	} else {
+		c->frame_start_ms = 0;
+	}
 }
 
 /* Handles the result of feeding or draining the reader. */
@@ -462,12 +775,11 @@ static void conn_after_feed(struct conn_table *t, struct conn *c, enum frame_fee
 		}
 		c->no_read = true;
 		c->bad_frame_pending = true;
-		if (!conn_send_bad_frame(t, c) && !c->paused) {
-			c->paused = true;
-			slot_list_push(&t->paused, conn_slot(t, c));
-		}
+		if (!conn_send_bad_frame(t, c) && !c->paused)
+			conn_list_paused(t, c);
 		break;
 	}
+	conn_track_frame(t, c);
 }
 
 /* The connection a RECV/SEND/CANCEL completion is for, or NULL (logged)
@@ -508,7 +820,6 @@ static void on_recv(void *ctx, struct io_uring_cqe *cqe)
 			struct frame_hdr bad;
 			enum frame_feed_result fr;
 
-			c->last_rx_ms = ring_now_ms(t->ring);
 			counter_add(bytes_in, (uint64_t)res);
 			fr = frame_reader_feed(&c->rd, ring_buf(t->ring, bid), (size_t)res,
 					       on_frame, &fc, &verdict, &bad);
@@ -525,14 +836,16 @@ static void on_recv(void *ctx, struct io_uring_cqe *cqe)
 			 * buffers are back / the queued frames are handed over */
 			if (res == -ENOBUFS)
 				counter_inc(recv_enobufs);
-			if (!c->paused && !c->no_read)
-				slot_list_push(&t->rearm, conn_slot(t, c));
+			if (!c->paused && !c->no_read && !c->pend_blocked &&
+			    slot_list_push(&t->rearm, conn_slot(t, c)))
+				conn_nomem_close(t, c, "re-arming a receive");
 		} else if (c->state == CONN_OPEN || c->state == CONN_LINGER) {
 			conn_close(t, c, strerror(-res));
 		}
-	} else if (!more && c->state == CONN_OPEN && !c->paused) {
+	} else if (!more && c->state == CONN_OPEN && !c->paused && !c->pend_blocked) {
 		/* the kernel ended the multishot (e.g. overflow); re-arm */
-		slot_list_push(&t->rearm, conn_slot(t, c));
+		if (slot_list_push(&t->rearm, conn_slot(t, c)))
+			conn_nomem_close(t, c, "re-arming a receive");
 	}
 	conn_maybe_finish(t, c);
 }
@@ -598,6 +911,20 @@ static void on_wake(void *ctx, struct io_uring_cqe *cqe)
 
 /* ---- per-iteration work ----------------------------------------------- */
 
+/* A reply settled one pending frame; a connection stopped at the bounds
+ * reads again once under them (via the paused list, which first hands
+ * over the frames its reader holds). */
+static void conn_settle_reply(struct conn_table *t, struct conn *c)
+{
+	pend_pop(c);
+	if (!c->pend_blocked || c->pend_frames >= t->max_pending_frames ||
+	    c->pend_bytes >= t->max_pending_bytes)
+		return;
+	c->pend_blocked = false;
+	if (!c->paused)
+		conn_list_paused(t, c);
+}
+
 static void drain_out_queues(struct conn_table *t)
 {
 	for (int i = 0; i < t->h->n; i++) {
@@ -612,7 +939,11 @@ static void drain_out_queues(struct conn_table *t)
 				free(m);
 				continue;
 			}
-			if (m->len)
+			if (m->flags & OUT_LOGGED_IN)
+				addr_logged_in(t, c);
+			if (m->flags & OUT_REPLY)
+				conn_settle_reply(t, c);
+			if (m->len && c->state == CONN_OPEN)
 				conn_queue(t, c, m->data, m->len);
 			if ((m->flags & OUT_CLOSE) && c->state == CONN_OPEN) {
 				c->no_read = true;
@@ -666,13 +997,16 @@ static void retry_paused(struct conn_table *t)
 			continue;
 		}
 		fr = frame_reader_drain(&c->rd, on_frame, &fc, &verdict, &bad);
-		if (fr == FEED_PAUSED) {
+		if (fr == FEED_PAUSED && !c->pend_blocked) {
 			t->paused.v[keep++] = t->paused.v[i];
 			continue;
 		}
 		c->paused = false;
+		if (fr == FEED_PAUSED)
+			continue; /* waits for replies now: not polled */
 		conn_after_feed(t, c, fr, verdict, &bad);
-		if (c->state == CONN_OPEN && !c->recv_armed && !c->no_read)
+		if (c->state == CONN_OPEN && !c->recv_armed && !c->no_read && !c->paused &&
+		    !c->pend_blocked)
 			arm_recv(t, c);
 	}
 	t->paused.n = keep;
@@ -683,7 +1017,7 @@ static void retry_rearm(struct conn_table *t)
 	for (uint32_t i = 0; i < t->rearm.n; i++) {
 		struct conn *c = &t->conns[t->rearm.v[i]];
 
-		if (c->state == CONN_OPEN && !c->paused)
+		if (c->state == CONN_OPEN && !c->paused && !c->pend_blocked && !c->no_read)
 			arm_recv(t, c);
 	}
 	t->rearm.n = 0;
@@ -696,10 +1030,12 @@ static void retry_dead(struct conn_table *t)
 	for (uint32_t i = 0; i < t->dead.n; i++) {
 		struct conn *c = &t->conns[t->dead.v[i]];
 
-		if (conn_tell_worker_closed(t, c))
+		if (conn_tell_worker_closed(t, c)) {
+			c->dead_listed = false;
 			conn_release(t, c);
-		else
+		} else {
 			t->dead.v[keep++] = t->dead.v[i];
+		}
 	}
 	t->dead.n = keep;
 }
@@ -712,18 +1048,33 @@ static void on_sweep(void *ctx, struct ring_timer *timer)
 	for (uint32_t s = 0; s < t->high_water; s++) {
 		struct conn *c = &t->conns[s];
 
-		if (c->state == CONN_OPEN && now - c->last_rx_ms > t->idle_timeout_ms) {
+		if (c->state == CONN_OPEN && c->frame_start_ms &&
+		    now - c->frame_start_ms >= t->frame_timeout_ms) {
+			counter_inc(conn_frame_timeout_closed);
+			log_info("event=frame_timeout conn=%u held=%u timeout_ms=%llu", s,
+				 c->rd.len, (unsigned long long)t->frame_timeout_ms);
+			conn_close(t, c, "frame timeout");
+		} else if (c->state == CONN_OPEN && !c->logged_in &&
+			   now - c->opened_ms >= t->login_timeout_ms) {
+			counter_inc(conn_login_timeout_closed);
+			log_info("event=login_timeout conn=%u timeout_ms=%llu", s,
+				 (unsigned long long)t->login_timeout_ms);
+			conn_close(t, c, "login timeout");
+		} else if (c->state == CONN_OPEN && now - c->last_rx_ms > t->idle_timeout_ms) {
 			counter_inc(conn_idle_closed);
 			log_info("event=idle_close conn=%u idle_ms=%llu", s,
 				 (unsigned long long)(now - c->last_rx_ms));
 			conn_close(t, c, "idle timeout");
 		} else if (c->state == CONN_LINGER && now >= c->deadline_ms) {
 			conn_close(t, c, "linger timeout");
+		} else if (c->state == CONN_DEAD && !c->dead_listed &&
+			   conn_tell_worker_closed(t, c)) {
+			conn_release(t, c); /* its dead-list push had failed */
 		}
 	}
-	if (!t->accept_armed)
-		arm_accept(t); /* after EMFILE/ENFILE the accept ended */
-	ring_timer_arm(t->ring, timer, now + CONN_SWEEP_MS, on_sweep, t);
+	if (!t->accept_armed && !t->accept_backoff)
+		arm_accept(t); /* an accept that could not get an SQE */
+	ring_timer_arm(t->ring, timer, now + t->sweep_ms, on_sweep, t);
 }
 
 /* ---- the table's share of the loop (struct ring_client) ---------------- */
@@ -796,6 +1147,10 @@ static bool conn_drain(void *ctx, bool first)
 	}
 	if (handoff_out_pending(t->h) || t->paused.n)
 		return false;
+	if (t->accept_backoff) {
+		ring_timer_cancel(t->ring, &t->accept_retry);
+		t->accept_backoff = false;
+	}
 	for (uint32_t s = 0; s < t->high_water; s++) {
 		struct conn *c = &t->conns[s];
 
@@ -807,6 +1162,61 @@ static bool conn_drain(void *ctx, bool first)
 }
 
 /* ---- set-up ----------------------------------------------------------- */
+
+/*
+ * max_connections against RLIMIT_NOFILE: every connection is a
+ * descriptor, and a node that runs out of them at accept time fails in
+ * the middle of a storm. Raises the soft limit toward the hard one when
+ * that is enough; otherwise lowers max_connections (with a warning naming
+ * both numbers). Returns the connections to allow, 0 when not even one
+ * fits (logged). *reserve receives the descriptors kept back.
+ */
+static uint32_t conn_fit_fd_limit(const struct config *cfg, uint32_t *reserve)
+{
+	uint64_t want = (uint64_t)cfg->max_connections, need, workers = (uint64_t)cfg->workers;
+	struct rlimit rl;
+
+	if (!workers) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+		workers = n > 0 ? (uint64_t)n : 1;
+	}
+	*reserve = (uint32_t)(CONN_FD_RESERVE_BASE + CONN_FD_PER_WORKER * workers +
+			      2 * (uint64_t)cfg->hash_threads + (uint64_t)cfg->admin_max_clients);
+	need = want + *reserve;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1 || rl.rlim_cur == RLIM_INFINITY ||
+	    need <= rl.rlim_cur)
+		return (uint32_t)want;
+	if (rl.rlim_max == RLIM_INFINITY || rl.rlim_max > rl.rlim_cur) {
+		struct rlimit nl = rl;
+
+		nl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need ? need
+										  : rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &nl) == 0) {
+			log_info("raised the open-file limit (RLIMIT_NOFILE) from %llu to %llu "
+				 "for max_connections %llu",
+				 (unsigned long long)rl.rlim_cur, (unsigned long long)nl.rlim_cur,
+				 (unsigned long long)want);
+			rl.rlim_cur = nl.rlim_cur;
+		}
+	}
+	if (need <= rl.rlim_cur)
+		return (uint32_t)want;
+	if (rl.rlim_cur <= *reserve) {
+		log_error("the open-file limit (RLIMIT_NOFILE) %llu leaves no descriptor for "
+			  "clients: %u are needed besides them; raise it (ulimit -n, LimitNOFILE=)",
+			  (unsigned long long)rl.rlim_cur, *reserve);
+		return 0;
+	}
+	log_warn("max_connections %llu does not fit the open-file limit (RLIMIT_NOFILE) %llu "
+		 "(hard limit %llu) with %u descriptors kept for listeners, eventfds, storage and "
+		 "admin connections: max_connections lowered to %llu; raise the limit (ulimit -n, "
+		 "LimitNOFILE=) to allow more",
+		 (unsigned long long)want, (unsigned long long)rl.rlim_cur,
+		 (unsigned long long)rl.rlim_max, *reserve,
+		 (unsigned long long)(rl.rlim_cur - *reserve));
+	return (uint32_t)(rl.rlim_cur - *reserve);
+}
 
 struct conn_table *conn_table_create(struct ring *r, const struct config *cfg,
 				     struct handoff *h)
@@ -833,13 +1243,35 @@ struct conn_table *conn_table_create(struct ring *r, const struct config *cfg,
 	t->ring = r;
 	t->h = h;
 	t->listen_fd = -1;
-	t->max_conns = (uint32_t)cfg->max_connections;
+	t->max_conns = conn_fit_fd_limit(cfg, &t->fd_reserve);
+	if (!t->max_conns)
+		goto out_destroy;
 	t->max_frame = (uint32_t)cfg->max_frame;
 	t->out_limit = (uint32_t)cfg->out_limit_bytes;
 	t->idle_timeout_ms = (uint64_t)cfg->idle_timeout_ms;
+	t->frame_timeout_ms = (uint64_t)cfg->frame_timeout_ms;
+	t->login_timeout_ms = (uint64_t)cfg->login_timeout_ms;
+	t->max_per_addr = (uint32_t)cfg->max_conns_per_addr;
+	t->max_unauth_per_addr = (uint32_t)cfg->max_unauth_per_addr;
+	t->max_pending_frames = (uint32_t)cfg->max_pending_frames;
+	t->max_pending_bytes = (uint32_t)cfg->max_pending_bytes;
+	/* a deadline is overshot by at most a quarter of itself */
+	t->sweep_ms = CONN_SWEEP_MS;
+	if (t->sweep_ms > t->frame_timeout_ms / 4)
+		t->sweep_ms = t->frame_timeout_ms / 4;
+	if (t->sweep_ms > t->login_timeout_ms / 4)
+		t->sweep_ms = t->login_timeout_ms / 4;
+	if (t->sweep_ms > t->idle_timeout_ms / 4)
+		t->sweep_ms = t->idle_timeout_ms / 4;
+	if (t->sweep_ms < 2)
+		t->sweep_ms = 2;
+	t->addr_mask = 63;
+	while (t->addr_mask < 2 * t->max_conns)
+		t->addr_mask = t->addr_mask * 2 + 1;
 	t->conns = calloc(t->max_conns, sizeof(*t->conns));
 	t->free_slots = calloc(t->max_conns, sizeof(*t->free_slots));
-	if (!t->conns || !t->free_slots)
+	t->addrs = calloc((size_t)t->addr_mask + 1, sizeof(*t->addrs));
+	if (!t->conns || !t->free_slots || !t->addrs)
 		goto out_nomem;
 	t->listen_fd = sock_listen_tcp(cfg->listen, LISTEN_BACKLOG, t->bound, sizeof(t->bound));
 	if (t->listen_fd < 0) {
@@ -856,7 +1288,7 @@ struct conn_table *conn_table_create(struct ring *r, const struct config *cfg,
 	}
 	client.ctx = t;
 	if (ring_add_client(r, &client) ||
-	    ring_timer_arm(r, &t->sweep, ring_now_ms(r) + CONN_SWEEP_MS, on_sweep, t))
+	    ring_timer_arm(r, &t->sweep, ring_now_ms(r) + t->sweep_ms, on_sweep, t))
 		goto out_nomem;
 	log_info("listening on %s", t->bound);
 	arm_accept(t);
@@ -881,11 +1313,13 @@ void conn_table_destroy(struct conn_table *t)
 		obuf_free(&c->sending);
 		obuf_free(&c->pending);
 		frame_reader_reset(&c->rd);
+		pend_free(c);
 	}
 	if (t->listen_fd >= 0)
 		close(t->listen_fd);
 	free(t->conns);
 	free(t->free_slots);
+	free(t->addrs);
 	free(t->paused.v);
 	free(t->rearm.v);
 	free(t->dead.v);

@@ -12,8 +12,8 @@
  *             chunk ends with          20th header byte arrives
  *             < 20 bytes of a frame    and the header is valid
  *   EMPTY ────────────────────► HEADER ────────────────────────► PAYLOAD
- *   buf NULL                    1..19 B in a                     buf sized for
- *    ▲  │                       256 B buffer                     20 + len bytes
+ *   buf NULL                    1..19 B in a                     buf grows with
+ *    ▲  │                       256 B buffer                     the bytes held
  *    │  │                          │ header invalid                 │
  *    │  │                          ▼                                │
  *    │  │                        ERROR: FEED_ERROR, caller closes   │
@@ -26,10 +26,13 @@
  *   deliver from buf first and fall back to the states above once no
  *   complete frame is left in it.
  *
- * A header is validated as soon as its 20 bytes are known, before any
- * buffer is sized for its payload, so a peer can make us hold at most
- * max_frame + FRAME_HDR_BYTES bytes (more only if the owner keeps feeding
- * a paused reader, which is the owner's bound to enforce).
+ * A header is validated as soon as its 20 bytes are known, so a peer can
+ * make us hold at most max_frame + FRAME_HDR_BYTES bytes (more only if the
+ * owner keeps feeding a paused reader, which is the owner's bound to
+ * enforce). The buffer of a partial frame grows with the bytes that
+ * arrived (doubling, capped at the frame's size), never from the header's
+ * len alone: a 20-byte header announcing max_frame costs 256 bytes, not
+ * max_frame, until the payload actually comes.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -138,6 +141,11 @@ void frame_reader_reset(struct frame_reader *r)
 	r->cap = 0;
 }
 
+bool frame_reader_partial(const struct frame_reader *r)
+{
+	return r->len && !frame_reader_has_frame(r);
+}
+
 bool frame_reader_has_frame(const struct frame_reader *r)
 {
 	struct frame_hdr h;
@@ -149,12 +157,14 @@ bool frame_reader_has_frame(const struct frame_reader *r)
 }
 
 /*
- * Makes room for need bytes in total. Grows to exactly need (at least
- * FRAME_MIN_BUF_BYTES) rather than doubling: a connection holds one
- * frame at a time, and need is already bounded by the header check.
- * Returns 0 or -ENOMEM (buf is left as it was).
+ * Makes room for need bytes in total. Doubles (at least
+ * FRAME_MIN_BUF_BYTES) so that a frame trickling in costs O(log n)
+ * reallocations, but never beyond limit when limit >= need: the size of
+ * the frame being assembled, known from its checked header, so a
+ * complete frame wastes no space. Returns 0 or -ENOMEM (buf is left as
+ * it was).
  */
-static int reader_reserve(struct frame_reader *r, size_t need)
+static int reader_reserve(struct frame_reader *r, size_t need, size_t limit)
 {
 	size_t cap;
 	uint8_t *nb;
@@ -163,7 +173,15 @@ static int reader_reserve(struct frame_reader *r, size_t need)
 		return -ENOMEM;
 	if (need <= r->cap)
 		return 0;
-	cap = need < FRAME_MIN_BUF_BYTES ? FRAME_MIN_BUF_BYTES : need;
+	cap = (size_t)r->cap * 2;
+	if (cap < FRAME_MIN_BUF_BYTES)
+		cap = FRAME_MIN_BUF_BYTES;
+	if (limit >= need && cap > limit)
+		cap = limit;
+	if (cap < need)
+		cap = need;
+	if (cap > UINT32_MAX)
+		cap = UINT32_MAX;
 	nb = realloc(r->buf, cap);
 	if (!nb)
 		return -ENOMEM;
@@ -172,11 +190,12 @@ static int reader_reserve(struct frame_reader *r, size_t need)
 	return 0;
 }
 
-static int reader_append(struct frame_reader *r, const uint8_t *data, size_t n)
+/* Appends n bytes; limit as for reader_reserve (0: no frame size known). */
+static int reader_append(struct frame_reader *r, const uint8_t *data, size_t n, size_t limit)
 {
 	if (!n)
 		return 0;
-	if (n > UINT32_MAX - r->len || reader_reserve(r, r->len + n))
+	if (n > UINT32_MAX - r->len || reader_reserve(r, r->len + n, limit))
 		return -ENOMEM;
 	memcpy(r->buf + r->len, data, n);
 	r->len += (uint32_t)n;
@@ -185,24 +204,16 @@ static int reader_append(struct frame_reader *r, const uint8_t *data, size_t n)
 
 /*
  * After a pause left a large buffer behind, what remains may need much
- * less: give the excess back. need may come from a header not checked
- * yet; a bogus large one merely keeps the buffer as it is.
+ * less: give the excess back. The size kept follows the bytes held, not
+ * the len of the header they start with (a header alone reserves nothing,
+ * as everywhere else in the reader).
  */
 static void reader_fit(struct frame_reader *r)
 {
-	size_t need = FRAME_HDR_BYTES;
-	struct frame_hdr h;
+	size_t need = r->len < FRAME_MIN_BUF_BYTES ? FRAME_MIN_BUF_BYTES : r->len;
 	uint8_t *nb;
 
-	if (r->len >= FRAME_HDR_BYTES) {
-		frame_hdr_decode(r->buf, &h);
-		need += h.len;
-	}
-	if (need < r->len)
-		need = r->len;
-	if (need < FRAME_MIN_BUF_BYTES)
-		need = FRAME_MIN_BUF_BYTES;
-	if (r->cap <= need)
+	if (r->cap <= 2 * need)
 		return;
 	nb = realloc(r->buf, need);
 	if (!nb)
@@ -231,7 +242,7 @@ static enum frame_feed_result reader_pause(struct frame_reader *r, uint32_t off,
 {
 	if (off)
 		reader_consume(r, off);
-	if (reader_append(r, data, n))
+	if (reader_append(r, data, n, 0))
 		return FEED_NOMEM;
 	return FEED_PAUSED;
 }
@@ -291,22 +302,20 @@ enum frame_feed_result frame_reader_feed(struct frame_reader *r, const uint8_t *
 			take = FRAME_HDR_BYTES - r->len;
 			if (take > n)
 				take = n;
-			if (reader_append(r, data, take))
+			if (reader_append(r, data, take, 0))
 				return FEED_NOMEM;
 			pos = take;
 			if (r->len < FRAME_HDR_BYTES)
 				return FEED_OK;
 		}
-		/* Checked here, before buf is sized for the payload. */
+		/* Checked here, before any payload byte is buffered. */
 		if (!reader_check(r, r->buf, &h, verdict, bad))
 			return FEED_ERROR;
 		flen = FRAME_HDR_BYTES + (size_t)h.len;
 		take = flen - r->len;
 		if (take > n - pos)
 			take = n - pos;
-		if (reader_reserve(r, flen))
-			return FEED_NOMEM;
-		if (reader_append(r, chunk_at(data, pos), take))
+		if (reader_append(r, chunk_at(data, pos), take, flen))
 			return FEED_NOMEM;
 		pos += take;
 		if (r->len < flen)
@@ -328,12 +337,12 @@ enum frame_feed_result frame_reader_feed(struct frame_reader *r, const uint8_t *
 		pos += flen;
 	}
 
-	/* 4. Keep the tail. Its header, when complete, was checked above, so
-	 * reserve the whole frame now and fill it without reallocating. */
+	/* 4. Keep the tail. Its header, when complete, was checked above;
+	 * only the bytes that came are buffered (room for the rest grows as
+	 * it arrives). */
 	if (pos < n) {
-		if (n - pos >= FRAME_HDR_BYTES && reader_reserve(r, flen))
-			return FEED_NOMEM;
-		if (reader_append(r, data + pos, n - pos))
+		if (reader_append(r, data + pos, n - pos,
+				  n - pos >= FRAME_HDR_BYTES ? flen : 0))
 			return FEED_NOMEM;
 	}
 	return FEED_OK;

@@ -144,6 +144,15 @@ static void count_status(uint32_t code)
 		atomic_fetch_add_explicit(&counters.resp_by_status[code], 1, memory_order_relaxed);
 }
 
+/* What the I/O thread learns from a reply (handoff.h): it answers one
+ * frame, and a LOGIN/RESUME OK logs the connection in. */
+static uint32_t reply_flags(uint16_t cmd, uint32_t code)
+{
+	if (code == ST_OK && (cmd == CMD_LOGIN || cmd == CMD_RESUME))
+		return OUT_REPLY | OUT_LOGGED_IN;
+	return OUT_REPLY;
+}
+
 /* Sends m (NULL: it could not be encoded) as r's reply, in request order. */
 static void reply_send_frame(struct req *r, uint32_t code, struct out_msg *m)
 {
@@ -160,6 +169,7 @@ static void reply_send_frame(struct req *r, uint32_t code, struct out_msg *m)
 	}
 	if (r->close_after)
 		s->closing = true;
+	m->flags |= reply_flags(r->cmd, code);
 	if (s->pend_head) {
 		struct pending_reply *p = pending_append(s, r);
 
@@ -280,6 +290,8 @@ static void reply_complete_frame(struct worker *w, struct pending_reply *p, uint
 		return;
 	}
 	count_status(code);
+	if (m)
+		m->flags |= reply_flags(p->cmd, code);
 	p->out = m;
 	p->done = true;
 	s = session_of(p->conn);

@@ -654,7 +654,7 @@ static void for_each_dumped_key(void (*fn)(const char *key, void *arg), void *ar
 		keys++;
 	}
 	/* One key per field of struct config. */
-	assert_int_equal(keys, 57);
+	assert_int_equal(keys, 65);
 	capture_close(&dump);
 }
 

@@ -10,13 +10,19 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
+#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -26,6 +32,7 @@
 #include "ringchat/counters.h"
 #include "ringchat/frame.h"
 #include "ringchat/handoff.h"
+#include "ringchat/metrics.h"
 #include "ringchat/ring.h"
 #include "ringchat/sock.h"
 
@@ -39,7 +46,8 @@ struct fx {
 	struct sockaddr_in addr;
 };
 
-static struct fx *fx_new(uint32_t depth, int out_limit)
+/* tweak (may be NULL) adjusts the configuration before the table exists. */
+static struct fx *fx_new_cfg(uint32_t depth, int out_limit, void (*tweak)(struct config *))
 {
 	struct fx *f = calloc(1, sizeof(*f));
 
@@ -48,6 +56,8 @@ static struct fx *fx_new(uint32_t depth, int out_limit)
 	strcpy(f->cfg.listen, "127.0.0.1:0");
 	f->cfg.max_connections = 4;
 	f->cfg.out_limit_bytes = out_limit;
+	if (tweak)
+		tweak(&f->cfg);
 	assert_int_equal(handoff_init(&f->h, 1, depth), 0);
 	f->r = ring_create(&f->cfg);
 	if (!f->r) {
@@ -60,6 +70,11 @@ static struct fx *fx_new(uint32_t depth, int out_limit)
 	assert_non_null(f->t);
 	assert_int_equal(sock_parse_hostport(f->t->bound, &f->addr), 0);
 	return f;
+}
+
+static struct fx *fx_new(uint32_t depth, int out_limit)
+{
+	return fx_new_cfg(depth, out_limit, NULL);
 }
 
 static void fx_free(struct fx *f)
@@ -400,6 +415,489 @@ static void test_pause_and_resume(void **state)
 	fx_free(f);
 }
 
+/* ---- deadlines, admission, pending frames, fd limits ------------------- */
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* True once the client sees its connection closed (EOF or reset). */
+static bool client_closed(int fd)
+{
+	char b[256];
+	ssize_t got;
+
+	do
+		got = client_read(fd, b, sizeof(b), 0);
+	while (got > 0);
+	return got != -EAGAIN;
+}
+
+static void short_frame_timeout(struct config *c)
+{
+	c->frame_timeout_ms = 150;
+	c->login_timeout_ms = 60000;
+}
+
+/* A started frame must be complete within frame_timeout_ms, however
+ * steadily its bytes trickle in; whole frames and silence between frames
+ * are not this deadline's business. */
+static void test_frame_timeout(void **state)
+{
+	struct fx *f = fx_new_cfg(8, 1 << 20, short_frame_timeout);
+	uint64_t closed = counter(&counters.conn_frame_timeout_closed);
+	uint8_t *frame;
+	size_t len;
+	struct conn *b;
+	uint64_t start;
+	int fda, fdb;
+
+	(void)state;
+	accept_one(f, &fda);
+	b = accept_one(f, &fdb);
+	frame = frame_build(1, 0, 1, "{}", 2, &len);
+	assert_non_null(frame);
+	/* a: one byte every 20 ms, never the whole frame in time */
+	start = mono_ms();
+	for (size_t i = 0; i < len && !client_closed(fda); i++) {
+		assert_int_equal(write(fda, frame + i, 1), 1);
+		for (uint64_t t0 = mono_ms(); mono_ms() - t0 < 20;)
+			assert_true(ring_poll(f->r, 5, NULL));
+	}
+	SPIN_UNTIL(f, client_closed(fda));
+	assert_true(mono_ms() - start < 1000);
+	assert_int_equal(counter(&counters.conn_frame_timeout_closed), closed + 1);
+	/* b sent nothing at all, then a whole frame: still open */
+	assert_int_equal(b->state, CONN_OPEN);
+	send_frame(fdb, 5);
+	SPIN_UNTIL(f, spsc_size(&f->h.lanes[0].in) == 1);
+	free(pop_in(f));
+	for (uint64_t t0 = mono_ms(); mono_ms() - t0 < 300;)
+		assert_true(ring_poll(f->r, 10, NULL));
+	assert_int_equal(b->state, CONN_OPEN);
+	assert_false(client_closed(fdb));
+	assert_int_equal(counter(&counters.conn_frame_timeout_closed), closed + 1);
+	free(frame);
+	close(fda);
+	close(fdb);
+	fx_free(f);
+}
+
+static void short_login_timeout(struct config *c)
+{
+	c->login_timeout_ms = 150;
+}
+
+/* A connection that does not log in within login_timeout_ms is closed,
+ * PINGs or not; the LOGIN/RESUME OK reply (OUT_LOGGED_IN) clears it. */
+static void test_login_timeout(void **state)
+{
+	struct fx *f = fx_new_cfg(8, 1 << 20, short_login_timeout);
+	uint64_t closed = counter(&counters.conn_login_timeout_closed);
+	struct conn *b;
+	uint64_t start = mono_ms();
+	int fda, fdb;
+
+	(void)state;
+	accept_one(f, &fda);
+	b = accept_one(f, &fdb);
+	push_out(f, conn_ref(f->t, b), "ok", 2, OUT_REPLY | OUT_LOGGED_IN);
+	while (!client_closed(fda) && mono_ms() - start < 2000) {
+		send_frame(fda, 1); /* busy, but not logged in */
+		assert_true(ring_poll(f->r, 10, NULL));
+		free(pop_in(f));
+	}
+	assert_true(client_closed(fda));
+	assert_int_equal(counter(&counters.conn_login_timeout_closed), closed + 1);
+	for (uint64_t t0 = mono_ms(); mono_ms() - t0 < 300;)
+		assert_true(ring_poll(f->r, 10, NULL));
+	assert_int_equal(b->state, CONN_OPEN);
+	assert_true(b->logged_in);
+	close(fda);
+	close(fdb);
+	fx_free(f);
+}
+
+static void short_idle(struct config *c)
+{
+	c->idle_timeout_ms = 200;
+	c->frame_timeout_ms = 60000;
+	c->login_timeout_ms = 60000;
+}
+
+/* The idle timeout counts from the last whole frame: a byte now and then
+ * does not keep a connection alive. */
+static void test_idle_counts_frames(void **state)
+{
+	struct fx *f = fx_new_cfg(8, 1 << 20, short_idle);
+	uint64_t idle = counter(&counters.conn_idle_closed);
+	uint8_t *frame;
+	size_t len, i = 0;
+	struct conn *c;
+	int fd;
+
+	(void)state;
+	c = accept_one(f, &fd);
+	(void)c;
+	frame = frame_build(1, 0, 1, "{}", 2, &len);
+	assert_non_null(frame);
+	for (uint64_t t0 = mono_ms(); !client_closed(fd) && mono_ms() - t0 < 3000;) {
+		if (i < len)
+			assert_int_equal(write(fd, frame + i++, 1), 1);
+		for (uint64_t t1 = mono_ms(); mono_ms() - t1 < 50;)
+			assert_true(ring_poll(f->r, 5, NULL));
+	}
+	assert_true(client_closed(fd));
+	assert_true(i < len);
+	assert_int_equal(counter(&counters.conn_idle_closed), idle + 1);
+	free(frame);
+	close(fd);
+	fx_free(f);
+}
+
+static void addr_caps(struct config *c)
+{
+	c->max_connections = 16;
+	c->max_conns_per_addr = 3;
+	c->max_unauth_per_addr = 2;
+}
+
+static int client_connect_from(struct fx *f, const char *src)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	assert_int_equal(inet_pton(AF_INET, src, &sa.sin_addr), 1);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(connect(fd, (struct sockaddr *)&f->addr, sizeof(f->addr)), 0);
+	return fd;
+}
+
+static bool metrics_show(const char *line)
+{
+	char *text = NULL;
+	size_t n = 0;
+	FILE *out = open_memstream(&text, &n);
+	bool found;
+
+	assert_non_null(out);
+	metrics_render(out, NULL);
+	fclose(out);
+	found = strstr(text, line) != NULL;
+	if (!found)
+		print_message("not in /metrics: %s", line);
+	free(text);
+	return found;
+}
+
+/* max_unauth_per_addr and max_conns_per_addr refuse at accept, per peer
+ * address; logging in frees an unauthenticated place; the refusals show
+ * in /metrics. */
+static void test_per_addr_caps(void **state)
+{
+	struct fx *f = fx_new_cfg(8, 1 << 20, addr_caps);
+	uint64_t unauth0 = counter(&counters.conn_refused_unauth);
+	uint64_t addr0 = counter(&counters.conn_refused_addr);
+	char line[128];
+	struct conn *a, *b, *c;
+	int fda, fdb, fdc, fdx, fdy, fdz;
+
+	(void)state;
+	a = accept_one(f, &fda);
+	b = accept_one(f, &fdb);
+	(void)b;
+	/* a third connection not logged in is one too many for 127.0.0.1 */
+	fdx = client_connect(f);
+	SPIN_UNTIL(f, counter(&counters.conn_refused_unauth) == unauth0 + 1);
+	SPIN_UNTIL(f, client_closed(fdx));
+	assert_int_equal(f->t->nopen, 2);
+	/* another address has places of its own */
+	fdz = client_connect_from(f, "127.0.0.2");
+	SPIN_UNTIL(f, f->t->nopen == 3);
+	/* a logs in: 127.0.0.1 has an unauthenticated place again */
+	push_out(f, conn_ref(f->t, a), "ok", 2, OUT_REPLY | OUT_LOGGED_IN);
+	SPIN_UNTIL(f, a->logged_in);
+	c = accept_one(f, &fdc);
+	assert_int_equal(c->state, CONN_OPEN);
+	/* three connections from 127.0.0.1: the fourth is refused */
+	fdy = client_connect(f);
+	SPIN_UNTIL(f, counter(&counters.conn_refused_addr) == addr0 + 1);
+	SPIN_UNTIL(f, client_closed(fdy));
+	assert_int_equal(f->t->nopen, 4);
+	snprintf(line, sizeof(line), "ringchat_conn_refused_addr_total %llu\n",
+		 (unsigned long long)(addr0 + 1));
+	assert_true(metrics_show(line));
+	snprintf(line, sizeof(line), "ringchat_conn_refused_unauth_total %llu\n",
+		 (unsigned long long)(unauth0 + 1));
+	assert_true(metrics_show(line));
+	/* closing gives the places back (b: one of each) */
+	close(fdb);
+	SPIN_UNTIL(f, f->t->nopen == 3);
+	fdx = client_connect(f);
+	SPIN_UNTIL(f, f->t->nopen == 4);
+	assert_int_equal(counter(&counters.conn_refused_addr), addr0 + 1);
+	assert_int_equal(counter(&counters.conn_refused_unauth), unauth0 + 1);
+	close(fda);
+	close(fdc);
+	close(fdx);
+	close(fdy);
+	close(fdz);
+	SPIN_UNTIL(f, f->t->nopen == 0);
+	/* every address entry is gone with its connections */
+	for (uint32_t i = 0; i <= f->t->addr_mask; i++)
+		assert_int_equal(f->t->addrs[i].conns, 0);
+	fx_free(f);
+}
+
+static void pending_four(struct config *c)
+{
+	c->max_pending_frames = 4;
+}
+
+static void pending_bytes(struct config *c)
+{
+	c->max_pending_bytes = 100; /* 4 PINGs of 22 bytes, not 5 */
+}
+
+/* At most max_pending_frames (or _bytes) frames of a connection are
+ * handed to its worker without an answer; then reading pauses (no error)
+ * until replies come, and the rest follows in order. */
+static void run_pending_bound(void (*tweak)(struct config *))
+{
+	struct fx *f = fx_new_cfg(64, 1 << 20, tweak);
+	uint64_t pauses = counter(&counters.pending_pauses);
+	uint32_t next = 1, handed = 0;
+	struct conn *c;
+	int fd;
+
+	c = accept_one(f, &fd);
+	for (uint32_t seq = 1; seq <= 10; seq++)
+		send_frame(fd, seq);
+	SPIN_UNTIL(f, c->pend_blocked && !c->recv_armed);
+	spin(f, 10);
+	assert_int_equal(spsc_size(&f->h.lanes[0].in), 4);
+	assert_int_equal(counter(&counters.pending_pauses), pauses + 1);
+	/* the worker takes them but answers none: still four */
+	for (struct in_msg *m; (m = pop_in(f)); handed++) {
+		assert_int_equal(m->hdr.seq, next++);
+		free(m);
+	}
+	spin(f, 10);
+	assert_null(pop_in(f));
+	assert_int_equal(c->state, CONN_OPEN);
+	/* each answer lets one more through, in order */
+	for (int i = 0; i < SPIN_MAX && next <= 10; i++) {
+		struct in_msg *m = pop_in(f);
+
+		if (m) {
+			assert_int_equal(m->hdr.seq, next++);
+			free(m);
+			handed++;
+			continue;
+		}
+		if (c->pend_frames == 4)
+			push_out(f, conn_ref(f->t, c), "r", 1, OUT_REPLY);
+		assert_true(ring_poll(f->r, 10, NULL));
+		assert_true(c->pend_frames <= 4);
+	}
+	assert_int_equal(next, 11);
+	while (c->pend_frames)
+		push_out(f, conn_ref(f->t, c), "r", 1, OUT_REPLY), spin(f, 1);
+	SPIN_UNTIL(f, !c->pend_blocked && c->recv_armed);
+	send_frame(fd, 11); /* reading again */
+	SPIN_UNTIL(f, spsc_size(&f->h.lanes[0].in) == 1);
+	free(pop_in(f));
+	close(fd);
+	fx_free(f);
+}
+
+static void test_pending_frames_bound(void **state)
+{
+	(void)state;
+	run_pending_bound(pending_four);
+}
+
+static void test_pending_bytes_bound(void **state)
+{
+	(void)state;
+	run_pending_bound(pending_bytes);
+}
+
+/* Child: creates a table with max_connections 1000 under the given file
+ * limits; exits 0 when it allows expect connections and the soft limit is
+ * then expect_soft, 1 otherwise. */
+static void fd_limit_child(rlim_t soft, rlim_t hard, uint32_t expect, rlim_t expect_soft)
+{
+	struct rlimit rl = { soft, hard };
+	struct config cfg;
+	struct handoff h = { 0 };
+	struct conn_table *t;
+	struct ring *r;
+	int ok;
+
+	config_defaults(&cfg);
+	strcpy(cfg.listen, "127.0.0.1:0");
+	cfg.max_connections = 1000;
+	cfg.workers = 1;
+	cfg.hash_threads = 1;
+	cfg.admin_max_clients = 16; /* reserve: 32 + 4 + 2 + 16 = 54 */
+	if (setrlimit(RLIMIT_NOFILE, &rl) || handoff_init(&h, 1, 8))
+		_exit(3);
+	r = ring_create(&cfg);
+	if (!r)
+		_exit(77);
+	t = conn_table_create(r, &cfg, &h);
+	if (!t)
+		_exit(2);
+	getrlimit(RLIMIT_NOFILE, &rl);
+	ok = t->max_conns == expect && t->fd_reserve == 54 && rl.rlim_cur == expect_soft;
+	if (!ok)
+		fprintf(stderr, "max_conns %u reserve %u soft %llu\n", t->max_conns, t->fd_reserve,
+			(unsigned long long)rl.rlim_cur);
+	_exit(ok ? 0 : 1);
+}
+
+static int run_child(rlim_t soft, rlim_t hard, uint32_t expect, rlim_t expect_soft)
+{
+	int st;
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (!pid)
+		fd_limit_child(soft, hard, expect, expect_soft);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	return WEXITSTATUS(st);
+}
+
+/* max_connections is fitted to RLIMIT_NOFILE at start: the soft limit is
+ * raised when the hard one allows; else max_connections is lowered to
+ * what fits beside the descriptors kept back. */
+static void test_fd_limit(void **state)
+{
+	struct rlimit rl;
+	int rc;
+
+	(void)state;
+	getrlimit(RLIMIT_NOFILE, &rl);
+	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < 1100)
+		skip();
+	rc = run_child(300, 300, 300 - 54, 300); /* lowered */
+	if (rc == 77)
+		skip();
+	assert_int_equal(rc, 0);
+	assert_int_equal(run_child(100, 1100, 1000, 1054), 0); /* soft raised */
+	assert_int_equal(run_child(100, 600, 600 - 54, 600), 0); /* raised, still lowered */
+	assert_int_equal(run_child(40, 40, 0, 40), 2);           /* nothing fits: fails */
+}
+
+/* EMFILE on accept pauses the accept and retries on a short ring timer
+ * (not the 1 s sweep): the client waiting in the backlog is accepted
+ * soon after a descriptor frees up. */
+static void test_accept_emfile_backoff(void **state)
+{
+	struct fx *f = fx_new(8, 1 << 20);
+	uint64_t backoffs = counter(&counters.accept_backoffs);
+	struct rlimit old, low;
+	int spare, probe, fd;
+	uint64_t freed;
+
+	(void)state;
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0 && spare >= 0);
+	probe = dup(spare); /* the lowest free number: every one below is used */
+	assert_true(probe >= 0);
+	close(probe);
+	low = old;
+	low.rlim_cur = (rlim_t)probe;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+
+	assert_int_equal(connect(fd, (struct sockaddr *)&f->addr, sizeof(f->addr)), 0);
+	SPIN_UNTIL(f, counter(&counters.accept_backoffs) > backoffs);
+	assert_int_equal(f->t->nopen, 0);
+	spin(f, 20); /* retried a few times, paused in between */
+	assert_int_equal(f->t->nopen, 0);
+	assert_true(counter(&counters.accept_backoffs) < backoffs + 20);
+
+	close(spare);
+	freed = mono_ms();
+	SPIN_UNTIL(f, f->t->nopen == 1);
+	assert_true(mono_ms() - freed < CONN_ACCEPT_BACKOFF_MAX_MS + 300);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+	send_frame(fd, 3);
+	SPIN_UNTIL(f, spsc_size(&f->h.lanes[0].in) == 1);
+	free(pop_in(f));
+	close(fd);
+	fx_free(f);
+}
+
+/* A slot list that cannot grow (out of memory) must not strand a
+ * connection: pausing closes it with a log line, and a DEAD slot whose
+ * dead-list push failed is released by the sweep. */
+static void test_list_nomem(void **state)
+{
+	struct fx *f = fx_new(2, 1 << 20);
+	uint64_t nomem = counter(&counters.conn_nomem_closed);
+	struct in_msg *filler[2];
+	struct conn *c;
+	int fd;
+
+	(void)state;
+	c = accept_one(f, &fd);
+	conn_fault_list_nomem = 1;
+	for (uint32_t seq = 1; seq <= 5; seq++)
+		send_frame(fd, seq); /* the third needs the paused list */
+	SPIN_UNTIL(f, client_closed(fd));
+	assert_int_equal(conn_fault_list_nomem, 0);
+	assert_int_equal(counter(&counters.conn_nomem_closed), nomem + 1);
+	SPIN_UNTIL(f, c->state == CONN_DEAD || c->state == CONN_FREE);
+	for (int i = 0; i < SPIN_MAX; i++) { /* the frames, then IN_CLOSED */
+		struct in_msg *m = pop_in(f);
+
+		if (m) {
+			free(m);
+			continue;
+		}
+		if (c->state == CONN_FREE)
+			break;
+		assert_true(ring_poll(f->r, 10, NULL));
+	}
+	assert_int_equal(c->state, CONN_FREE);
+	free(pop_in(f));
+	close(fd);
+
+	/* DEAD, the worker's queue full, and no room on the dead list */
+	c = accept_one(f, &fd);
+	send_frame(fd, 1);
+	SPIN_UNTIL(f, spsc_size(&f->h.lanes[0].in) == 1);
+	free(pop_in(f));
+	for (int i = 0; i < 2; i++) {
+		filler[i] = calloc(1, sizeof(*filler[i]));
+		assert_true(spsc_push(&f->h.lanes[0].in, filler[i]));
+	}
+	conn_fault_list_nomem = 1;
+	close(fd);
+	SPIN_UNTIL(f, c->state == CONN_DEAD);
+	assert_int_equal(conn_fault_list_nomem, 0);
+	assert_int_equal(f->t->dead.n, 0);
+	for (int i = 0; i < 2; i++)
+		free(pop_in(f));
+	SPIN_UNTIL(f, c->state == CONN_FREE); /* the sweep told the worker */
+	struct in_msg *m = pop_in(f);
+
+	assert_non_null(m);
+	assert_int_equal(m->kind, IN_CLOSED);
+	free(m);
+	fx_free(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -408,6 +906,15 @@ int main(void)
 	    cmocka_unit_test(test_output_limit_closes),
 	    cmocka_unit_test(test_slot_reuse_rejects_stale),
 	    cmocka_unit_test(test_pause_and_resume),
+	    cmocka_unit_test(test_frame_timeout),
+	    cmocka_unit_test(test_login_timeout),
+	    cmocka_unit_test(test_idle_counts_frames),
+	    cmocka_unit_test(test_per_addr_caps),
+	    cmocka_unit_test(test_pending_frames_bound),
+	    cmocka_unit_test(test_pending_bytes_bound),
+	    cmocka_unit_test(test_fd_limit),
+	    cmocka_unit_test(test_accept_emfile_backoff),
+	    cmocka_unit_test(test_list_nomem),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
