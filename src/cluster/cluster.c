@@ -27,6 +27,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "ringchat/be.h"
 #include "ringchat/clock.h"
 #include "ringchat/cluster.h"
 #include "ringchat/cluster_bus.h"
@@ -103,39 +104,6 @@ static struct {
 	_Atomic uint64_t fwd_msgs, fwd_users, in_msgs, in_pushes, kicks_sent, kicks_done,
 		kick_timeouts, route_hits, route_misses, dropped, undelivered;
 } cl;
-
-/* ---- byte order ------------------------------------------------------------ */
-
-static uint8_t *put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-	return p + 2;
-}
-
-static uint8_t *put32(uint8_t *p, uint32_t v)
-{
-	for (int i = 3; i >= 0; i--)
-		*p++ = (uint8_t)(v >> (8 * i));
-	return p;
-}
-
-static uint8_t *put64(uint8_t *p, uint64_t v)
-{
-	for (int i = 7; i >= 0; i--)
-		*p++ = (uint8_t)(v >> (8 * i));
-	return p;
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	return (uint64_t)get32(p) << 32 | get32(p + 4);
-}
 
 /* ---- routes ------------------------------------------------------------------ */
 
@@ -266,10 +234,10 @@ static int cl_forward(struct worker *w, int node, const int64_t *users, size_t n
 	uint8_t *p = buf;
 
 	*p++ = CL_PUSH;
-	p = put16(p, (uint16_t)n);
-	p = put32(p, flen);
+	p = be_put16(p, (uint16_t)n);
+	p = be_put32(p, flen);
 	for (size_t i = 0; i < n; i++)
-		p = put64(p, (uint64_t)users[i]);
+		p = be_put64(p, (uint64_t)users[i]);
 	memcpy(p, frame, flen);
 	if (cl_send(node, buf, need))
 		return -ENOBUFS;
@@ -288,9 +256,9 @@ static void cl_put_kick(uint8_t *buf, enum cl_type type, uint32_t id, int64_t us
 	uint8_t *p = buf;
 
 	*p++ = (uint8_t)type;
-	p = put32(p, id);
-	p = put64(p, (uint64_t)user);
-	put64(p, conn);
+	p = be_put32(p, id);
+	p = be_put64(p, (uint64_t)user);
+	be_put64(p, conn);
 }
 
 int cluster_kick(struct worker *w, int node, int64_t user, uint64_t conn,
@@ -339,7 +307,7 @@ void cluster_announce(int64_t user, bool online)
 		return;
 	buf[0] = CL_WHERE;
 	buf[1] = (uint8_t)(int8_t)(online ? cl.self : -1);
-	put64(buf + 2, (uint64_t)user);
+	be_put64(buf + 2, (uint64_t)user);
 	cl_broadcast(buf, sizeof(buf));
 }
 
@@ -365,7 +333,7 @@ static void cl_deliver(void *ctx, int from, uint64_t sent_ms, const uint8_t *msg
 		return;
 	/* the answer goes to the worker of the session that waits for it */
 	if (msg[0] == CL_KICKED && len == CL_KICK_BYTES)
-		lane = (int)(CONN_SLOT(get64(msg + 13)) % (uint32_t)cl.nworkers);
+		lane = (int)(CONN_SLOT(be_get64(msg + 13)) % (uint32_t)cl.nworkers);
 	in = malloc(sizeof(*in) + len);
 	if (!in) {
 		atomic_fetch_add_explicit(&cl.dropped, 1, memory_order_relaxed);
@@ -467,12 +435,12 @@ static void cl_on_push(struct worker *w, const uint8_t *p, size_t len)
 	if (len < CL_PUSH_HDR)
 		return;
 	n = (uint32_t)p[1] << 8 | p[2];
-	flen = get32(p + 3);
+	flen = be_get32(p + 3);
 	if (len != CL_PUSH_HDR + 8 * (size_t)n + flen)
 		return;
 	frame = p + CL_PUSH_HDR + 8 * (size_t)n;
 	for (uint32_t i = 0; i < n; i++) {
-		uint64_t conn = registry_get((int64_t)get64(p + CL_PUSH_HDR + 8 * (size_t)i));
+		uint64_t conn = registry_get((int64_t)be_get64(p + CL_PUSH_HDR + 8 * (size_t)i));
 
 		/* not here (any more): what was stored reaches it at its login */
 		if (conn) {
@@ -485,7 +453,7 @@ static void cl_on_push(struct worker *w, const uint8_t *p, size_t len)
 static void cl_on_kick(struct worker *w, int from, const uint8_t *p)
 {
 	struct cluster_req req = {
-		.from = from, .id = get32(p + 1), .user = (int64_t)get64(p + 5), .conn = get64(p + 13),
+		.from = from, .id = be_get32(p + 1), .user = (int64_t)be_get64(p + 5), .conn = be_get64(p + 13),
 	};
 	uint64_t old = registry_get(req.user);
 
@@ -508,7 +476,7 @@ static void cl_on_kick(struct worker *w, int from, const uint8_t *p)
 static void cl_on_kicked(struct worker *w, const uint8_t *p)
 {
 	struct cl_lane *l = &cl.lanes[w->id];
-	uint32_t id = get32(p + 1);
+	uint32_t id = be_get32(p + 1);
 
 	for (struct cl_wait **pp = &l->waits; *pp; pp = &(*pp)->next) {
 		struct cl_wait *wt = *pp;
@@ -543,7 +511,7 @@ static void cl_handle(struct worker *w, const struct cl_in *in)
 		break;
 	case CL_WHERE:
 		if (in->len == CL_WHERE_BYTES)
-			cl_route_put((int64_t)get64(p + 2), (int8_t)p[1]);
+			cl_route_put((int64_t)be_get64(p + 2), (int8_t)p[1]);
 		break;
 	case CL_SOCIAL:
 		if (cl.hooks.social_changed)

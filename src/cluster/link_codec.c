@@ -5,59 +5,25 @@
 #include <errno.h>
 #include <string.h>
 
+#include "ringchat/be.h"
 #include "ringchat/link_codec.h"
-
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24);
-	p[1] = (uint8_t)(v >> 16);
-	p[2] = (uint8_t)(v >> 8);
-	p[3] = (uint8_t)v;
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	put32(p, (uint32_t)(v >> 32));
-	put32(p + 4, (uint32_t)v);
-}
-
-static uint16_t get16(const uint8_t *p)
-{
-	return (uint16_t)((p[0] << 8) | p[1]);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	return ((uint64_t)get32(p) << 32) | get32(p + 4);
-}
 
 void link_hdr_encode(uint8_t out[LINK_HDR_BYTES], const struct link_hdr *h)
 {
-	put32(out + 0, h->magic);
+	be_put32(out + 0, h->magic);
 	out[4] = h->version;
 	out[5] = h->flags;
-	put16(out + 6, h->len);
-	put32(out + 8, h->src_node);
-	put32(out + 12, h->dst_node);
-	put64(out + 16, h->src_epoch);
-	put64(out + 24, h->dst_epoch);
-	put64(out + 32, h->pn);
-	put32(out + 40, h->stream);
-	put32(out + 44, h->seq);
-	put32(out + 48, h->ack_stream);
-	put32(out + 52, h->ack);
-	put64(out + 56, h->sack);
+	be_put16(out + 6, h->len);
+	be_put32(out + 8, h->src_node);
+	be_put32(out + 12, h->dst_node);
+	be_put64(out + 16, h->src_epoch);
+	be_put64(out + 24, h->dst_epoch);
+	be_put64(out + 32, h->pn);
+	be_put32(out + 40, h->stream);
+	be_put32(out + 44, h->seq);
+	be_put32(out + 48, h->ack_stream);
+	be_put32(out + 52, h->ack);
+	be_put64(out + 56, h->sack);
 	memcpy(out + LINK_MAC_OFFSET, h->check, LINK_MAC_BYTES);
 }
 
@@ -65,26 +31,26 @@ int link_hdr_decode(const uint8_t *dgram, size_t dgram_len, struct link_hdr *h)
 {
 	if (dgram_len < LINK_HDR_BYTES)
 		return -EBADMSG;
-	h->magic = get32(dgram + 0);
+	h->magic = be_get32(dgram + 0);
 	h->version = dgram[4];
 	h->flags = dgram[5];
-	h->len = get16(dgram + 6);
+	h->len = be_get16(dgram + 6);
 	if (h->magic != LINK_MAGIC || h->version != LINK_VERSION)
 		return -EBADMSG;
 	if ((size_t)h->len != dgram_len - LINK_HDR_BYTES)
 		return -EBADMSG;
 	if (h->flags & ~LINK_F_ALL)
 		return -EBADMSG;
-	h->src_node = get32(dgram + 8);
-	h->dst_node = get32(dgram + 12);
-	h->src_epoch = get64(dgram + 16);
-	h->dst_epoch = get64(dgram + 24);
-	h->pn = get64(dgram + 32);
-	h->stream = get32(dgram + 40);
-	h->seq = get32(dgram + 44);
-	h->ack_stream = get32(dgram + 48);
-	h->ack = get32(dgram + 52);
-	h->sack = get64(dgram + 56);
+	h->src_node = be_get32(dgram + 8);
+	h->dst_node = be_get32(dgram + 12);
+	h->src_epoch = be_get64(dgram + 16);
+	h->dst_epoch = be_get64(dgram + 24);
+	h->pn = be_get64(dgram + 32);
+	h->stream = be_get32(dgram + 40);
+	h->seq = be_get32(dgram + 44);
+	h->ack_stream = be_get32(dgram + 48);
+	h->ack = be_get32(dgram + 52);
+	h->sack = be_get64(dgram + 56);
 	memcpy(h->check, dgram + LINK_MAC_OFFSET, LINK_MAC_BYTES);
 
 	if (h->src_epoch == 0 || h->pn == 0 || h->stream == 0)
@@ -109,9 +75,9 @@ size_t link_rec_encode(uint8_t *out, size_t cap, const struct link_rec *r)
 
 	if (need > cap)
 		return 0;
-	put16(out + 0, r->len);
-	put16(out + 2, r->frag_idx);
-	put16(out + 4, r->frag_cnt);
+	be_put16(out + 0, r->len);
+	be_put16(out + 2, r->frag_idx);
+	be_put16(out + 4, r->frag_cnt);
 	memcpy(out + LINK_REC_HDR_BYTES, r->data, r->len);
 	return need;
 }
@@ -124,9 +90,9 @@ int link_rec_next(const uint8_t *payload, size_t len, size_t *off, struct link_r
 		return 0;
 	if (o > len || len - o < LINK_REC_HDR_BYTES)
 		return -EBADMSG;
-	r->len = get16(payload + o);
-	r->frag_idx = get16(payload + o + 2);
-	r->frag_cnt = get16(payload + o + 4);
+	r->len = be_get16(payload + o);
+	r->frag_idx = be_get16(payload + o + 2);
+	r->frag_cnt = be_get16(payload + o + 4);
 	if (r->len == 0 || r->frag_cnt == 0 || r->frag_idx >= r->frag_cnt)
 		return -EBADMSG;
 	if (len - o - LINK_REC_HDR_BYTES < r->len)

@@ -38,54 +38,31 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ringchat/be.h"
 #include "ringchat/frame.h"
 
 /* Smallest buffer: a header plus a typical small request fit without a
  * second realloc, and tiny tails do not cause allocator churn. */
 #define FRAME_MIN_BUF_BYTES 256u
 
-static void put_be16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-}
-
-static void put_be32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24);
-	p[1] = (uint8_t)(v >> 16);
-	p[2] = (uint8_t)(v >> 8);
-	p[3] = (uint8_t)v;
-}
-
-static uint16_t get_be16(const uint8_t *p)
-{
-	return (uint16_t)((uint16_t)p[0] << 8 | p[1]);
-}
-
-static uint32_t get_be32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
 void frame_hdr_encode(uint8_t out[FRAME_HDR_BYTES], const struct frame_hdr *h)
 {
-	put_be32(out + 0, h->magic);
-	put_be16(out + 4, h->version);
-	put_be16(out + 6, h->cmd);
-	put_be32(out + 8, h->code);
-	put_be32(out + 12, h->seq);
-	put_be32(out + 16, h->len);
+	be_put32(out + 0, h->magic);
+	be_put16(out + 4, h->version);
+	be_put16(out + 6, h->cmd);
+	be_put32(out + 8, h->code);
+	be_put32(out + 12, h->seq);
+	be_put32(out + 16, h->len);
 }
 
 void frame_hdr_decode(const uint8_t in[FRAME_HDR_BYTES], struct frame_hdr *h)
 {
-	h->magic = get_be32(in + 0);
-	h->version = get_be16(in + 4);
-	h->cmd = get_be16(in + 6);
-	h->code = get_be32(in + 8);
-	h->seq = get_be32(in + 12);
-	h->len = get_be32(in + 16);
+	h->magic = be_get32(in + 0);
+	h->version = be_get16(in + 4);
+	h->cmd = be_get16(in + 6);
+	h->code = be_get32(in + 8);
+	h->seq = be_get32(in + 12);
+	h->len = be_get32(in + 16);
 }
 
 enum frame_verdict frame_hdr_check(const struct frame_hdr *h, uint32_t max_frame)
