@@ -81,6 +81,8 @@ struct cl_lane {
 	struct spsc in;		/* transport thread → worker */
 	struct cl_wait *waits;	/* worker only */
 	uint32_t outages_seen;	/* worker only: cl.outages_over when it last repushed */
+	uint8_t *fwd_buf;	/* worker only: a PUSH being built (cl_forward) */
+	size_t fwd_cap;
 };
 
 struct cl_route_shard {
@@ -209,11 +211,9 @@ static void cl_broadcast(const void *msg, size_t len)
 static int cl_forward(struct worker *w, int node, const int64_t *users, size_t n,
 		      const uint8_t *frame, uint32_t flen)
 {
-	static _Thread_local uint8_t *buf;
-	static _Thread_local size_t cap;
+	struct cl_lane *l = &cl.lanes[w->id];
 	size_t need;
 
-	(void)w;
 	while (n > CL_PUSH_USERS_MAX) {
 		int ret = cl_forward(w, node, users, CL_PUSH_USERS_MAX, frame, flen);
 
@@ -223,15 +223,15 @@ static int cl_forward(struct worker *w, int node, const int64_t *users, size_t n
 		n -= CL_PUSH_USERS_MAX;
 	}
 	need = CL_PUSH_HDR + 8 * n + flen;
-	if (need > cap) {
-		uint8_t *b = realloc(buf, need);
+	if (need > l->fwd_cap) {
+		uint8_t *b = realloc(l->fwd_buf, need);
 
 		if (!b)
 			return -ENOMEM;
-		buf = b;
-		cap = need;
+		l->fwd_buf = b;
+		l->fwd_cap = need;
 	}
-	uint8_t *p = buf;
+	uint8_t *p = l->fwd_buf;
 
 	*p++ = CL_PUSH;
 	p = be_put16(p, (uint16_t)n);
@@ -239,7 +239,7 @@ static int cl_forward(struct worker *w, int node, const int64_t *users, size_t n
 	for (size_t i = 0; i < n; i++)
 		p = be_put64(p, (uint64_t)users[i]);
 	memcpy(p, frame, flen);
-	if (cl_send(node, buf, need))
+	if (cl_send(node, l->fwd_buf, need))
 		return -ENOBUFS;
 	atomic_fetch_add_explicit(&cl.fwd_msgs, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&cl.fwd_users, n, memory_order_relaxed);
@@ -597,6 +597,7 @@ static void cl_free(void)
 			while (cl.lanes[i].in.slots && (in = spsc_pop(&cl.lanes[i].in)))
 				free(in);
 			spsc_destroy(&cl.lanes[i].in);
+			free(cl.lanes[i].fwd_buf);
 			while (cl.lanes[i].waits) {
 				struct cl_wait *wt = cl.lanes[i].waits;
 

@@ -264,7 +264,10 @@ static void test_offline_at_login_elsewhere(void **state)
 	}
 	/* a moves to node 22 at once, well within unread_defer_ms: node 21
 	 * must store the marks it holds before 22 reads them */
+	struct rc_client *kicked = a.c;
+
 	cl_login(&a, 1);
+	rc_close(kicked);
 	for (int i = 0; i < 5; i++) {
 		snprintf(text, sizeof(text), "held%d", i);
 		cl_expect_msg(&a, b.id, held[i], text);
