@@ -4,7 +4,8 @@
  * delivered by a new node), a node stopped with sends in flight (each gets
  * its answer, each OK'd one is stored), MariaDB stopped under a sender (12
  * INTERNAL within seconds, never a hang, and OK again once it is back),
- * and the relay durability mode.
+ * the relay durability mode, and a stop that must end within a bound
+ * although the workers' last frames find full queues and no I/O thread.
  *
  * Needs the services (scripts/services.sh start; RINGCHAT_MYSQL_SOCKET and
  * RINGCHAT_REDIS_SOCKET from `services.sh env`). The outage test stops and
@@ -306,6 +307,43 @@ static void test_relay_mode(void **state)
 }
 
 /*
+ * SIGTERM with many friends online and tiny worker queues: at stop every
+ * worker ends its sessions and tells each online friend "offline", after
+ * the I/O thread is gone. Those frames must not wait for a queue nobody
+ * drains: the node exits 0 within a bound.
+ */
+static void test_stop_bounded_with_full_queues(void **state)
+{
+	enum { FRIENDS = 120 };
+	struct dur_user hub = {0}, *f;
+	struct node *n;
+	int64_t t0, took;
+	int rc;
+
+	(void)state;
+	f = calloc(FRIENDS, sizeof(*f));
+	assert_non_null(f);
+	n = node_start(DUR_FLAGS " --queue-depth 16 --workers 2 --hash-cost 1");
+	assert_non_null(n);
+	hub.c = tc_signup_login_as(n, "sb", hub.name, &hub.id);
+	for (int i = 0; i < FRIENDS; i++) {
+		f[i].c = tc_signup_login_as(n, "sb", f[i].name, &f[i].id);
+		dur_befriend(&f[i], &hub);
+	}
+	/* every pair online: each ended session owes its friends a push */
+	t0 = tc_now_ms();
+	rc = node_stop(n);
+	took = tc_now_ms() - t0;
+	if (took > 10000)
+		fail_msg("the stop took %lld ms", (long long)took);
+	assert_int_equal(rc, 0);
+	dur_user_close(&hub);
+	for (int i = 0; i < FRIENDS; i++)
+		dur_user_close(&f[i]);
+	free(f);
+}
+
+/*
  * MariaDB stops under a steady sender: every send is answered within a
  * few seconds (OK before the outage bites, 12 INTERNAL during it), and
  * once MariaDB is back sends succeed again. Every OK'd message reaches the
@@ -413,6 +451,7 @@ int main(void)
 	    cmocka_unit_test(test_kill_after_ok),
 	    cmocka_unit_test(test_stop_drains),
 	    cmocka_unit_test(test_relay_mode),
+	    cmocka_unit_test(test_stop_bounded_with_full_queues),
 	    cmocka_unit_test(test_storage_outage),
 	};
 
