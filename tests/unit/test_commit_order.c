@@ -8,7 +8,8 @@
  * group member's cursor up, never down. With unread marks held back
  * (unread_defer_ms), an ack in time writes nothing, a mark not acked is
  * written when due, a login flush writes its user's marks at once, a
- * clean stop writes what is left and leaves no floor to recover.
+ * clean stop writes what is left and leaves no floor to recover. A batch
+ * whose COMMIT landed but was reported lost keeps its rows' marks.
  *
  * The test thread plays the workers of both lanes (commit.c only needs
  * lane numbers and a wake-up callback, which polling makes unneeded). Users
@@ -426,6 +427,57 @@ static void test_held_marks(void **state)
 	free(flush);
 }
 
+/*
+ * The COMMIT lands but its answer is lost, and so is every retry's for
+ * COMMIT_RETRY_MS: the sender hears 12 although the row is stored. The
+ * client sends again with the same client_msg_id, which resolves to the
+ * stored row. The held mark of that row must not be lost with the failed
+ * batch: after a login flush the recipient has an unread row for it.
+ */
+static void test_commit_unknown_keeps_mark(void **state)
+{
+	int64_t u = user(70), other = user(71);
+	struct commit_item *m, *again, *flush;
+	char cmid[32];
+
+	(void)state;
+	commit_stop();
+	cfg.unread_defer_ms = 60000; /* never due during the test */
+	assert_int_equal(commit_start(&cfg, LANES, test_wake), 0);
+	snprintf(cmid, sizeof(cmid), "doubt-%lld", (long long)user_base);
+
+	m = msg_item(other, u, 0, "committed, answer lost", cmid);
+	commit_test_lose_commits_until(clock_mono_ms() + COMMIT_RETRY_MS + 2000);
+	submit(0, m);
+	assert_ptr_equal(take(0), m);
+	assert_int_equal(m->status, ST_INTERNAL);
+	commit_test_lose_commits_until(0);
+	assert_int_equal(query_int("SELECT COUNT(*) FROM messages WHERE msg_id = ?", m->msg_id), 1);
+
+	again = msg_item(other, u, 0, "committed, answer lost", cmid);
+	submit(1, again);
+	assert_ptr_equal(take(1), again);
+	assert_int_equal(again->status, ST_OK);
+	assert_true(again->stored_other);
+	assert_int_equal(again->msg_id, m->msg_id);
+
+	flush = calloc(1, sizeof(*flush));
+	assert_non_null(flush);
+	flush->kind = COMMIT_FLUSH_UNREAD;
+	flush->from_id = u;
+	submit(0, flush);
+	assert_int_equal(take(0)->status, ST_OK);
+	assert_int_equal(unread_rows(m->msg_id), 1);
+
+	commit_stop();
+	cfg.unread_defer_ms = 0;
+	assert_int_equal(commit_start(&cfg, LANES, test_wake), 0);
+	db_exec(db, "DELETE FROM unread WHERE to_id IN (?, ?)", "ll", u, other);
+	free(m);
+	free(again);
+	free(flush);
+}
+
 int main(void)
 {
 	const char *socket = getenv("RINGCHAT_MYSQL_SOCKET");
@@ -438,6 +490,7 @@ int main(void)
 	    /* restarts the writer: after test_stats, which reads its totals */
 	    cmocka_unit_test(test_multi_row_path),
 	    cmocka_unit_test(test_held_marks),
+	    cmocka_unit_test(test_commit_unknown_keeps_mark),
 	};
 	int rc;
 
