@@ -47,8 +47,17 @@
  * queues once more when a batch holds acks to make that the usual case.
  * An acked 1:1 message addressed to the acker stops being unread; for
  * group messages the member's read_msg_id cursor moves up to the largest
- * acked msg_id of each group (never down). Ids that match nothing are
- * ignored.
+ * acked msg_id of each group (never down by an ack). Ids that match
+ * nothing are ignored.
+ *
+ * Late group messages: msg_ids are assigned before the commit, so a group
+ * row can be committed after a member acked a higher id (its batch was
+ * retried, its worker waited for room, its node's clock lags) and would
+ * lie below that member's cursor, never pushed at login. So each batch,
+ * after its acks, puts every cursor at or above one of its group rows'
+ * msg_id back to just below it: that member's next login pushes the row
+ * (and again what lies between: at least once). Cursors below are not
+ * touched, so the usual batch changes no member row.
  *
  * Held-back unread marks (unread_defer_ms > 0, stored mode): the unread
  * row of a committed 1:1 message is held in memory (unread_set.h) for

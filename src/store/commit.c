@@ -165,6 +165,8 @@ struct commit_writer {
 	bool bulk_now;		     /* this attempt may use db_exec_bulk */
 	struct commit_gack *gacks;   /* this attempt's cursor moves */
 	uint32_t ngacks, gacks_cap;
+	struct commit_gack *glow;    /* this attempt's group rows: smallest id per group */
+	uint32_t nglow, glow_cap;
 
 	/* statistics, read by commit_stats_get from any thread */
 	_Atomic uint64_t st_batches, st_rows, st_acks, st_failed, st_retries;
@@ -202,6 +204,12 @@ static const char COMMIT_SQL_CURSOR_ONE[] =
     "UPDATE group_members SET read_msg_id = GREATEST(read_msg_id, ?) "
     "WHERE group_id = ? AND user_id = ?";
 #define COMMIT_CURSOR_FMT "lll"
+/* A group message committed after a member's cursor passed its msg_id
+ * (ids are assigned before the commit): the cursor goes back to just
+ * below it, so the member's login pushes it (and again what lies between:
+ * at least once). Members whose cursor is below it are not touched. */
+static const char COMMIT_SQL_CURSOR_LOWER[] =
+    "UPDATE group_members SET read_msg_id = ? WHERE group_id = ? AND read_msg_id >= ?";
 
 static const struct db_multi commit_ins_msg = {
     .prefix = COMMIT_INS_MSG_PREFIX,
@@ -862,6 +870,75 @@ static int commit_plan_unread(uint64_t now_ms)
 	return 0;
 }
 
+/*
+ * Puts back below each of the batch's group messages the cursors that are
+ * already past it (COMMIT_SQL_CURSOR_LOWER): one statement per group with
+ * the group's smallest new msg_id, in group order (writers of other nodes
+ * lock the same rows in the same order). Runs after the batch's acks, so
+ * an ack in the same batch cannot lift a cursor over the row again.
+ * Returns 0, -ENOMEM or a negative db error.
+ */
+static int commit_lower_cursors(void)
+{
+	cw.nglow = 0;
+	for (uint32_t i = 0; i < cw.nrows; i++) {
+		const struct commit_item *it = cw.rows[i];
+
+		if (!it->group_id || it->status != ST_OK || it->stored_other)
+			continue;
+		if (cw.nglow == cw.glow_cap) {
+			uint32_t ncap = cw.glow_cap ? 2 * cw.glow_cap : 256;
+			struct commit_gack *n = realloc(cw.glow, ncap * sizeof(*n));
+
+			if (!n)
+				return -ENOMEM;
+			cw.glow = n;
+			cw.glow_cap = ncap;
+		}
+		cw.glow[cw.nglow++] = (struct commit_gack){.group_id = it->group_id,
+							   .msg_id = it->msg_id};
+	}
+	if (!cw.nglow)
+		return 0;
+	qsort(cw.glow, cw.nglow, sizeof(*cw.glow), commit_gack_cmp);
+	uint32_t out = 0;
+
+	for (uint32_t i = 1; i < cw.nglow; i++) {
+		if (cw.glow[i].group_id == cw.glow[out].group_id) {
+			if (cw.glow[i].msg_id < cw.glow[out].msg_id)
+				cw.glow[out].msg_id = cw.glow[i].msg_id;
+		} else {
+			cw.glow[++out] = cw.glow[i];
+		}
+	}
+	cw.nglow = out + 1;
+	for (uint32_t from = 0; from < cw.nglow; from += COMMIT_PARAMS_MAX / 3) {
+		uint32_t n = cw.nglow - from < COMMIT_PARAMS_MAX / 3 ? cw.nglow - from
+								       : COMMIT_PARAMS_MAX / 3;
+		int64_t rc;
+
+		for (uint32_t i = 0; i < n; i++) {
+			const struct commit_gack *g = &cw.glow[from + i];
+
+			cw.params[3 * i] = DB_L(g->msg_id - 1);
+			cw.params[3 * i + 1] = DB_L(g->group_id);
+			cw.params[3 * i + 2] = DB_L(g->msg_id);
+		}
+		if (cw.bulk_now) {
+			rc = db_exec_bulk(cw.db, COMMIT_SQL_CURSOR_LOWER, "lll", n, cw.params);
+		} else {
+			rc = 0;
+			for (uint32_t i = 0; i < n && rc >= 0; i++)
+				rc = db_exec(cw.db, COMMIT_SQL_CURSOR_LOWER, "lll",
+					     cw.params[3 * i].l, cw.params[3 * i + 1].l,
+					     cw.params[3 * i + 2].l);
+		}
+		if (rc < 0)
+			return (int)rc;
+	}
+	return 0;
+}
+
 static int commit_apply_acks(void)
 {
 	int64_t rc;
@@ -966,6 +1043,8 @@ static int commit_attempt(bool row_by_row)
 	if (rc < 0)
 		goto out_abort;
 	rc = commit_apply_acks();
+	if (!rc)
+		rc = commit_lower_cursors();
 	if (rc)
 		goto out_abort;
 	if (cw.uset && cw.recovered) {
@@ -1336,6 +1415,7 @@ static void commit_free(void)
 	free(cw.apairs);
 	free(cw.doubt);
 	free(cw.gacks);
+	free(cw.glow);
 	free(cw.gcache);
 	unread_set_free(cw.uset);
 	db_close(cw.db);
