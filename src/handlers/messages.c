@@ -76,7 +76,6 @@
 #include "ringchat/auth.h"
 #include "ringchat/ids.h"
 #include "ringchat/json_text.h"
-#include "ringchat/kmap.h"
 #include "ringchat/log.h"
 #include "ringchat/login_push.h"
 #include "ringchat/msgrow.h"
