@@ -86,7 +86,23 @@ static bool run_posted(struct worker *w)
 
 void worker_send_out(struct worker *w, struct out_msg *m)
 {
-	handoff_send_out(&w->pool->handoff, w->lane, m);
+	struct worker_pool *p = w->pool;
+
+	/* While the ring runs it always drains the queue, so waiting ends.
+	 * At stop it is gone (the workers' last sends are the offline
+	 * presence of the sessions they end, to friends whose connections
+	 * are closed anyway): waiting on a full queue would never end. */
+	while (!spsc_push(&w->lane->out, m)) {
+		if (atomic_load_explicit(&p->out_gone, memory_order_acquire)) {
+			counter_inc(outs_dropped_at_stop);
+			free(m);
+			return;
+		}
+		handoff_wake_ring(&p->handoff);
+		sched_yield();
+	}
+	/* pushed: wake the ring if it announced a sleep (it fences) */
+	handoff_wake_ring(&p->handoff);
 }
 
 bool worker_pool_idle(struct worker_pool *p)
@@ -196,6 +212,8 @@ int worker_pool_start(struct worker_pool *p)
 
 void worker_pool_stop(struct worker_pool *p)
 {
+	/* the I/O thread has ended: nothing reads the out queues any more */
+	atomic_store_explicit(&p->out_gone, true, memory_order_release);
 	atomic_store_explicit(&p->stop_deadline_ms, clock_mono_ms() + WORKER_STOP_GRACE_MS,
 			      memory_order_relaxed);
 	atomic_store_explicit(&p->stopping, true, memory_order_release);

@@ -24,6 +24,14 @@
  * attempt each (so callers hear of an outage at once instead of waiting
  * again) until one succeeds.
  *
+ * Commit unknown: a COMMIT that lost its link may have landed although
+ * its items are answered ST_INTERNAL. With marks held back, the marks of
+ * such a batch's 1:1 rows are not lost with it: the writer keeps the rows
+ * and its next transaction writes an unread row for each that is stored
+ * (a retry with the same client_msg_id then resolves to it, stored_other,
+ * and adds no mark of its own). So a message that is stored is always
+ * delivered or marked.
+ *
  * Duplicates: a batch whose multi-row INSERT hits a duplicate key is
  * rolled back and redone row by row. A row whose msg_id is already stored
  * with the same sender, conversation and send_time (an earlier attempt of
@@ -39,8 +47,17 @@
  * queues once more when a batch holds acks to make that the usual case.
  * An acked 1:1 message addressed to the acker stops being unread; for
  * group messages the member's read_msg_id cursor moves up to the largest
- * acked msg_id of each group (never down). Ids that match nothing are
- * ignored.
+ * acked msg_id of each group (never down by an ack). Ids that match
+ * nothing are ignored.
+ *
+ * Late group messages: msg_ids are assigned before the commit, so a group
+ * row can be committed after a member acked a higher id (its batch was
+ * retried, its worker waited for room, its node's clock lags) and would
+ * lie below that member's cursor, never pushed at login. So each batch,
+ * after its acks, puts every cursor at or above one of its group rows'
+ * msg_id back to just below it: that member's next login pushes the row
+ * (and again what lies between: at least once). Cursors below are not
+ * touched, so the usual batch changes no member row.
  *
  * Held-back unread marks (unread_defer_ms > 0, stored mode): the unread
  * row of a committed 1:1 message is held in memory (unread_set.h) for
@@ -171,5 +188,10 @@ struct commit_item *commit_take(int lane);
 uint32_t commit_inflight(int lane);
 
 void commit_stats_get(struct commit_stats *out);
+
+/* Tests only, any thread: until clock_mono_ms() reaches mono_ms, every
+ * COMMIT that succeeds is treated as one whose answer was lost (the link
+ * died after the server committed). 0 turns it off. */
+void commit_test_lose_commits_until(uint64_t mono_ms);
 
 #endif

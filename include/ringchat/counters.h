@@ -35,6 +35,7 @@
 	X(backpressure_events, "times a connection paused on a full queue")    \
 	X(recv_enobufs, "multishot recvs ended for lack of buffers")           \
 	X(stale_outs, "replies dropped because their connection had closed")   \
+	X(outs_dropped_at_stop, "frames dropped at stop: the I/O thread had ended") \
 	X(cq_overflow, "loop iterations that saw a CQ overflow")               \
 	X(ring_wakeups, "eventfd wake-ups of the I/O thread")                  \
 	X(worker_wakeups, "eventfd wake-ups of worker threads")                \

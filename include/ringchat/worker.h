@@ -60,6 +60,10 @@ struct worker_pool {
 	_Atomic bool stopping;
 	_Atomic uint64_t stop_deadline_ms; /* mono ms: stop waiting for deferred replies */
 	_Atomic uint32_t busy;     /* workers currently handling a message */
+	/* Set by worker_pool_stop: the I/O thread has ended (main stops the
+	 * pool only after the ring), so nothing drains the out queues any
+	 * more and worker_send_out drops instead of waiting. */
+	_Atomic bool out_gone;
 };
 
 /* Creates n workers (not started) with queues of cfg->queue_depth, that
@@ -68,7 +72,11 @@ int worker_pool_init(struct worker_pool *p, const struct config *cfg, int n,
 		     const struct worker_ops *ops);
 /* Starts the threads. Returns 0 or -errno. */
 int worker_pool_start(struct worker_pool *p);
-/* Asks workers to finish what is queued and exit; joins them. */
+/* Asks workers to finish what is queued and exit; joins them. Call it
+ * only once the I/O thread has stopped (or never ran): from then on what
+ * workers send to connections (offline presence of the sessions they end)
+ * is dropped and counted (outs_dropped_at_stop), so a full out queue
+ * cannot hold the stop up. */
 void worker_pool_stop(struct worker_pool *p);
 void worker_pool_destroy(struct worker_pool *p);
 
@@ -88,8 +96,9 @@ void worker_wake(struct worker *w);
  */
 int worker_post(struct worker *w, void (*fn)(struct worker *w, void *arg), void *arg);
 
-/* Worker thread: hand an out_msg to the I/O thread (waits while full);
- * handoff_send_out on the worker's lane. */
+/* Worker thread: hand an out_msg to the I/O thread, waiting while the
+ * lane's out queue is full; once the pool is stopping with the I/O thread
+ * gone (out_gone), m is freed and counted instead. Takes m. */
 void worker_send_out(struct worker *w, struct out_msg *m);
 
 /* True when every in queue is empty, no worker is mid-message and no

@@ -25,30 +25,33 @@
  * round trip when the caches are warm:
  *
  *   validate ─► friendship / membership (cache) ─► conversation id (cache)
- *     ─► msg_id (ids.c) and send_time ─► push to online recipients now
- *     ─► hand the row to the writer, defer the reply
+ *     ─► msg_id (ids.c) and send_time ─► hand the row to the writer, defer
+ *     the reply
  *   ... writer commits the batch, hands the row back ...
- *   ─► push to recipients that were offline at send time and are online
- *      now (they logged in meanwhile: LOGIN registers the session before it
- *      reads the unacked rows, so either that read sees the committed row
- *      or this re-check sees the session) ─► reply OK
+ *   ─► push to the recipients online now (a recipient that logged in
+ *      meanwhile is covered: LOGIN registers the session before it reads
+ *      the unacked rows, so either that read sees the committed row or
+ *      this push finds the session) ─► reply OK
  *
- * Messages with a client_msg_id are "held": they are pushed only after
- * their row is committed. The database's unique key (from_id,
- * client_msg_id) is then the one judge of a retry, checked by the insert
+ * Every stored-mode message is "held": pushed only after its row is
+ * committed. A message a recipient has seen is therefore always stored
+ * under the msg_id it was shown with; a send that fails (12) was never
+ * shown to anyone, and the client's retry, with a new msg_id, is the only
+ * copy anyone sees. (Pushing before the commit saved the recipient one
+ * batch of latency, but a batch that then failed left a message seen
+ * under an id that was never stored, and its sender, told 12, sent it
+ * again as a second message.) The database's unique key (from_id,
+ * client_msg_id) is the one judge of a retry, checked by the insert
  * itself: a retry whose first attempt is stored comes back from the
  * writer as "stored before" with the first msg_id, and is not pushed
- * again; a message whose commit failed was never shown to anyone. This
- * costs the held message one commit of latency instead of a blocking
- * lookup per send. A per-worker cache of committed (from_id,
- * client_msg_id) answers the common retry at once. To keep one sender's
- * messages in order, every message of a sender that has a held message in
- * flight on this worker is held too.
+ * again. A per-worker cache of committed (from_id, client_msg_id) answers
+ * the common retry at once. Completions come back in submission order, so
+ * one sender's pushes keep the order of the sends.
  *
  * Per-worker state (struct msg_worker) is touched only by its worker: the
  * caches of conversation ids (never invalidated: the mapping never
  * changes), friendships and member lists (TTL + social_changed epoch, see
- * messages.h), held-message counts per sender, and the retry cache.
+ * messages.h), and the retry cache.
  * Friendships are cached only when true and member lists are re-read when
  * the sender is not in them, so a friendship or membership made a moment
  * ago is never refused because of the cache.
@@ -73,7 +76,6 @@
 #include "ringchat/auth.h"
 #include "ringchat/ids.h"
 #include "ringchat/json_text.h"
-#include "ringchat/kmap.h"
 #include "ringchat/log.h"
 #include "ringchat/login_push.h"
 #include "ringchat/msgrow.h"
@@ -113,9 +115,8 @@ struct msg_dedup {
 };
 
 struct msg_worker {
-	struct kmap held;
 	char *jbuf; /* PUSH_MSG text being built (msg_push_text) */
-	size_t jcap;    /* (sender, 0) → held messages in flight */
+	size_t jcap;
 	struct msg_dedup *dedup; /* MSG_DEDUP_SETS * MSG_DEDUP_WAYS */
 	uint64_t dedup_clock;
 	struct msg_item *backlog, *backlog_tail; /* completions taken, not yet handled */
@@ -208,33 +209,6 @@ static void msg_dedup_put(struct msg_worker *mw, const struct commit_item *ci)
 	d->conv = ci->conversation_id;
 	d->send_time = ci->send_time;
 	d->stamp = ++mw->dedup_clock;
-}
-
-/* ---- held senders ----------------------------------------------------------- */
-
-static uint64_t msg_held_count(struct msg_worker *mw, int64_t from)
-{
-	struct kmap_slot *s = kmap_get(&mw->held, (uint64_t)from, 0);
-
-	return s ? s->v : 0;
-}
-
-static bool msg_held_inc(struct msg_worker *mw, int64_t from)
-{
-	struct kmap_slot *s = kmap_put(&mw->held, (uint64_t)from, 0);
-
-	if (!s)
-		return false;
-	s->v++;
-	return true;
-}
-
-static void msg_held_dec(struct msg_worker *mw, int64_t from)
-{
-	struct kmap_slot *s = kmap_get(&mw->held, (uint64_t)from, 0);
-
-	if (s && --s->v == 0)
-		kmap_del(&mw->held, s);
 }
 
 /* ---- JSON -------------------------------------------------------------------- */
@@ -492,8 +466,6 @@ static void msg_complete(struct worker *w, struct msg_item *it)
 	} else if (it->reply) {
 		reply_complete(w, it->reply, ci->status, reply_error_payload("%s", ci->error));
 	}
-	if (it->flags & MSG_HELD)
-		msg_held_dec(mw, ci->from_id);
 	msg_item_free(it);
 }
 
@@ -618,7 +590,6 @@ static void msg_send(struct req *r, struct commit_item *ci, struct social_group 
 	struct msg_worker *mw = msg_worker_of(w);
 	struct msg_item *it;
 	struct msg_dedup *d;
-	bool held;
 
 	if (ci->cmid && (d = msg_dedup_find(mw, ci->from_id, ci->cmid, ci->cmid_len))) {
 		/* a retry of a send that was answered OK: same answer, no push */
@@ -643,19 +614,12 @@ static void msg_send(struct req *r, struct commit_item *ci, struct social_group 
 		msg_send_relay(r, ci, g);
 		return;
 	}
-	held = ci->cmid || msg_held_count(mw, ci->from_id) > 0;
-	it = msg_item_new(ci, g && !held ? (g->n + 7) / 8 : 0);
+	it = msg_item_new(ci, 0);
 	if (!it)
 		goto out_nomem;
 	it->group = g;
-	if (held) {
-		if (!msg_held_inc(mw, ci->from_id)) {
-			msg_item_free(it);
-			reply_err(r, ST_INTERNAL, "out of memory");
-			return;
-		}
-		it->flags |= MSG_HELD;
-	}
+	/* pushed after the commit (see the top of this file) */
+	it->flags |= MSG_HELD;
 	/* A recipient on another node acks there, to that node's writer:
 	 * a mark held here would never see the ack. Offline recipients may
 	 * log in anywhere. Both get their mark with the row. */
@@ -665,31 +629,18 @@ static void msg_send(struct req *r, struct commit_item *ci, struct social_group 
 	it->reply = reply_defer(r);
 	if (!it->reply) {
 		/* reply_defer answered INTERNAL already */
-		if (held)
-			msg_held_dec(mw, ci->from_id);
 		msg_item_free(it);
 		return;
 	}
-	/*
-	 * The row goes to the writer before the push goes out, so an ack
-	 * sent on receipt of the push always finds it at least queued (see
-	 * commit.h on acks). From here on the writer may touch it->ci: the
-	 * push is built from ci, and the item's other fields are ours until
-	 * it comes back on this thread.
-	 */
+	/* From here on the writer may touch it->ci; the item's other
+	 * fields are ours until it comes back on this thread. */
 	if (!commit_submit(w->id, &it->ci)) {
 		/* room was made above and nothing was submitted since */
 		log_error("messages: writer lane full after waiting for room");
 		reply_complete(w, it->reply, ST_INTERNAL,
 			       reply_error_payload("internal queue full"));
-		if (held)
-			msg_held_dec(mw, ci->from_id);
 		msg_item_free(it);
 		return;
-	}
-	if (!held) {
-		msg_push_now(w, ci, g, &it->to_pushed);
-		msg_note_pushed(mw, it, ci->from_id);
 	}
 	return;
 
@@ -1053,7 +1004,6 @@ int messages_flush_marks(struct worker *w, int64_t user, const struct cluster_re
 
 static void msg_worker_destroy(struct msg_worker *mw)
 {
-	kmap_destroy(&mw->held);
 	free(mw->dedup);
 	free(mw->jbuf);
 	free(mw->delivered);
@@ -1073,9 +1023,7 @@ int messages_start(const struct config *cfg, int nworkers, void (*wake)(int lane
 	for (int i = 0; i < nworkers; i++) {
 		struct msg_worker *mw = &msg_workers[i];
 
-		if (/* a sender per in-flight item at most */
-		    kmap_init(&mw->held, 256, UINT32_MAX / 4) ||
-		    !(mw->dedup = calloc(MSG_DEDUP_SETS * MSG_DEDUP_WAYS, sizeof(*mw->dedup)))) {
+		if (!(mw->dedup = calloc(MSG_DEDUP_SETS * MSG_DEDUP_WAYS, sizeof(*mw->dedup)))) {
 			ret = -ENOMEM;
 			goto out_free;
 		}

@@ -147,6 +147,15 @@ struct commit_writer {
 	struct unread_pair *apairs; /* this attempt's acks for the database */
 	uint32_t napairs, apairs_cap;
 	uint64_t plan_held, plan_absorbed;
+	/* 1:1 rows of failed batches whose COMMIT reported a lost link: they
+	 * may be stored although their senders heard 12, and their held
+	 * marks went with the abort. The next transaction gives those that
+	 * are stored their unread rows (a retry with the same client_msg_id
+	 * resolves to the stored row and would add no mark). */
+	struct unread_pair *doubt;
+	uint32_t ndoubt, doubt_cap;
+	bool commit_unknown; /* this batch: some COMMIT's outcome was unknown */
+	_Atomic uint64_t lose_commits_until_ms; /* test hook, see commit.h */
 
 	/* group messages this writer committed lately, msg_id -> group_id
 	 * (direct-mapped: a newer id takes an older one's slot), so that an
@@ -156,6 +165,8 @@ struct commit_writer {
 	bool bulk_now;		     /* this attempt may use db_exec_bulk */
 	struct commit_gack *gacks;   /* this attempt's cursor moves */
 	uint32_t ngacks, gacks_cap;
+	struct commit_gack *glow;    /* this attempt's group rows: smallest id per group */
+	uint32_t nglow, glow_cap;
 
 	/* statistics, read by commit_stats_get from any thread */
 	_Atomic uint64_t st_batches, st_rows, st_acks, st_failed, st_retries;
@@ -193,6 +204,12 @@ static const char COMMIT_SQL_CURSOR_ONE[] =
     "UPDATE group_members SET read_msg_id = GREATEST(read_msg_id, ?) "
     "WHERE group_id = ? AND user_id = ?";
 #define COMMIT_CURSOR_FMT "lll"
+/* A group message committed after a member's cursor passed its msg_id
+ * (ids are assigned before the commit): the cursor goes back to just
+ * below it, so the member's login pushes it (and again what lies between:
+ * at least once). Members whose cursor is below it are not touched. */
+static const char COMMIT_SQL_CURSOR_LOWER[] =
+    "UPDATE group_members SET read_msg_id = ? WHERE group_id = ? AND read_msg_id >= ?";
 
 static const struct db_multi commit_ins_msg = {
     .prefix = COMMIT_INS_MSG_PREFIX,
@@ -259,6 +276,15 @@ static const char COMMIT_SQL_RECOVER[] =
     "INSERT IGNORE INTO unread (to_id, msg_id) SELECT to_id, msg_id FROM messages "
     "WHERE msg_id > ? AND to_id <> 0 AND ((msg_id >> " COMMIT_XSTR(IDS_SEQ_BITS) ") & " COMMIT_XSTR(
 	IDS_NODE_MAX) ") = ?";
+/* The doubtful rows (cw.doubt) that are stored get their marks; the
+ * others were never committed and need none. */
+static const struct db_multi commit_ins_doubt = {
+    .prefix = "INSERT IGNORE INTO unread (to_id, msg_id) SELECT to_id, msg_id FROM messages "
+	      "WHERE (to_id, msg_id) IN (",
+    .row = "(?, ?)",
+    .suffix = ")",
+    .row_fmt = "ll",
+};
 static const char COMMIT_SQL_BY_ID[] =
     "SELECT from_id, conversation_id, send_time FROM messages WHERE msg_id = ?";
 static const char COMMIT_SQL_BY_CLIENT_ID[] =
@@ -358,6 +384,11 @@ struct commit_item *commit_take(int lane)
 	if (it)
 		l->inflight--;
 	return it;
+}
+
+void commit_test_lose_commits_until(uint64_t mono_ms)
+{
+	atomic_store_explicit(&cw.lose_commits_until_ms, mono_ms, memory_order_relaxed);
 }
 
 void commit_stats_get(struct commit_stats *out)
@@ -839,6 +870,75 @@ static int commit_plan_unread(uint64_t now_ms)
 	return 0;
 }
 
+/*
+ * Puts back below each of the batch's group messages the cursors that are
+ * already past it (COMMIT_SQL_CURSOR_LOWER): one statement per group with
+ * the group's smallest new msg_id, in group order (writers of other nodes
+ * lock the same rows in the same order). Runs after the batch's acks, so
+ * an ack in the same batch cannot lift a cursor over the row again.
+ * Returns 0, -ENOMEM or a negative db error.
+ */
+static int commit_lower_cursors(void)
+{
+	cw.nglow = 0;
+	for (uint32_t i = 0; i < cw.nrows; i++) {
+		const struct commit_item *it = cw.rows[i];
+
+		if (!it->group_id || it->status != ST_OK || it->stored_other)
+			continue;
+		if (cw.nglow == cw.glow_cap) {
+			uint32_t ncap = cw.glow_cap ? 2 * cw.glow_cap : 256;
+			struct commit_gack *n = realloc(cw.glow, ncap * sizeof(*n));
+
+			if (!n)
+				return -ENOMEM;
+			cw.glow = n;
+			cw.glow_cap = ncap;
+		}
+		cw.glow[cw.nglow++] = (struct commit_gack){.group_id = it->group_id,
+							   .msg_id = it->msg_id};
+	}
+	if (!cw.nglow)
+		return 0;
+	qsort(cw.glow, cw.nglow, sizeof(*cw.glow), commit_gack_cmp);
+	uint32_t out = 0;
+
+	for (uint32_t i = 1; i < cw.nglow; i++) {
+		if (cw.glow[i].group_id == cw.glow[out].group_id) {
+			if (cw.glow[i].msg_id < cw.glow[out].msg_id)
+				cw.glow[out].msg_id = cw.glow[i].msg_id;
+		} else {
+			cw.glow[++out] = cw.glow[i];
+		}
+	}
+	cw.nglow = out + 1;
+	for (uint32_t from = 0; from < cw.nglow; from += COMMIT_PARAMS_MAX / 3) {
+		uint32_t n = cw.nglow - from < COMMIT_PARAMS_MAX / 3 ? cw.nglow - from
+								       : COMMIT_PARAMS_MAX / 3;
+		int64_t rc;
+
+		for (uint32_t i = 0; i < n; i++) {
+			const struct commit_gack *g = &cw.glow[from + i];
+
+			cw.params[3 * i] = DB_L(g->msg_id - 1);
+			cw.params[3 * i + 1] = DB_L(g->group_id);
+			cw.params[3 * i + 2] = DB_L(g->msg_id);
+		}
+		if (cw.bulk_now) {
+			rc = db_exec_bulk(cw.db, COMMIT_SQL_CURSOR_LOWER, "lll", n, cw.params);
+		} else {
+			rc = 0;
+			for (uint32_t i = 0; i < n && rc >= 0; i++)
+				rc = db_exec(cw.db, COMMIT_SQL_CURSOR_LOWER, "lll",
+					     cw.params[3 * i].l, cw.params[3 * i + 1].l,
+					     cw.params[3 * i + 2].l);
+		}
+		if (rc < 0)
+			return (int)rc;
+	}
+	return 0;
+}
+
 static int commit_apply_acks(void)
 {
 	int64_t rc;
@@ -927,6 +1027,15 @@ static int commit_attempt(bool row_by_row)
 	}
 	/* from here on any failure ends the attempt: a deadlock has rolled
 	 * the transaction back already */
+	if (cw.ndoubt) {
+		int64_t n = commit_exec_pairs(&commit_ins_doubt, cw.doubt, cw.ndoubt,
+					      COMMIT_CHUNK_ROWS, false);
+
+		if (n < 0) {
+			rc = (int)n;
+			goto out_rollback;
+		}
+	}
 	rc = commit_plan_unread(clock_mono_ms());
 	if (!rc && cw.nupairs)
 		rc = (int)commit_exec_pairs(&commit_ins_unread, cw.upairs, cw.nupairs,
@@ -934,6 +1043,8 @@ static int commit_attempt(bool row_by_row)
 	if (rc < 0)
 		goto out_abort;
 	rc = commit_apply_acks();
+	if (!rc)
+		rc = commit_lower_cursors();
 	if (rc)
 		goto out_abort;
 	if (cw.uset && cw.recovered) {
@@ -944,7 +1055,11 @@ static int commit_attempt(bool row_by_row)
 			goto out_abort;
 	}
 	rc = db_commit(cw.db);
+	if (!rc && clock_mono_ms() <
+		       atomic_load_explicit(&cw.lose_commits_until_ms, memory_order_relaxed))
+		rc = DB_ERR_DOWN; /* test hook: it landed, as if the answer were lost */
 	if (rc) {
+		cw.commit_unknown = true;
 		if (cw.uset) {
 			unread_set_abort(cw.uset);
 			/* a COMMIT that lost its link may have landed: the stored
@@ -953,6 +1068,11 @@ static int commit_attempt(bool row_by_row)
 				cw.floor_stored = -1;
 		}
 		return rc;
+	}
+	if (cw.ndoubt) {
+		log_info("commit: %u messages whose commit was in doubt have their unread marks",
+			 cw.ndoubt);
+		cw.ndoubt = 0;
 	}
 	if (cw.gcache)
 		commit_gcache_note_batch();
@@ -1041,6 +1161,32 @@ out_rollback:
 
 /* ---- writer: one batch ---------------------------------------------------- */
 
+/*
+ * The batch failed, and one of its COMMITs lost its link: it may have
+ * landed. Its 1:1 rows are kept (cw.doubt) until a transaction settles
+ * them (see struct commit_writer). Without held marks every mark went in
+ * the same transaction as its row, so nothing can be missing.
+ */
+static void commit_note_doubt(void)
+{
+	if (!cw.uset)
+		return;
+	for (uint32_t i = 0; i < cw.nrows; i++) {
+		const struct commit_item *it = cw.rows[i];
+
+		if (!it->to_id || it->stored_other)
+			continue;
+		if (cw.ndoubt >= COMMIT_UNREAD_HELD_MAX ||
+		    !commit_pairs_reserve(&cw.doubt, &cw.doubt_cap, cw.ndoubt, 1)) {
+			log_error("commit: message %" PRId64 " may be stored without its unread "
+				  "mark (too many commits in doubt)",
+				  it->msg_id);
+			continue;
+		}
+		cw.doubt[cw.ndoubt++] = (struct unread_pair){it->to_id, it->msg_id};
+	}
+}
+
 static void commit_run_batch(void)
 {
 	uint64_t start = clock_mono_ms(), deadline;
@@ -1050,6 +1196,7 @@ static void commit_run_batch(void)
 	int rc;
 
 	cw.nrows = cw.nacks = cw.nflushes = 0;
+	cw.commit_unknown = false;
 	for (uint32_t i = 0; i < cw.nbatch; i++) {
 		if (cw.batch[i]->kind == COMMIT_ACK)
 			cw.acks[cw.nacks++] = cw.batch[i];
@@ -1086,6 +1233,8 @@ static void commit_run_batch(void)
 			log_error("commit: batch of %u items failed after %" PRIu64 " ms: %s",
 				  cw.nbatch, clock_mono_ms() - start, db_errmsg(cw.db));
 		cw.down = true;
+		if (cw.commit_unknown)
+			commit_note_doubt();
 		for (uint32_t i = 0; i < cw.nbatch; i++)
 			commit_fail_item(cw.batch[i], why);
 		atomic_fetch_add_explicit(&cw.st_failed, cw.nbatch, memory_order_relaxed);
@@ -1199,7 +1348,8 @@ static void *commit_main(void *arg)
 			commit_turn();
 			continue;
 		}
-		if (cw.uset && now >= cw.retry_at_ms && unread_set_next_due(cw.uset) <= now) {
+		if (cw.uset && now >= cw.retry_at_ms &&
+		    (unread_set_next_due(cw.uset) <= now || cw.ndoubt)) {
 			/* due marks of recipients that never acked: a batch of
 			 * no items writes them; after a failure, wait a while */
 			commit_turn();
@@ -1209,9 +1359,13 @@ static void *commit_main(void *arg)
 		}
 		if (atomic_load_explicit(&cw.stopping, memory_order_acquire) &&
 		    commit_lanes_empty()) {
-			if (cw.uset && unread_set_count(cw.uset)) {
+			if (cw.uset && (unread_set_count(cw.uset) || cw.ndoubt)) {
 				cw.final_flush = true;
 				commit_turn();
+				if (cw.ndoubt)
+					log_error("commit: %u messages whose commit was in doubt may "
+						  "lack their unread marks",
+						  cw.ndoubt);
 				if (unread_set_count(cw.uset))
 					log_warn("commit: %u unread marks not written at stop; the next "
 						 "start restores them",
@@ -1259,7 +1413,9 @@ static void commit_free(void)
 	free(cw.flushes);
 	free(cw.upairs);
 	free(cw.apairs);
+	free(cw.doubt);
 	free(cw.gacks);
+	free(cw.glow);
 	free(cw.gcache);
 	unread_set_free(cw.uset);
 	db_close(cw.db);

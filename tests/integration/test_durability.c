@@ -4,7 +4,8 @@
  * delivered by a new node), a node stopped with sends in flight (each gets
  * its answer, each OK'd one is stored), MariaDB stopped under a sender (12
  * INTERNAL within seconds, never a hang, and OK again once it is back),
- * and the relay durability mode.
+ * the relay durability mode, and a stop that must end within a bound
+ * although the workers' last frames find full queues and no I/O thread.
  *
  * Needs the services (scripts/services.sh start; RINGCHAT_MYSQL_SOCKET and
  * RINGCHAT_REDIS_SOCKET from `services.sh env`). The outage test stops and
@@ -306,6 +307,116 @@ static void test_relay_mode(void **state)
 }
 
 /*
+ * SIGTERM with many friends online and tiny worker queues: at stop every
+ * worker ends its sessions and tells each online friend "offline", after
+ * the I/O thread is gone. Those frames must not wait for a queue nobody
+ * drains: the node exits 0 within a bound.
+ */
+static void test_stop_bounded_with_full_queues(void **state)
+{
+	enum { FRIENDS = 120 };
+	struct dur_user hub = {0}, *f;
+	struct node *n;
+	int64_t t0, took;
+	int rc;
+
+	(void)state;
+	f = calloc(FRIENDS, sizeof(*f));
+	assert_non_null(f);
+	n = node_start(DUR_FLAGS " --queue-depth 16 --workers 2 --hash-cost 1");
+	assert_non_null(n);
+	hub.c = tc_signup_login_as(n, "sb", hub.name, &hub.id);
+	for (int i = 0; i < FRIENDS; i++) {
+		f[i].c = tc_signup_login_as(n, "sb", f[i].name, &f[i].id);
+		dur_befriend(&f[i], &hub);
+	}
+	/* every pair online: each ended session owes its friends a push */
+	t0 = tc_now_ms();
+	rc = node_stop(n);
+	took = tc_now_ms() - t0;
+	if (took > 10000)
+		fail_msg("the stop took %lld ms", (long long)took);
+	assert_int_equal(rc, 0);
+	dur_user_close(&hub);
+	for (int i = 0; i < FRIENDS; i++)
+		dur_user_close(&f[i]);
+	free(f);
+}
+
+/*
+ * A recipient online while MariaDB stops around a send (no client_msg_id):
+ * whatever it is shown must be stored under the msg_id it was shown with,
+ * and its sender must hear OK for that msg_id, not 12 (a 12 makes the
+ * client send it again, a second message with a new id).
+ */
+static void test_seen_is_stored(void **state)
+{
+	struct dur_user a = {0}, b = {0};
+	struct node *n;
+	int64_t ok_id = 0;
+	char json[128];
+	uint32_t code, codes[3];
+	struct rc_frame f;
+	int seen;
+	cJSON *r, *p;
+
+	(void)state;
+	n = node_start(DUR_FLAGS);
+	assert_non_null(n);
+	a.c = tc_signup_login_as(n, "ss", a.name, &a.id);
+	b.c = tc_signup_login_as(n, "ss", b.name, &b.id);
+	dur_befriend(&a, &b);
+	snprintf(json, sizeof(json), "{\"to\":%lld,\"type\":0,\"text\":\"warm\"}",
+		 (long long)b.id);
+	cJSON_Delete(tc_call_ok(a.c, CMD_MSG_SEND, "%s", json));
+	cJSON_Delete(tc_expect_push(b.c, CMD_PUSH_MSG, DUR_PUSH_MS));
+
+	assert_int_equal(services_stop("mysql"), 0);
+	snprintf(json, sizeof(json), "{\"to\":%lld,\"type\":0,\"text\":\"down\"}",
+		 (long long)b.id);
+	for (int k = 0; k < 3; k++) {
+		r = tc_call(a.c, CMD_MSG_SEND, json, &code);
+		codes[k] = code;
+		cJSON_Delete(r);
+	}
+	/* MariaDB back before any verdict, so later tests find it */
+	seen = rc_wait_push(b.c, CMD_PUSH_MSG, &f, DUR_NO_PUSH_MS);
+	assert_int_equal(services_start("mysql"), 0);
+	if (seen == 0) {
+		int64_t id = tc_json_int(f.json, "msg_id");
+
+		fail_msg("msg_id %lld was pushed (%s) although every send was answered "
+			 "%u/%u/%u",
+			 (long long)id, f.payload, codes[0], codes[1], codes[2]);
+	}
+	for (int k = 0; k < 3; k++)
+		if (codes[k] == ST_OK)
+			fail_msg("a send while MariaDB was down was answered OK");
+		else
+			assert_int_equal(codes[k], ST_INTERNAL);
+
+	snprintf(json, sizeof(json), "{\"to\":%lld,\"type\":0,\"text\":\"back\"}",
+		 (long long)b.id);
+	for (int64_t deadline = tc_now_ms() + 30000; !ok_id && tc_now_ms() < deadline;) {
+		r = tc_call(a.c, CMD_MSG_SEND, json, &code);
+		if (code == ST_OK)
+			ok_id = tc_json_int(r, "msg_id");
+		else
+			tc_sleep_ms(250);
+		cJSON_Delete(r);
+	}
+	assert_true(ok_id > 0);
+	p = tc_expect_push(b.c, CMD_PUSH_MSG, DUR_PUSH_MS);
+	assert_int_equal(tc_json_int(p, "msg_id"), ok_id);
+	assert_string_equal(cJSON_GetObjectItemCaseSensitive(p, "text")->valuestring, "back");
+	cJSON_Delete(p);
+	tc_expect_no_push(b.c, CMD_PUSH_MSG, DUR_NO_PUSH_MS);
+	dur_user_close(&a);
+	dur_user_close(&b);
+	assert_int_equal(node_stop(n), 0);
+}
+
+/*
  * MariaDB stops under a steady sender: every send is answered within a
  * few seconds (OK before the outage bites, 12 INTERNAL during it), and
  * once MariaDB is back sends succeed again. Every OK'd message reaches the
@@ -413,6 +524,8 @@ int main(void)
 	    cmocka_unit_test(test_kill_after_ok),
 	    cmocka_unit_test(test_stop_drains),
 	    cmocka_unit_test(test_relay_mode),
+	    cmocka_unit_test(test_stop_bounded_with_full_queues),
+	    cmocka_unit_test(test_seen_is_stored),
 	    cmocka_unit_test(test_storage_outage),
 	};
 
