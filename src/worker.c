@@ -21,11 +21,16 @@
 #define WORKER_POLL_MS 200 /* upper bound on the periodic work's delay */
 #define WORKER_STOP_GRACE_MS 10000 /* at stop, wait this long for deferred replies */
 
+/* Empties the lane's eventfd after poll reported it readable. One read
+ * takes the whole count (not a semaphore eventfd), and nobody else reads
+ * it, so the read cannot fail with EAGAIN; a poll that timed out reads
+ * nothing: a wake-up claimed by a producer in that window is written
+ * later and makes the next poll return at once (harmless). */
 static void eventfd_drain(int fd)
 {
 	uint64_t v;
 
-	while (read(fd, &v, sizeof(v)) == (ssize_t)sizeof(v))
+	while (read(fd, &v, sizeof(v)) == -1 && errno == EINTR)
 		;
 }
 
@@ -96,6 +101,15 @@ bool worker_pool_idle(struct worker_pool *p)
 	       p->ops->deferred() == 0;
 }
 
+/* What ends a worker's spin: a frame queued or a task posted. */
+static bool worker_ready(void *arg)
+{
+	struct worker *w = arg;
+
+	return spsc_size(&w->lane->in) ||
+	       atomic_load_explicit(&w->post_pending, memory_order_relaxed);
+}
+
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
@@ -107,6 +121,8 @@ static void *worker_main(void *arg)
 	pthread_setname_np(pthread_self(), name);
 	if (p->ops->start(w))
 		log_warn("worker %d: storage not ready at start; will retry on use", w->id);
+	bool spun = true; /* spin once after each run of work, not when idle */
+
 	for (;;) {
 		struct in_msg *m;
 		bool did = false;
@@ -124,8 +140,10 @@ static void *worker_main(void *arg)
 		if (p->ops->poll(w))
 			did = true;
 		atomic_fetch_sub_explicit(&p->busy, 1, memory_order_seq_cst);
-		if (did)
+		if (did) {
+			spun = false;
 			continue;
+		}
 		if (atomic_load_explicit(&p->stopping, memory_order_acquire) &&
 		    !spsc_size(&w->lane->in) && !p->ops->has_work(w) &&
 		    !atomic_load_explicit(&w->post_pending, memory_order_acquire) &&
@@ -135,6 +153,15 @@ static void *worker_main(void *arg)
 			break; /* deferred replies (a login on the hasher) get a
 				* bounded time to complete on this thread */
 
+		/* The I/O thread hands frames on in bursts: a worker that just
+		 * answered one polls briefly for the next before paying for a
+		 * sleep and the producer's eventfd write (bounded; off when
+		 * the process has one CPU). */
+		if (!spun) {
+			spun = true;
+			if (handoff_spin(&p->handoff, worker_ready, w))
+				continue;
+		}
 		/* Dekker with handoff_wake_worker: set the flag, fence, re-check
 		 * the queue; a producer pushes, fences, reads the flag. */
 		atomic_store_explicit(&w->lane->sleeping, 1, memory_order_seq_cst);
@@ -146,8 +173,9 @@ static void *worker_main(void *arg)
 		}
 		struct pollfd pfd = { .fd = w->lane->wake_fd, .events = POLLIN };
 
-		poll(&pfd, 1, p->ops->has_work(w) ? 5 : WORKER_POLL_MS);
-		eventfd_drain(w->lane->wake_fd);
+		if (poll(&pfd, 1, p->ops->has_work(w) ? 5 : WORKER_POLL_MS) == 1 &&
+		    (pfd.revents & POLLIN))
+			eventfd_drain(w->lane->wake_fd);
 		atomic_store_explicit(&w->lane->sleeping, 0, memory_order_relaxed);
 	}
 	p->ops->stop(w);

@@ -9,6 +9,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "ringchat/clock.h"
 #include "ringchat/counters.h"
 #include "ringchat/handoff.h"
 
@@ -48,9 +49,15 @@ int handoff_init(struct handoff *h, int n, uint32_t depth)
 		return -ENOMEM;
 	memset(h->lanes, 0, (size_t)n * sizeof(*h->lanes));
 	h->n = n;
+	{
+		cpu_set_t cpus;
+
+		if (sched_getaffinity(0, sizeof(cpus), &cpus) == 0 && CPU_COUNT(&cpus) > 1)
+			h->spin_ns = HANDOFF_SPIN_NS;
+	}
 	for (int i = 0; i < n; i++)
 		h->lanes[i].wake_fd = -1;
-	h->ring_wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	h->ring_wake_fd = eventfd(0, EFD_CLOEXEC);
 	if (h->ring_wake_fd == -1)
 		goto out_destroy;
 	for (int i = 0; i < n; i++) {
@@ -106,6 +113,7 @@ void handoff_flush_wakes(struct handoff *h)
 
 		if (l->wake_pending) {
 			l->wake_pending = false;
+			h->ring_gave_work = true;
 			wake_if_sleeping(&l->sleeping, l->wake_fd, false);
 		}
 	}
@@ -157,7 +165,14 @@ bool handoff_ring_sleep(struct handoff *h)
 {
 	/* Dekker with handoff_send_out: announce the sleep, then re-check
 	 * the queues; a worker pushes, fences, then checks the flag. One of
-	 * the two sees the other. */
+	 * the two sees the other. Having just handed frames on, the reply
+	 * is likely a few microseconds away: poll for it first, which saves
+	 * the worker an eventfd write and this thread a sleep. */
+	if (h->ring_gave_work) {
+		h->ring_gave_work = false;
+		if (handoff_ring_spin(h))
+			return false;
+	}
 	atomic_store_explicit(&h->ring_sleeping, 1, memory_order_seq_cst);
 	atomic_thread_fence(memory_order_seq_cst);
 	if (handoff_out_pending(h)) {
@@ -165,6 +180,35 @@ bool handoff_ring_sleep(struct handoff *h)
 		return false;
 	}
 	return true;
+}
+
+bool handoff_spin(const struct handoff *h, bool (*ready)(void *arg), void *arg)
+{
+	uint64_t end;
+
+	if (!h->spin_ns)
+		return false;
+	end = clock_mono_ns() + h->spin_ns;
+	do {
+		for (int i = 0; i < 64; i++) {
+			if (ready(arg))
+				return true;
+#if defined(__x86_64__) || defined(__i386__)
+			__builtin_ia32_pause();
+#endif
+		}
+	} while (clock_mono_ns() < end);
+	return false;
+}
+
+static bool out_ready(void *arg)
+{
+	return handoff_out_pending(arg);
+}
+
+bool handoff_ring_spin(struct handoff *h)
+{
+	return handoff_spin(h, out_ready, h);
 }
 
 void handoff_ring_awake(struct handoff *h)
@@ -176,6 +220,6 @@ void handoff_ring_drain_wake(struct handoff *h)
 {
 	uint64_t v;
 
-	while (read(h->ring_wake_fd, &v, sizeof(v)) == (ssize_t)sizeof(v))
+	while (read(h->ring_wake_fd, &v, sizeof(v)) == -1 && errno == EINTR)
 		;
 }
