@@ -4,13 +4,11 @@
  * not on the ring), push replies back.
  */
 #include <errno.h>
-#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "ringchat/clock.h"
@@ -20,19 +18,6 @@
 
 #define WORKER_POLL_MS 200 /* upper bound on the periodic work's delay */
 #define WORKER_STOP_GRACE_MS 10000 /* at stop, wait this long for deferred replies */
-
-/* Empties the lane's eventfd after poll reported it readable. One read
- * takes the whole count (not a semaphore eventfd), and nobody else reads
- * it, so the read cannot fail with EAGAIN; a poll that timed out reads
- * nothing: a wake-up claimed by a producer in that window is written
- * later and makes the next poll return at once (harmless). */
-static void eventfd_drain(int fd)
-{
-	uint64_t v;
-
-	while (read(fd, &v, sizeof(v)) == -1 && errno == EINTR)
-		;
-}
 
 void worker_wake(struct worker *w)
 {
@@ -155,7 +140,7 @@ static void *worker_main(void *arg)
 
 		/* The I/O thread hands frames on in bursts: a worker that just
 		 * answered one polls briefly for the next before paying for a
-		 * sleep and the producer's eventfd write (bounded; off when
+		 * sleep and the producer's futex wake (bounded; off when
 		 * the process has one CPU). */
 		if (!spun) {
 			spun = true;
@@ -171,11 +156,7 @@ static void *worker_main(void *arg)
 			atomic_store_explicit(&w->lane->sleeping, 0, memory_order_relaxed);
 			continue;
 		}
-		struct pollfd pfd = { .fd = w->lane->wake_fd, .events = POLLIN };
-
-		if (poll(&pfd, 1, p->ops->has_work(w) ? 5 : WORKER_POLL_MS) == 1 &&
-		    (pfd.revents & POLLIN))
-			eventfd_drain(w->lane->wake_fd);
+		handoff_worker_wait(w->lane, p->ops->has_work(w) ? 5 : WORKER_POLL_MS);
 		atomic_store_explicit(&w->lane->sleeping, 0, memory_order_relaxed);
 	}
 	p->ops->stop(w);

@@ -12,8 +12,9 @@
  * worker wait for the I/O thread, which always drains (a reply is never
  * dropped).
  *
- * Wake-ups follow the sleeping → notified rule: a producer writes the
- * other side's eventfd only when it sees that side's `sleeping` flag set
+ * Wake-ups follow the sleeping → notified rule: a producer wakes the
+ * other side (a futex wake for a worker, an eventfd write for the I/O
+ * thread, whose ring reads it) only when it sees that side's `sleeping` flag set
  * and wins the exchange that clears it, with a seq_cst fence between its
  * queue push and that check; the sleeper sets the flag, fences, then
  * re-checks its queues before blocking (handoff_ring_sleep for the I/O
@@ -83,9 +84,9 @@ struct out_msg {
 struct handoff_lane {
 	struct spsc in;       /* I/O thread → worker */
 	struct spsc out;      /* worker → I/O thread */
-	_Atomic int sleeping; /* set by the worker before it blocks */
-	int wake_fd;          /* eventfd the worker blocks on */
-	bool wake_pending;    /* I/O thread only: write wake_fd at loop end */
+	_Atomic int sleeping; /* set by the worker before it blocks; also the
+			       * futex word it blocks on */
+	bool wake_pending;    /* I/O thread only: wake the worker at loop end */
 };
 
 struct handoff {
@@ -108,10 +109,10 @@ struct handoff {
 
 #define HANDOFF_SPIN_NS 20000 /* 20 us: a worker's typical hand-off round trip */
 
-/* Creates n lanes with queues of depth entries each and the eventfds.
+/* Creates n lanes with queues of depth entries each and the ring's eventfd.
  * Returns 0 or -errno (everything allocated so far is released). */
 int handoff_init(struct handoff *h, int n, uint32_t depth);
-/* Frees the lanes, the messages still queued in them and the eventfds.
+/* Frees the lanes, the messages still queued in them and the ring's eventfd.
  * No thread may use h any more. Safe on a zeroed or failed handoff. */
 void handoff_destroy(struct handoff *h);
 
@@ -125,14 +126,19 @@ static inline struct handoff_lane *handoff_lane_for(struct handoff *h, uint64_t 
  * handoff_flush_wakes. false = queue full (m not taken). */
 bool handoff_submit(struct handoff_lane *l, struct in_msg *m);
 /* I/O thread: wake every worker that was given work since the last call
- * (one eventfd write per sleeping worker per loop iteration at most). */
+ * (one futex wake per sleeping worker per loop iteration at most). */
 void handoff_flush_wakes(struct handoff *h);
 
 /* Any thread: wake lane l's worker if it sleeps (after giving it work
  * through a queue other than its in queue, e.g. commit completions). */
 void handoff_wake_worker(struct handoff_lane *l);
-/* Any thread: write lane l's eventfd unconditionally (stop requests). */
+/* Any thread: wake lane l's worker unconditionally (stop requests). */
 void handoff_kick_worker(struct handoff_lane *l);
+/* Worker thread owning l, after it announced its sleep (sleeping = 1,
+ * seq_cst fence, queues re-checked): blocks until a producer claims the
+ * wake-up, timeout_ms passes, or a signal. A futex on the flag itself: a
+ * wake-up is one syscall on each side and nothing to drain. */
+void handoff_worker_wait(struct handoff_lane *l, int timeout_ms);
 
 /* Worker thread owning l: hand m to the I/O thread, waking it if it
  * sleeps. Waits (yielding) while the out queue is full. Takes m. */
