@@ -86,15 +86,6 @@ bool worker_pool_idle(struct worker_pool *p)
 	       p->ops->deferred() == 0;
 }
 
-/* What ends a worker's spin: a frame queued or a task posted. */
-static bool worker_ready(void *arg)
-{
-	struct worker *w = arg;
-
-	return spsc_size(&w->lane->in) ||
-	       atomic_load_explicit(&w->post_pending, memory_order_relaxed);
-}
-
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
@@ -106,8 +97,6 @@ static void *worker_main(void *arg)
 	pthread_setname_np(pthread_self(), name);
 	if (p->ops->start(w))
 		log_warn("worker %d: storage not ready at start; will retry on use", w->id);
-	bool spun = true; /* spin once after each run of work, not when idle */
-
 	for (;;) {
 		struct in_msg *m;
 		bool did = false;
@@ -125,10 +114,8 @@ static void *worker_main(void *arg)
 		if (p->ops->poll(w))
 			did = true;
 		atomic_fetch_sub_explicit(&p->busy, 1, memory_order_seq_cst);
-		if (did) {
-			spun = false;
+		if (did)
 			continue;
-		}
 		if (atomic_load_explicit(&p->stopping, memory_order_acquire) &&
 		    !spsc_size(&w->lane->in) && !p->ops->has_work(w) &&
 		    !atomic_load_explicit(&w->post_pending, memory_order_acquire) &&
@@ -138,15 +125,6 @@ static void *worker_main(void *arg)
 			break; /* deferred replies (a login on the hasher) get a
 				* bounded time to complete on this thread */
 
-		/* The I/O thread hands frames on in bursts: a worker that just
-		 * answered one polls briefly for the next before paying for a
-		 * sleep and the producer's futex wake (bounded; off when
-		 * the process has one CPU). */
-		if (!spun) {
-			spun = true;
-			if (handoff_spin(&p->handoff, worker_ready, w))
-				continue;
-		}
 		/* Dekker with handoff_wake_worker: set the flag, fence, re-check
 		 * the queue; a producer pushes, fences, reads the flag. */
 		atomic_store_explicit(&w->lane->sleeping, 1, memory_order_seq_cst);

@@ -14,8 +14,8 @@
  *
  * Wake-ups follow the sleeping → notified rule: a producer wakes the
  * other side (a futex wake for a worker, an eventfd write for the I/O
- * thread, whose ring reads it) only when it sees that side's `sleeping` flag set
- * and wins the exchange that clears it, with a seq_cst fence between its
+ * thread, whose ring reads it) only when it sees that side's `sleeping`
+ * flag set and wins the exchange that clears it, with a seq_cst fence between its
  * queue push and that check; the sleeper sets the flag, fences, then
  * re-checks its queues before blocking (handoff_ring_sleep for the I/O
  * thread; the worker loop does the same with its lane's flag). Under
@@ -98,21 +98,14 @@ struct handoff {
 				     * O_NONBLOCK file fails with EAGAIN
 				     * instead of waiting) */
 	uint64_t ring_wake_val;     /* I/O thread only: where that read lands */
-	/* How long a thread that just handed work on polls for the answer
-	 * before it announces a sleep: HANDOFF_SPIN_NS when the process may
-	 * run on more than one CPU, else 0 (on one CPU the spinner only
-	 * delays the thread it waits for). Set by handoff_init. */
-	uint64_t spin_ns;
-	bool ring_gave_work; /* I/O thread only: frames handed on since its
-			      * last handoff_ring_sleep (it spins first) */
 };
 
-#define HANDOFF_SPIN_NS 20000 /* 20 us: a worker's typical hand-off round trip */
-
-/* Creates n lanes with queues of depth entries each and the ring's eventfd.
+/* Creates n lanes with queues of depth entries each, and the ring's
+ * eventfd.
  * Returns 0 or -errno (everything allocated so far is released). */
 int handoff_init(struct handoff *h, int n, uint32_t depth);
-/* Frees the lanes, the messages still queued in them and the ring's eventfd.
+/* Frees the lanes, the messages still queued in them and the ring's
+ * eventfd.
  * No thread may use h any more. Safe on a zeroed or failed handoff. */
 void handoff_destroy(struct handoff *h);
 
@@ -154,20 +147,13 @@ bool handoff_out_pending(struct handoff *h);
 bool handoff_in_empty(struct handoff *h);
 
 /*
- * I/O thread, before blocking: if it handed frames on since the last
- * call, first polls the out queues for up to spin_ns; then announces the
- * sleep (ring_sleeping = 1, seq_cst fence) and re-checks the out queues. Returns true when the
+ * I/O thread, before blocking: announces the sleep (ring_sleeping = 1,
+ * seq_cst fence) and re-checks the out queues. Returns true when the
  * thread may block; false when work arrived (the flag is cleared again).
  * After a true return the caller calls handoff_ring_awake once it runs
  * again.
  */
 bool handoff_ring_sleep(struct handoff *h);
-/* I/O thread, before handoff_ring_sleep after it gave workers work: polls
- * the out queues for at most h->spin_ns. true = a reply arrived (do not
- * sleep); false at once when spin_ns is 0. */
-bool handoff_ring_spin(struct handoff *h);
-/* Any thread: polls ready(arg) for at most h->spin_ns; its result. */
-bool handoff_spin(const struct handoff *h, bool (*ready)(void *arg), void *arg);
 void handoff_ring_awake(struct handoff *h);
 /* I/O thread, only after ring_wake_fd polled readable: empties it with
  * one read (the read takes the whole count). The ring itself does not

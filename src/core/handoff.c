@@ -12,7 +12,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "ringchat/clock.h"
 #include "ringchat/counters.h"
 #include "ringchat/handoff.h"
 
@@ -69,12 +68,6 @@ int handoff_init(struct handoff *h, int n, uint32_t depth)
 		return -ENOMEM;
 	memset(h->lanes, 0, (size_t)n * sizeof(*h->lanes));
 	h->n = n;
-	{
-		cpu_set_t cpus;
-
-		if (sched_getaffinity(0, sizeof(cpus), &cpus) == 0 && CPU_COUNT(&cpus) > 1)
-			h->spin_ns = HANDOFF_SPIN_NS;
-	}
 	h->ring_wake_fd = eventfd(0, EFD_CLOEXEC);
 	if (h->ring_wake_fd == -1)
 		goto out_destroy;
@@ -128,7 +121,6 @@ void handoff_flush_wakes(struct handoff *h)
 
 		if (l->wake_pending) {
 			l->wake_pending = false;
-			h->ring_gave_work = true;
 			wake_worker_if_sleeping(l);
 		}
 	}
@@ -192,14 +184,7 @@ bool handoff_ring_sleep(struct handoff *h)
 {
 	/* Dekker with handoff_send_out: announce the sleep, then re-check
 	 * the queues; a worker pushes, fences, then checks the flag. One of
-	 * the two sees the other. Having just handed frames on, the reply
-	 * is likely a few microseconds away: poll for it first, which saves
-	 * the worker an eventfd write and this thread a sleep. */
-	if (h->ring_gave_work) {
-		h->ring_gave_work = false;
-		if (handoff_ring_spin(h))
-			return false;
-	}
+	 * the two sees the other. */
 	atomic_store_explicit(&h->ring_sleeping, 1, memory_order_seq_cst);
 	atomic_thread_fence(memory_order_seq_cst);
 	if (handoff_out_pending(h)) {
@@ -207,35 +192,6 @@ bool handoff_ring_sleep(struct handoff *h)
 		return false;
 	}
 	return true;
-}
-
-bool handoff_spin(const struct handoff *h, bool (*ready)(void *arg), void *arg)
-{
-	uint64_t end;
-
-	if (!h->spin_ns)
-		return false;
-	end = clock_mono_ns() + h->spin_ns;
-	do {
-		for (int i = 0; i < 64; i++) {
-			if (ready(arg))
-				return true;
-#if defined(__x86_64__) || defined(__i386__)
-			__builtin_ia32_pause();
-#endif
-		}
-	} while (clock_mono_ns() < end);
-	return false;
-}
-
-static bool out_ready(void *arg)
-{
-	return handoff_out_pending(arg);
-}
-
-bool handoff_ring_spin(struct handoff *h)
-{
-	return handoff_spin(h, out_ready, h);
 }
 
 void handoff_ring_awake(struct handoff *h)
