@@ -4,13 +4,11 @@
  * not on the ring), push replies back.
  */
 #include <errno.h>
-#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "ringchat/clock.h"
@@ -20,14 +18,6 @@
 
 #define WORKER_POLL_MS 200 /* upper bound on the periodic work's delay */
 #define WORKER_STOP_GRACE_MS 10000 /* at stop, wait this long for deferred replies */
-
-static void eventfd_drain(int fd)
-{
-	uint64_t v;
-
-	while (read(fd, &v, sizeof(v)) == (ssize_t)sizeof(v))
-		;
-}
 
 void worker_wake(struct worker *w)
 {
@@ -160,10 +150,7 @@ static void *worker_main(void *arg)
 			atomic_store_explicit(&w->lane->sleeping, 0, memory_order_relaxed);
 			continue;
 		}
-		struct pollfd pfd = { .fd = w->lane->wake_fd, .events = POLLIN };
-
-		poll(&pfd, 1, p->ops->has_work(w) ? 5 : WORKER_POLL_MS);
-		eventfd_drain(w->lane->wake_fd);
+		handoff_worker_wait(w->lane, p->ops->has_work(w) ? 5 : WORKER_POLL_MS);
 		atomic_store_explicit(&w->lane->sleeping, 0, memory_order_relaxed);
 	}
 	p->ops->stop(w);

@@ -149,7 +149,7 @@ struct conn_table {
 /*
  * Opens the client listener on cfg->listen, registers the client op kinds
  * (RING_OP_ACCEPT, RECV, SEND, CANCEL, WAKE) and an iteration client on r,
- * arms the accept, the poll of h->ring_wake_fd and the sweep timer.
+ * arms the accept, the read of h->ring_wake_fd and the sweep timer.
  * Limits come from cfg (max_connections, max_frame, out_limit_bytes,
  * idle_timeout_ms, frame_timeout_ms, login_timeout_ms, max_conns_per_addr,
  * max_unauth_per_addr, max_pending_frames, max_pending_bytes).

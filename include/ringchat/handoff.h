@@ -12,9 +12,10 @@
  * worker wait for the I/O thread, which always drains (a reply is never
  * dropped).
  *
- * Wake-ups follow the sleeping → notified rule: a producer writes the
- * other side's eventfd only when it sees that side's `sleeping` flag set
- * and wins the exchange that clears it, with a seq_cst fence between its
+ * Wake-ups follow the sleeping → notified rule: a producer wakes the
+ * other side (a futex wake for a worker, an eventfd write for the I/O
+ * thread, whose ring reads it) only when it sees that side's `sleeping`
+ * flag set and wins the exchange that clears it, with a seq_cst fence between its
  * queue push and that check; the sleeper sets the flag, fences, then
  * re-checks its queues before blocking (handoff_ring_sleep for the I/O
  * thread; the worker loop does the same with its lane's flag). Under
@@ -83,22 +84,28 @@ struct out_msg {
 struct handoff_lane {
 	struct spsc in;       /* I/O thread → worker */
 	struct spsc out;      /* worker → I/O thread */
-	_Atomic int sleeping; /* set by the worker before it blocks */
-	int wake_fd;          /* eventfd the worker blocks on */
-	bool wake_pending;    /* I/O thread only: write wake_fd at loop end */
+	_Atomic int sleeping; /* set by the worker before it blocks; also the
+			       * futex word it blocks on */
+	bool wake_pending;    /* I/O thread only: wake the worker at loop end */
 };
 
 struct handoff {
 	int n;                      /* lanes */
 	struct handoff_lane *lanes; /* cache-line aligned (spsc indices) */
 	_Atomic int ring_sleeping;  /* set by the I/O thread before it blocks */
-	int ring_wake_fd;           /* eventfd polled by the I/O thread */
+	int ring_wake_fd;           /* eventfd the I/O thread reads through its
+				     * ring; blocking (an io_uring read of an
+				     * O_NONBLOCK file fails with EAGAIN
+				     * instead of waiting) */
+	uint64_t ring_wake_val;     /* I/O thread only: where that read lands */
 };
 
-/* Creates n lanes with queues of depth entries each and the eventfds.
+/* Creates n lanes with queues of depth entries each, and the ring's
+ * eventfd.
  * Returns 0 or -errno (everything allocated so far is released). */
 int handoff_init(struct handoff *h, int n, uint32_t depth);
-/* Frees the lanes, the messages still queued in them and the eventfds.
+/* Frees the lanes, the messages still queued in them and the ring's
+ * eventfd.
  * No thread may use h any more. Safe on a zeroed or failed handoff. */
 void handoff_destroy(struct handoff *h);
 
@@ -112,14 +119,19 @@ static inline struct handoff_lane *handoff_lane_for(struct handoff *h, uint64_t 
  * handoff_flush_wakes. false = queue full (m not taken). */
 bool handoff_submit(struct handoff_lane *l, struct in_msg *m);
 /* I/O thread: wake every worker that was given work since the last call
- * (one eventfd write per sleeping worker per loop iteration at most). */
+ * (one futex wake per sleeping worker per loop iteration at most). */
 void handoff_flush_wakes(struct handoff *h);
 
 /* Any thread: wake lane l's worker if it sleeps (after giving it work
  * through a queue other than its in queue, e.g. commit completions). */
 void handoff_wake_worker(struct handoff_lane *l);
-/* Any thread: write lane l's eventfd unconditionally (stop requests). */
+/* Any thread: wake lane l's worker unconditionally (stop requests). */
 void handoff_kick_worker(struct handoff_lane *l);
+/* Worker thread owning l, after it announced its sleep (sleeping = 1,
+ * seq_cst fence, queues re-checked): blocks until a producer claims the
+ * wake-up, timeout_ms passes, or a signal. A futex on the flag itself: a
+ * wake-up is one syscall on each side and nothing to drain. */
+void handoff_worker_wait(struct handoff_lane *l, int timeout_ms);
 
 /* Worker thread owning l: hand m to the I/O thread, waking it if it
  * sleeps. Waits (yielding) while the out queue is full. Takes m. */
@@ -143,7 +155,9 @@ bool handoff_in_empty(struct handoff *h);
  */
 bool handoff_ring_sleep(struct handoff *h);
 void handoff_ring_awake(struct handoff *h);
-/* I/O thread: empties ring_wake_fd after its poll fired. */
+/* I/O thread, only after ring_wake_fd polled readable: empties it with
+ * one read (the read takes the whole count). The ring itself does not
+ * need this: its pending io_uring read of ring_wake_fd is the drain. */
 void handoff_ring_drain_wake(struct handoff *h);
 
 #endif

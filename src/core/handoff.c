@@ -6,7 +6,10 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/futex.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ringchat/counters.h"
@@ -20,19 +23,36 @@ static void eventfd_kick(int fd)
 		;
 }
 
+/* The futex word is the lane's sleeping flag itself: _Atomic int has the
+ * size and alignment of int on every target. */
+static void futex_wake_one(_Atomic int *word)
+{
+	syscall(SYS_futex, (int *)word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
 /* Wakes a sleeper whose flag is `sleeping`. The caller has already
  * published its work; the fence orders that publication before reading
  * the flag (pairs with the fence the sleeper runs after setting it). */
-static void wake_if_sleeping(_Atomic int *sleeping, int fd, bool is_ring)
+static bool claim_wake(_Atomic int *sleeping)
 {
 	atomic_thread_fence(memory_order_seq_cst);
-	if (atomic_load_explicit(sleeping, memory_order_relaxed) &&
-	    atomic_exchange_explicit(sleeping, 0, memory_order_acq_rel)) {
-		if (is_ring)
-			counter_inc(ring_wakeups);
-		else
-			counter_inc(worker_wakeups);
-		eventfd_kick(fd);
+	return atomic_load_explicit(sleeping, memory_order_relaxed) &&
+	       atomic_exchange_explicit(sleeping, 0, memory_order_acq_rel);
+}
+
+static void wake_ring_if_sleeping(struct handoff *h)
+{
+	if (claim_wake(&h->ring_sleeping)) {
+		counter_inc(ring_wakeups);
+		eventfd_kick(h->ring_wake_fd);
+	}
+}
+
+static void wake_worker_if_sleeping(struct handoff_lane *l)
+{
+	if (claim_wake(&l->sleeping)) {
+		counter_inc(worker_wakeups);
+		futex_wake_one(&l->sleeping);
 	}
 }
 
@@ -48,16 +68,13 @@ int handoff_init(struct handoff *h, int n, uint32_t depth)
 		return -ENOMEM;
 	memset(h->lanes, 0, (size_t)n * sizeof(*h->lanes));
 	h->n = n;
-	for (int i = 0; i < n; i++)
-		h->lanes[i].wake_fd = -1;
-	h->ring_wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	h->ring_wake_fd = eventfd(0, EFD_CLOEXEC);
 	if (h->ring_wake_fd == -1)
 		goto out_destroy;
 	for (int i = 0; i < n; i++) {
 		struct handoff_lane *l = &h->lanes[i];
 
-		l->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-		if (l->wake_fd == -1 || spsc_init(&l->in, depth) || spsc_init(&l->out, depth))
+		if (spsc_init(&l->in, depth) || spsc_init(&l->out, depth))
 			goto out_destroy;
 	}
 	return 0;
@@ -81,8 +98,6 @@ void handoff_destroy(struct handoff *h)
 				free(m);
 		spsc_destroy(&l->in);
 		spsc_destroy(&l->out);
-		if (l->wake_fd >= 0)
-			close(l->wake_fd);
 	}
 	free(h->lanes);
 	if (h->ring_wake_fd >= 0)
@@ -106,19 +121,31 @@ void handoff_flush_wakes(struct handoff *h)
 
 		if (l->wake_pending) {
 			l->wake_pending = false;
-			wake_if_sleeping(&l->sleeping, l->wake_fd, false);
+			wake_worker_if_sleeping(l);
 		}
 	}
 }
 
 void handoff_wake_worker(struct handoff_lane *l)
 {
-	wake_if_sleeping(&l->sleeping, l->wake_fd, false);
+	wake_worker_if_sleeping(l);
 }
 
 void handoff_kick_worker(struct handoff_lane *l)
 {
-	eventfd_kick(l->wake_fd);
+	/* clearing the flag also stops a worker that is about to wait:
+	 * its futex wait sees 0, not the 1 it expects, and returns */
+	atomic_store_explicit(&l->sleeping, 0, memory_order_seq_cst);
+	futex_wake_one(&l->sleeping);
+}
+
+void handoff_worker_wait(struct handoff_lane *l, int timeout_ms)
+{
+	struct timespec ts = { timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000L };
+
+	/* returns at a wake, at the timeout, at a signal, or at once when
+	 * the flag is no longer 1 (a producer claimed the wake-up first) */
+	syscall(SYS_futex, (int *)&l->sleeping, FUTEX_WAIT_PRIVATE, 1, &ts, NULL, 0);
 }
 
 void handoff_send_out(struct handoff *h, struct handoff_lane *l, struct out_msg *m)
@@ -126,15 +153,15 @@ void handoff_send_out(struct handoff *h, struct handoff_lane *l, struct out_msg 
 	/* A full out queue means the I/O thread is behind: wait for it
 	 * rather than drop a reply. It always drains, so this ends. */
 	while (!spsc_push(&l->out, m)) {
-		wake_if_sleeping(&h->ring_sleeping, h->ring_wake_fd, true);
+		wake_ring_if_sleeping(h);
 		sched_yield();
 	}
-	wake_if_sleeping(&h->ring_sleeping, h->ring_wake_fd, true);
+	wake_ring_if_sleeping(h);
 }
 
 void handoff_wake_ring(struct handoff *h)
 {
-	wake_if_sleeping(&h->ring_sleeping, h->ring_wake_fd, true);
+	wake_ring_if_sleeping(h);
 }
 
 bool handoff_out_pending(struct handoff *h)
@@ -176,6 +203,6 @@ void handoff_ring_drain_wake(struct handoff *h)
 {
 	uint64_t v;
 
-	while (read(h->ring_wake_fd, &v, sizeof(v)) == (ssize_t)sizeof(v))
+	while (read(h->ring_wake_fd, &v, sizeof(v)) == -1 && errno == EINTR)
 		;
 }

@@ -297,13 +297,19 @@ static void arm_recv(struct conn_table *t, struct conn *c)
 	c->inflight++;
 }
 
-static void arm_wake_poll(struct conn_table *t)
+/* One read of the wake-up eventfd stays pending on the ring: its
+ * completion both wakes the loop and empties the eventfd, so a wake-up
+ * costs the I/O thread no read syscall (a multishot poll needed a read
+ * after every completion). Re-armed from the completion; the SQE goes
+ * out with the loop's next submit. */
+static void arm_wake_read(struct conn_table *t)
 {
 	struct io_uring_sqe *sqe = ring_get_sqe(t->ring);
 
 	if (!sqe)
 		return;
-	io_uring_prep_poll_multishot(sqe, t->h->ring_wake_fd, POLLIN);
+	io_uring_prep_read(sqe, t->h->ring_wake_fd, &t->h->ring_wake_val,
+			   sizeof(t->h->ring_wake_val), 0);
 	ring_sqe_tag(sqe, RING_OP_WAKE, 0, 0);
 }
 
@@ -903,10 +909,12 @@ static void on_wake(void *ctx, struct io_uring_cqe *cqe)
 {
 	struct conn_table *t = ctx;
 
+	if (cqe->res == -ECANCELED)
+		return; /* the ring is being torn down */
+	if (cqe->res < 0)
+		log_error("wake-up eventfd read failed: %s", strerror(-cqe->res));
 	counter_inc(ring_wakeups);
-	handoff_ring_drain_wake(t->h);
-	if (!(cqe->flags & IORING_CQE_F_MORE))
-		arm_wake_poll(t);
+	arm_wake_read(t);
 }
 
 /* ---- per-iteration work ----------------------------------------------- */
@@ -1292,7 +1300,7 @@ struct conn_table *conn_table_create(struct ring *r, const struct config *cfg,
 		goto out_nomem;
 	log_info("listening on %s", t->bound);
 	arm_accept(t);
-	arm_wake_poll(t);
+	arm_wake_read(t);
 	return t;
 
 out_nomem:

@@ -1,7 +1,8 @@
 /*
  * test_handoff.c - the I/O thread ↔ worker lanes: which lane a
- * connection uses, that a wake-up is written only on the sleeping →
- * notified transition, and a two-thread run in which the "ring" side
+ * connection uses, that a wake-up is sent only on the sleeping →
+ * notified transition, that a worker blocked on its futex is woken by
+ * work and by a stop kick, and a two-thread run in which the "ring" side
  * sleeps on its eventfd between batches and must never miss a reply
  * (a lost wake-up would leave it blocked until its bounded poll fails).
  *
@@ -18,7 +19,14 @@
 
 #include <cmocka.h>
 
+#include "ringchat/clock.h"
+#include "ringchat/counters.h"
 #include "ringchat/handoff.h"
+
+static uint64_t worker_wakeups(void)
+{
+	return atomic_load(&counters.worker_wakeups);
+}
 
 static bool fd_readable(int fd)
 {
@@ -49,23 +57,82 @@ static void test_worker_woken_only_when_sleeping(void **state)
 	assert_int_equal(handoff_init(&h, 1, 2), 0);
 	l = &h.lanes[0];
 
-	/* awake worker: the work is queued, no eventfd write */
+	/* awake worker: the work is queued, no wake-up */
+	uint64_t before = worker_wakeups();
+
 	assert_true(handoff_submit(l, calloc(1, sizeof(struct in_msg))));
 	handoff_flush_wakes(&h);
-	assert_false(fd_readable(l->wake_fd));
+	assert_int_equal(worker_wakeups(), before);
 
-	/* sleeping worker: one write, and the flag is consumed */
+	/* sleeping worker: one wake-up, and the flag is consumed */
 	atomic_store(&l->sleeping, 1);
 	assert_true(handoff_submit(l, calloc(1, sizeof(struct in_msg))));
 	handoff_flush_wakes(&h);
-	assert_true(fd_readable(l->wake_fd));
+	assert_int_equal(worker_wakeups(), before + 1);
 	assert_int_equal(atomic_load(&l->sleeping), 0);
+	/* nothing new: a second flush wakes nobody */
+	handoff_flush_wakes(&h);
+	assert_int_equal(worker_wakeups(), before + 1);
 
 	/* full queue: refused, and the caller keeps the message */
 	m = calloc(1, sizeof(*m));
 	assert_false(handoff_submit(l, m));
 	free(m);
 	handoff_destroy(&h); /* frees the two queued messages */
+}
+
+struct sleeper {
+	struct handoff_lane *l;
+	_Atomic uint64_t slept_ms; /* UINT64_MAX until the wait returned */
+};
+
+/* The worker loop's sleep, reduced: announce, fence, re-check, wait up
+ * to 10 s. */
+static void *sleep_once(void *arg)
+{
+	struct sleeper *s = arg;
+	uint64_t t0 = clock_mono_ms();
+
+	atomic_store(&s->l->sleeping, 1);
+	atomic_thread_fence(memory_order_seq_cst);
+	if (!spsc_size(&s->l->in))
+		handoff_worker_wait(s->l, 10000);
+	atomic_store(&s->l->sleeping, 0);
+	atomic_store(&s->slept_ms, clock_mono_ms() - t0);
+	return NULL;
+}
+
+/* A blocked worker returns at once (not at its 10 s timeout) when it is
+ * given work, and when it is kicked to stop. */
+static void test_blocked_worker_woken(void **state)
+{
+	struct handoff h;
+	struct sleeper s;
+	pthread_t t;
+
+	(void)state;
+	assert_int_equal(handoff_init(&h, 1, 4), 0);
+	for (int round = 0; round < 2; round++) {
+		s.l = &h.lanes[0];
+		atomic_store(&s.slept_ms, UINT64_MAX);
+		assert_int_equal(pthread_create(&t, NULL, sleep_once, &s), 0);
+		/* wait (bounded) until it announced the sleep, then give it a
+		 * moment to enter the futex: either order must wake it */
+		for (int i = 0; i < 5000 && !atomic_load(&h.lanes[0].sleeping); i++)
+			usleep(1000);
+		assert_int_equal(atomic_load(&h.lanes[0].sleeping), 1);
+		usleep(20000);
+		if (round == 0) {
+			assert_true(handoff_submit(&h.lanes[0], calloc(1, sizeof(struct in_msg))));
+			handoff_flush_wakes(&h);
+		} else {
+			handoff_kick_worker(&h.lanes[0]);
+		}
+		pthread_join(t, NULL);
+		assert_true(atomic_load(&s.slept_ms) < 5000);
+		free(spsc_pop(&h.lanes[0].in)); /* round 0's message */
+	}
+	handoff_destroy(&h);
 }
 
 static void test_ring_sleep_sees_pending_reply(void **state)
@@ -152,6 +219,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_lane_for_conn),
 	    cmocka_unit_test(test_worker_woken_only_when_sleeping),
+	    cmocka_unit_test(test_blocked_worker_woken),
 	    cmocka_unit_test(test_ring_sleep_sees_pending_reply),
 	    cmocka_unit_test(test_no_lost_wakeup),
 	};
