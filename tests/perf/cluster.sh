@@ -2,7 +2,7 @@
 # cluster.sh - the messaging benchmark on K nodes routing through Redis,
 # with the CPU of every process and thread over the measured interval.
 #
-#   tests/perf/cluster.sh [-b BUILD_DIR] [-k NODES] [-n "NODE FLAGS"] [-s SCENARIO] MODE [BENCH ARGS...]
+#   tests/perf/cluster.sh [-b BUILD_DIR] [-N NODE_BUILD_DIR] [-k NODES] [-n "NODE FLAGS"] [-s SCENARIO] MODE [BENCH ARGS...]
 #
 #   tests/perf/cluster.sh -k 2 relay --users 1000 --window 4 --duration 10
 #   tests/perf/cluster.sh -k 1 relay --users 1000 --window 4 --duration 10 --target both
@@ -22,13 +22,17 @@
 # run-queue wait ns, times scheduled in) of every thread of the nodes, of
 # Redis, MariaDB and the bench itself four times a second. cpu.txt gives,
 # over the bench's measured interval (from its 5-second progress line and
-# --warmup/--duration), each process's and each thread's CPU seconds, CPU
-# us per delivery, times scheduled in per delivery (wake-ups, roughly) and
+# --warmup/--duration, so only with --duration 5 or more), each process's
+# and each thread's CPU seconds, CPU us per delivery, times scheduled in per delivery (wake-ups, roughly) and
 # run-queue wait; then the goal accounting (nodes + Redis) and the same
 # with MariaDB. Keeps command.txt, bench.txt, cpu.txt, samples.txt, each
 # node's log and metrics (metrics-I.txt) in
 # tests/perf/out/cluster-K-SCENARIO-MODE-<time>/, and prints the summary,
 # cpu.txt and the nodes' ringchat_cluster_* counters.
+#
+# -N (with -k 1) runs the ringchatd of another build, as chat.sh -N does,
+# without --cluster-route (an older node does not know it): the same
+# per-thread accounting for an older single node and this one.
 set -euo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -41,9 +45,10 @@ usage() {
 NODE_FLAGS=()
 SCENARIO=chat
 K=2
-while getopts "b:k:n:s:h" opt; do
+while getopts "b:N:k:n:s:h" opt; do
 	case $opt in
 	b) BUILD=$(cd "$OPTARG" && pwd -P) ;;
+	N) NODE_BUILD=$(cd "$OPTARG" && pwd -P) ;;
 	k) K=$OPTARG ;;
 	n) read -r -a NODE_FLAGS <<<"$OPTARG" ;;
 	s) SCENARIO=$OPTARG ;;
@@ -57,6 +62,11 @@ shift
 [[ $MODE == stored || $MODE == relay ]] || perf_die "MODE is stored or relay, not '$MODE'"
 [[ $SCENARIO == chat || $SCENARIO == group ]] || perf_die "SCENARIO is chat or group, not '$SCENARIO'"
 [[ $K =~ ^[0-9]+$ && $K -ge 1 && $K -le 16 ]] || perf_die "NODES is 1..16, not '$K'"
+ROUTE=(--cluster-route redis)
+if [[ -n $NODE_BUILD ]]; then
+	[[ $K == 1 ]] || perf_die "-N runs one node: -k 1"
+	ROUTE=()
+fi
 
 # The measured interval, as the bench computes it.
 WARMUP=1
@@ -116,7 +126,7 @@ trap stop_all EXIT
 
 for ((i = 1; i <= K; i++)); do
 	mkdir -p "$OUT/node$i"
-	perf_node_start "$OUT/node$i" --node-id "$i" --cluster-route redis \
+	perf_node_start "$OUT/node$i" --node-id "$i" "${ROUTE[@]}" \
 		--durability "$MODE" --mysql-db "$DB" "${NODE_FLAGS[@]}"
 	PIDS+=("$NODE_PID")
 	PORTS+=("$NODE_PORT")
@@ -147,7 +157,7 @@ SERVER_PIDS=$(
 )
 CMD=("$BUILD/src/ringchat-bench" "$SCENARIO" "${TARGET[@]}" --redis-port "${RINGCHAT_REDIS_PORT:-16379}"
 	"$@" --server-pid "$SERVER_PIDS" --redis-pid "$REDIS_PID")
-echo "\$ ${CMD[*]}   # nodes: $(perf_node_bin) --node-id 1..$K --cluster-route redis --durability $MODE ${NODE_FLAGS[*]}" |
+echo "\$ ${CMD[*]}   # nodes: $(perf_node_bin) --node-id 1..$K ${ROUTE[*]} --durability $MODE ${NODE_FLAGS[*]}" |
 	tee "$OUT/command.txt"
 
 # sample LABEL=PID...: one line per thread and sample:
@@ -190,61 +200,8 @@ for ((i = 0; i < K; i++)); do
 	curl -s "http://127.0.0.1:${ADMINS[i]}/metrics" >"$OUT/metrics-$((i + 1)).txt" || true
 done
 
-# The measured interval from the first progress line ("[   5.0s] ..."):
-# the load started 5.0 s before it, and measuring WARMUP s after that.
-read -r T_PROG T_REL < <(awk '$2 == "[" || $2 ~ /^\[/ { t = $0; sub(/^[^[]*\[ */, "", t); sub(/s\].*/, "", t); print $1, t; exit }' "$OUT/bench.stamped")
-DELIVERED=$(awk '/delivered [0-9]+ \(/ { for (i = 1; i <= NF; i++) if ($i == "delivered") { print $(i + 1); exit } }' "$OUT/bench.txt")
-if [[ -z ${T_PROG:-} || -z $DELIVERED ]]; then
-	perf_note "no progress line or no deliveries: no CPU breakdown"
-else
-	awk -v t0="$(awk -v a="$T_PROG" -v b="$T_REL" -v w="$WARMUP" 'BEGIN { printf "%.6f", a - b + w }')" \
-		-v dur="$DURATION" -v dlv="$DELIVERED" -v k="$K" '
-	# the value of series val of thread key at time t, linear between samples
-	function at(val, key, t,   i, n, x0, x1) {
-		n = cnt[key]
-		if (t <= ts[key, 1]) return val[key, 1]
-		for (i = 2; i <= n; i++)
-			if (ts[key, i] >= t) {
-				x0 = ts[key, i - 1]; x1 = ts[key, i]
-				return val[key, i - 1] + (val[key, i] - val[key, i - 1]) * (t - x0) / (x1 - x0)
-			}
-		return val[key, n]
-	}
-	{
-		key = $2 " " $3; n = ++cnt[key]
-		ts[key, n] = $1; comm[key] = $4
-		v[key, n] = $5; w[key, n] = $6; s[key, n] = $7
-		label[key] = $2
-	}
-	END {
-		t1 = t0 + dur
-		for (key in cnt) {
-			c = at(v, key, t1) - at(v, key, t0)
-			wt = at(w, key, t1) - at(w, key, t0)
-			sl = at(s, key, t1) - at(s, key, t0)
-			g = label[key] " " comm[key]
-			tc[g] += c; tw[g] += wt; tsl[g] += sl
-			pc[label[key]] += c; pw[label[key]] += wt; psl[label[key]] += sl
-		}
-		printf "measured interval %.1f s, %d deliveries\n\n", dur, dlv
-		printf "%-8s %-16s %8s %10s %12s %10s\n", "process", "thread", "cpu s", "us/dlv", "sched-in/dlv", "rq wait s"
-		PROCINFO["sorted_in"] = "@ind_str_asc"
-		for (p in pc) {
-			printf "%-8s %-16s %8.2f %10.2f %12.3f %10.2f\n", p, "(all)", pc[p] / 1e9, pc[p] / 1e3 / dlv, psl[p] / dlv, pw[p] / 1e9
-			for (g in tc) {
-				split(g, a, " ")
-				if (a[1] == p && tc[g] / 1e9 >= 0.01)
-					printf "%-8s %-16s %8.2f %10.2f %12.3f %10.2f\n", "", a[2], tc[g] / 1e9, tc[g] / 1e3 / dlv, tsl[g] / dlv, tw[g] / 1e9
-			}
-		}
-		for (p in pc) if (p ~ /^node/) nodes += pc[p]
-		printf "\nnodes + redis: %.2f cpu s, %.0f deliveries per cpu-second, %.2f us per delivery\n",
-			(nodes + pc["redis"]) / 1e9, dlv / ((nodes + pc["redis"]) / 1e9), (nodes + pc["redis"]) / 1e3 / dlv
-		printf "nodes + redis + mariadb: %.2f cpu s, %.0f deliveries per cpu-second, %.2f us per delivery\n",
-			(nodes + pc["redis"] + pc["mariadb"]) / 1e9, dlv / ((nodes + pc["redis"] + pc["mariadb"]) / 1e9),
-			(nodes + pc["redis"] + pc["mariadb"]) / 1e3 / dlv
-	}' "$OUT/samples.txt" | tee "$OUT/cpu.txt"
-fi
+WARMUP=$WARMUP DURATION=$DURATION "$PERF_DIR/cpu-window.sh" "$OUT" | tee "$OUT/cpu.txt" ||
+	perf_note "no CPU breakdown (see above)"
 echo
 for ((i = 1; i <= K; i++)); do
 	echo "node $i:"
