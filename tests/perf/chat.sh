@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # chat.sh - one run of the messaging benchmark as docs/benchmarks.md quotes it.
 #
-#   tests/perf/chat.sh [-b BUILD_DIR] [-n "NODE FLAGS"] [-s SCENARIO] MODE [BENCH ARGS...]
+#   tests/perf/chat.sh [-b BUILD_DIR] [-N NODE_BUILD_DIR] [-n "NODE FLAGS"] [-s SCENARIO] MODE [BENCH ARGS...]
 #
 #   tests/perf/chat.sh stored --users 1000 --window 4 --duration 10
 #   tests/perf/chat.sh relay --users 1000 --window 4 --duration 10 --target both
@@ -18,7 +18,9 @@
 # given arguments and --server-pid NODE,MARIADBD (--redis-port and
 # --redis-pid of the private Redis for --target redis|both), prints the
 # bench's summary and the node's group-commit and unread-mark metrics, and
-# stops the node. Keeps node.log, bench.txt and metrics.txt in
+# stops the node. -N takes ringchatd from another build (another commit's
+# node under this build's ringchat-bench: only the server differs between
+# runs). Keeps node.log, bench.txt and metrics.txt in
 # tests/perf/out/SCENARIO-MODE-YYYYmmdd-HHMMSS/.
 set -euo pipefail
 
@@ -31,9 +33,10 @@ usage() {
 
 NODE_FLAGS=()
 SCENARIO=chat
-while getopts "b:n:s:h" opt; do
+while getopts "b:N:n:s:h" opt; do
 	case $opt in
 	b) BUILD=$(cd "$OPTARG" && pwd -P) ;;
+	N) NODE_BUILD=$(cd "$OPTARG" && pwd -P) ;;
 	n) read -r -a NODE_FLAGS <<<"$OPTARG" ;;
 	s) SCENARIO=$OPTARG ;;
 	*) usage ;;
@@ -72,7 +75,7 @@ ADMIN_PORT=$(sed -n 's/.*info admin listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p'
 CMD=("$BUILD/src/ringchat-bench" "$SCENARIO" --port "$NODE_PORT"
 	--redis-port "${RINGCHAT_REDIS_PORT:-16379}" "$@"
 	--server-pid "$NODE_PID${MARIADB_PID:+,$MARIADB_PID}" ${REDIS_PID:+--redis-pid "$REDIS_PID"})
-echo "\$ ${CMD[*]}   # node: --durability $MODE ${NODE_FLAGS[*]}" | tee "$OUT/command.txt"
+echo "\$ ${CMD[*]}   # node: $(perf_node_bin) --durability $MODE ${NODE_FLAGS[*]}" | tee "$OUT/command.txt"
 "${CMD[@]}" 2>&1 | grep -v '^\[' | tee "$OUT/bench.txt"
 if [[ -n $ADMIN_PORT ]]; then
 	curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" >"$OUT/metrics.txt" || true

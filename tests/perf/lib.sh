@@ -3,10 +3,13 @@
 #
 # Sourced, not run. Sets ROOT (the repository), PERF_DIR (this folder) and
 # BUILD (the build directory: -b DIR, else $RINGCHAT_BUILD, else build/).
+# NODE_BUILD, when set (chat.sh -N DIR), is where ringchatd comes from
+# instead of BUILD: another commit's node under the same load generator.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
 PERF_DIR=$ROOT/tests/perf
 BUILD=${RINGCHAT_BUILD:-$ROOT/build}
+NODE_BUILD=
 NODE_PID=
 NODE_PORT=
 
@@ -24,6 +27,21 @@ perf_check_build() {
 	[[ -x $BUILD/src/ringchatd ]] ||
 		perf_die "no $BUILD/src/ringchatd: build first (meson setup $BUILD && ninja -C $BUILD) or pass -b DIR"
 	[[ -x $BUILD/src/ringchat-bench ]] || perf_die "no $BUILD/src/ringchat-bench in $BUILD"
+	[[ -z $NODE_BUILD || -x $NODE_BUILD/src/ringchatd ]] || perf_die "no $NODE_BUILD/src/ringchatd"
+}
+
+# The ringchatd binary to start: NODE_BUILD's when set, else BUILD's.
+perf_node_bin() {
+	echo "${NODE_BUILD:-$BUILD}/src/ringchatd"
+}
+
+# The source tree of that binary's build (from meson-info), else ROOT. The
+# node runs there, so it reads its own tree's config/ringchatd.conf: an
+# older node refuses keys added after it.
+perf_node_root() {
+	local info=${NODE_BUILD:-$BUILD}/meson-info/meson-info.json src
+	src=$(sed -n 's/.*"source": *"\([^"]*\)".*/\1/p' "$info" 2>/dev/null | head -n 1)
+	[[ -n $src && -d $src ]] && echo "$src" || echo "$ROOT"
 }
 
 # Starts MariaDB and Redis (no-op when they run) and exports their sockets.
@@ -39,9 +57,12 @@ perf_services_start() {
 perf_node_start() {
 	local out=$1 i
 	shift
-	"$BUILD/src/ringchatd" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+	# The log exists before the background start opens it: the wait below
+	# reads it at once (under pipefail a missing file would end the script).
+	: >"$out/node.log"
+	(cd "$(perf_node_root)" && exec "$(perf_node_bin)" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
 		--mysql-socket "$RINGCHAT_MYSQL_SOCKET" --redis-socket "$RINGCHAT_REDIS_SOCKET" \
-		--hash-cost 1 --workers 2 "$@" >"$out/node.log" 2>&1 &
+		--hash-cost 1 --workers 2 "$@") >"$out/node.log" 2>&1 &
 	NODE_PID=$!
 	for ((i = 0; i < 100; i++)); do
 		NODE_PORT=$(sed -n 's/.*info listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$out/node.log" | head -n 1)
