@@ -336,6 +336,7 @@ const struct cluster_hooks dispatch_cluster_hooks = {
 	.social_changed = social_changed_here,
 	.flush_user = dispatch_flush_user,
 	.repush = dispatch_repush,
+	.acks = messages_remote_acks,
 };
 
 uint32_t dispatch_deferred(void)

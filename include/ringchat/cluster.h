@@ -14,6 +14,7 @@
  *   KICKED  the answer: the kick is done and the marks are stored
  *   WHERE   user U is now on node N (or offline): route caches update
  *   SOCIAL  a friendship or membership changed: social caches drop
+ *   ACK     a user acknowledged messages minted by the receiving node
  *
  * Routes: where a user of another node is comes from presence in Redis
  * (rc:on:<user> = "node:conn"), cached in one table shared by the workers
@@ -69,6 +70,10 @@ struct cluster_hooks {
 	 * again to w's logged-in users what they have not acknowledged (pushes
 	 * from other nodes may have been lost meanwhile). On worker w. */
 	void (*repush)(struct worker *w);
+	/* user acknowledged ids[0, n) on another node: this node's writer
+	 * settles the unread marks it holds for them. On worker w; ids are
+	 * the caller's. */
+	void (*acks)(struct worker *w, int64_t user, const int64_t *ids, size_t n);
 };
 
 /* cluster_route udp: the node link's socket and key, set up by main. */
@@ -111,16 +116,25 @@ bool cluster_poll(struct worker *w);
 bool cluster_has_work(struct worker *w);
 
 /*
- * Worker: asks node to close user's session there and to store the marks
- * it holds for the user; done(w, arg) runs on w once the node confirmed,
- * or after CLUSTER_KICK_WAIT_MS (a node that is down never answers: its
- * marks are recovered by its own restart). conn is the new session's.
- * Returns 0, or -errno (done will not run).
+ * Worker: a login of user here. Asks every other node that is up to close
+ * the user's session there (if it has one) and to store the unread marks
+ * its writer holds for the user (messages it minted for the user); done(w,
+ * arg) runs on w once every node confirmed, or after CLUSTER_KICK_WAIT_MS
+ * (a node that is down recovers its marks when it restarts). conn is the
+ * new session's. Returns 0, or -errno (no node to ask: done will not run).
  */
-int cluster_kick(struct worker *w, int node, int64_t user, uint64_t conn,
+int cluster_kick(struct worker *w, int64_t user, uint64_t conn,
 		 void (*done)(struct worker *w, void *arg), void *arg);
 /* Worker: the flush of a KICK is stored: answers the asking node. */
 void cluster_kick_done(struct worker *w, const struct cluster_req *req);
+
+/*
+ * Worker: user acknowledged ids[0, n) here. Each id minted by another node
+ * (its node bits) goes back to that node in one ACK per node, so the
+ * writer that holds the message's unread mark in memory settles it there
+ * instead of writing it when due.
+ */
+void cluster_forward_acks(struct worker *w, int64_t user, const int64_t *ids, size_t n);
 
 /* Any thread: tells every node that user is now here (online) or
  * nowhere (offline). */

@@ -27,6 +27,10 @@ void messages_history(struct req *r);
  * the writer flushes the user's held unread marks. */
 void messages_push_unacked(struct worker *w, struct session *s);
 
+/* Worker: user acknowledged ids[0, n) on another node (cluster ACK): the
+ * writer settles them as if acked here (nobody waits for an answer). */
+void messages_remote_acks(struct worker *w, int64_t user, const int64_t *ids, size_t n);
+
 /* Worker: pushes s's unacknowledged messages again, as at its login (after
  * an outage of the path to other nodes). */
 void messages_repush(struct worker *w, struct session *s);

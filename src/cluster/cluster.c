@@ -8,6 +8,7 @@
  *   KICKED  u8 3, u32 id, i64 user, u64 conn
  *   WHERE   u8 4, i8 node (-1: offline), i64 user
  *   SOCIAL  u8 5
+ *   ACK     u8 6, i64 user, u16 n, n × i64 msg_id
  *
  * The transport's thread copies each message it receives into the queue
  * of one worker and wakes it; the worker handles it in cluster_poll, as
@@ -33,6 +34,7 @@
 #include "ringchat/cluster_bus.h"
 #include "ringchat/config.h"
 #include "ringchat/counters.h"
+#include "ringchat/ids.h"
 #include "ringchat/kmap.h"
 #include "ringchat/kv.h"
 #include "ringchat/link_io.h"
@@ -50,11 +52,14 @@ enum cl_type {
 	CL_KICKED = 3,
 	CL_WHERE = 4,
 	CL_SOCIAL = 5,
+	CL_ACK = 6,
 };
 
 #define CL_PUSH_HDR 7		/* type, n, flen */
 #define CL_KICK_BYTES 21	/* type, id, user, conn */
 #define CL_WHERE_BYTES 10	/* type, node, user */
+#define CL_ACK_HDR 11		/* type, user, n */
+#define CL_ACK_MAX 1000		/* ids in one ACK (a MSG_ACK holds at most 1000) */
 #define CL_PUSH_USERS_MAX 65535 /* n is 16 bits: larger fan-outs are split */
 #define CL_ROUTE_SHARDS 64
 #define CL_ROUTE_MAX 65536	/* cached users per shard */
@@ -72,6 +77,7 @@ struct cl_in {
 struct cl_wait {
 	struct cl_wait *next;
 	uint32_t id;
+	uint32_t remaining; /* answers still expected */
 	uint64_t deadline_ms;
 	void (*done)(struct worker *w, void *arg);
 	void *arg;
@@ -261,15 +267,18 @@ static void cl_put_kick(uint8_t *buf, enum cl_type type, uint32_t id, int64_t us
 	be_put64(p, conn);
 }
 
-int cluster_kick(struct worker *w, int node, int64_t user, uint64_t conn,
+int cluster_kick(struct worker *w, int64_t user, uint64_t conn,
 		 void (*done)(struct worker *w, void *arg), void *arg)
 {
 	struct cl_lane *l = &cl.lanes[w->id];
 	uint8_t buf[CL_KICK_BYTES];
 	struct cl_wait *wt;
-	int ret;
+	uint32_t up;
 
-	if (!cl.on || node == cl.self || !cluster_bus_is_up(cl.bus, node))
+	if (!cl.on)
+		return -EHOSTUNREACH;
+	up = cluster_bus_up_mask(cl.bus) & ~(1u << cl.self);
+	if (!up)
 		return -EHOSTUNREACH;
 	wt = calloc(1, sizeof(*wt));
 	if (!wt)
@@ -279,10 +288,12 @@ int cluster_kick(struct worker *w, int node, int64_t user, uint64_t conn,
 	wt->done = done;
 	wt->arg = arg;
 	cl_put_kick(buf, CL_KICK, wt->id, user, conn);
-	ret = cl_send(node, buf, sizeof(buf));
-	if (ret) {
+	for (int node = 0; up; node++, up >>= 1)
+		if ((up & 1) && !cl_send(node, buf, sizeof(buf)))
+			wt->remaining++;
+	if (!wt->remaining) {
 		free(wt);
-		return ret;
+		return -ENOBUFS;
 	}
 	wt->next = l->waits;
 	l->waits = wt;
@@ -297,6 +308,39 @@ void cluster_kick_done(struct worker *w, const struct cluster_req *req)
 	(void)w;
 	cl_put_kick(buf, CL_KICKED, req->id, req->user, req->conn);
 	cl_send(req->from, buf, sizeof(buf));
+}
+
+void cluster_forward_acks(struct worker *w, int64_t user, const int64_t *ids, size_t n)
+{
+	uint8_t buf[CL_ACK_HDR + 8 * CL_ACK_MAX];
+	uint32_t nodes = 0;
+
+	(void)w;
+	if (!cl.on)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		int node = ids_node(ids[i]);
+
+		if (node != cl.self && node >= 0 && node < MEMBERSHIP_MAX_NODES)
+			nodes |= 1u << node;
+	}
+	for (int node = 0; nodes; node++, nodes >>= 1) {
+		uint8_t *p = buf + CL_ACK_HDR;
+		uint16_t k = 0;
+
+		if (!(nodes & 1) || !cluster_bus_is_up(cl.bus, node))
+			continue; /* a node that is down writes its marks when due */
+		for (size_t i = 0; i < n && k < CL_ACK_MAX; i++) {
+			if (ids_node(ids[i]) == node) {
+				p = be_put64(p, (uint64_t)ids[i]);
+				k++;
+			}
+		}
+		buf[0] = CL_ACK;
+		be_put64(buf + 1, (uint64_t)user);
+		be_put16(buf + 9, k);
+		cl_send(node, buf, (size_t)(p - buf));
+	}
 }
 
 void cluster_announce(int64_t user, bool online)
@@ -483,6 +527,8 @@ static void cl_on_kicked(struct worker *w, const uint8_t *p)
 
 		if (wt->id != id)
 			continue;
+		if (--wt->remaining)
+			return; /* other nodes still flushing */
 		*pp = wt->next;
 		atomic_fetch_add_explicit(&cl.kicks_done, 1, memory_order_relaxed);
 		wt->done(w, wt->arg);
@@ -490,6 +536,21 @@ static void cl_on_kicked(struct worker *w, const uint8_t *p)
 		return;
 	}
 	/* late: the wait timed out already */
+}
+
+static void cl_on_ack(struct worker *w, const uint8_t *p, size_t len)
+{
+	int64_t ids[CL_ACK_MAX];
+	uint16_t n;
+
+	if (len < CL_ACK_HDR || !cl.hooks.acks)
+		return;
+	n = be_get16(p + 9);
+	if (n > CL_ACK_MAX || len != CL_ACK_HDR + 8 * (size_t)n)
+		return;
+	for (uint16_t i = 0; i < n; i++)
+		ids[i] = (int64_t)be_get64(p + CL_ACK_HDR + 8 * (size_t)i);
+	cl.hooks.acks(w, (int64_t)be_get64(p + 1), ids, n);
 }
 
 static void cl_handle(struct worker *w, const struct cl_in *in)
@@ -516,6 +577,9 @@ static void cl_handle(struct worker *w, const struct cl_in *in)
 	case CL_SOCIAL:
 		if (cl.hooks.social_changed)
 			cl.hooks.social_changed();
+		break;
+	case CL_ACK:
+		cl_on_ack(w, p, in->len);
 		break;
 	default:
 		break; /* a newer node's message: ignored */

@@ -628,14 +628,14 @@ static void auth_kick_done(struct worker *w, void *arg)
 }
 
 /*
- * The user's previous session is on another node: asks that node to kick
- * it and to store the unread marks it holds, so the login push below
- * misses nothing, and answers once it confirmed (or after
- * CLUSTER_KICK_WAIT_MS: a node that is down recovers its marks when it
- * restarts). Returns false when it could not ask (then the caller goes on
+ * In a cluster: asks the other nodes to kick the user's session there (a
+ * login elsewhere) and to store the unread marks their writers hold for
+ * the user, so the login push below misses nothing, and answers once they
+ * confirmed (or after CLUSTER_KICK_WAIT_MS: a node that is down recovers
+ * its marks when it restarts). Returns false when it could not ask (then the caller goes on
  * at once); true when the answer now waits for the kick.
  */
-static bool auth_kick_remote(struct auth_to *to, int node, cJSON *reply)
+static bool auth_kick_remote(struct auth_to *to, cJSON *reply)
 {
 	struct auth_kick_wait *kw = calloc(1, sizeof(*kw));
 
@@ -652,7 +652,7 @@ static bool auth_kick_remote(struct auth_to *to, int node, cJSON *reply)
 	}
 	*kw = (struct auth_kick_wait){ .conn = to->conn, .cmd = to->cmd, .p = to->p, .reply = reply };
 	session_hold(to->s);
-	if (cluster_kick(to->w, node, to->s->user_id, to->conn, auth_kick_done, kw) == 0)
+	if (cluster_kick(to->w, to->s->user_id, to->conn, auth_kick_done, kw) == 0)
 		return true;
 	session_resume(to->w, to->s);
 	free(kw);
@@ -701,7 +701,8 @@ static void auth_session_begin(const struct auth_to *to_in, int64_t uid, const c
 	counter_inc(logins);
 	log_info("event=login user=%" PRId64 " conn=%u via=%s", uid, CONN_SLOT(to.conn),
 		 to.cmd == CMD_RESUME ? "resume" : "password");
-	if (prev_node >= 0 && prev_node != w->cfg->node_id && auth_kick_remote(&to, prev_node, reply))
+	/* the other nodes: a session of the user to close, marks to store */
+	if (cluster_enabled() && auth_kick_remote(&to, reply))
 		return;
 	auth_session_finish(&to, reply);
 }

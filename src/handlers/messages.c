@@ -620,11 +620,12 @@ static void msg_send(struct req *r, struct commit_item *ci, struct social_group 
 	it->group = g;
 	/* pushed after the commit (see the top of this file) */
 	it->flags |= MSG_HELD;
-	/* A recipient on another node acks there, to that node's writer:
-	 * a mark held here would never see the ack. Offline recipients may
-	 * log in anywhere. Both get their mark with the row. */
+	/* An offline recipient may log in on any node, which does not know
+	 * to ask this one for held marks: its mark goes with the row. A
+	 * recipient on another node acks there, and that node forwards the
+	 * ack here (cluster_forward_acks), so its mark can be held. */
 	if (!g && cluster_enabled())
-		it->ci.mark_now = router_where(w, ci->to_id).kind != ROUTE_HERE;
+		it->ci.mark_now = router_where(w, ci->to_id).kind == ROUTE_OFFLINE;
 	msg_wait_room(w);
 	it->reply = reply_defer(r);
 	if (!it->reply) {
@@ -804,6 +805,8 @@ void messages_ack(struct req *r)
 	it->ci.from_id = r->s->user_id;
 	it->ci.ack_ids = ids;
 	it->ci.nacks = (uint32_t)n;
+	/* messages minted on other nodes: their writers hold the marks */
+	cluster_forward_acks(w, r->s->user_id, ids, n);
 	msg_wait_room(w);
 	it->reply = reply_defer(r);
 	if (!it->reply || !commit_submit(w->id, &it->ci)) {
@@ -974,6 +977,29 @@ void messages_repush(struct worker *w, struct session *s)
 	int64_t below = ids_next();
 
 	login_push_unacked(w, s, below ? below : INT64_MAX);
+}
+
+void messages_remote_acks(struct worker *w, int64_t user, const int64_t *ids, size_t n)
+{
+	struct msg_item *it = calloc(1, sizeof(*it));
+	int64_t *copy = malloc(n * sizeof(*copy));
+
+	if (!it || !copy || !n) {
+		/* the marks are written when due: at least once */
+		free(it);
+		free(copy);
+		return;
+	}
+	memcpy(copy, ids, n * sizeof(*copy));
+	it->ci.kind = COMMIT_ACK;
+	it->ci.from_id = user;
+	it->ci.ack_ids = copy;
+	it->ci.nacks = (uint32_t)n;
+	msg_wait_room(w);
+	if (!commit_submit(w->id, &it->ci)) {
+		free(copy);
+		free(it);
+	}
 }
 
 int messages_flush_marks(struct worker *w, int64_t user, const struct cluster_req *req)

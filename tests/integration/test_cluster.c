@@ -143,17 +143,28 @@ static void cl_expect_msg(struct cl_user *u, int64_t from, int64_t msg_id, const
 static void test_one_to_one_both_ways(void **state)
 {
 	struct cl_user a, b;
-	int64_t id;
+	int64_t to_b, to_a;
 
 	(void)state;
 	cl_user_new(&a, 0, "cla");
 	cl_user_new(&b, 1, "clb");
 	cl_befriend(&a, &b);
-	id = cl_send(&a, b.id, "hello from node 21");
-	cl_expect_msg(&b, a.id, id, "hello from node 21");
-	id = cl_send(&b, a.id, "and back from 22");
-	cl_expect_msg(&a, b.id, id, "and back from 22");
-	tc_expect(b.c, CMD_MSG_ACK, ST_OK, "{\"msg_ids\":[%lld]}", (long long)id - 0);
+	to_b = cl_send(&a, b.id, "hello from node 21");
+	cl_expect_msg(&b, a.id, to_b, "hello from node 21");
+	to_a = cl_send(&b, a.id, "and back from 22");
+	cl_expect_msg(&a, b.id, to_a, "and back from 22");
+	/* acked on the recipient's node: the sender's node, whose writer
+	 * holds the unread mark, hears of it, so the mark is never written
+	 * and nothing comes again at a later login (after unread_defer_ms) */
+	tc_expect(b.c, CMD_MSG_ACK, ST_OK, "{\"msg_ids\":[%lld]}", (long long)to_b);
+	tc_expect(a.c, CMD_MSG_ACK, ST_OK, "{\"msg_ids\":[%lld]}", (long long)to_a);
+	tc_sleep_ms(1500);
+	cl_user_close(&a);
+	cl_user_close(&b);
+	cl_login(&b, 2);
+	cl_login(&a, 1);
+	tc_expect_no_push(b.c, CMD_PUSH_MSG, CL_NO_PUSH_MS);
+	tc_expect_no_push(a.c, CMD_PUSH_MSG, CL_NO_PUSH_MS);
 	cl_user_close(&a);
 	cl_user_close(&b);
 }
