@@ -80,7 +80,11 @@ struct link_io {
 	char peer_addr[LIO_NODES][64]; /* set_peer, under lock */
 	uint32_t peer_dirty;	       /* bit per node, under lock */
 
-	/* ring thread */
+	/* ring thread: messages the link could not take yet (its send window
+	 * and queue toward that node are full), in order, before new ones */
+	struct lio_buf backlog;
+	size_t backlog_off; /* records before it are sent */
+	_Atomic size_t backlog_bytes; /* read by senders for the bound */
 	struct lio_recv recvs[LIO_RECVS];
 	bool recv_armed[LIO_RECVS];
 	struct lio_send *slots;
@@ -92,22 +96,29 @@ struct link_io {
 
 /* ---- senders (any thread) -------------------------------------------------- */
 
+static int lio_buf_grow(struct lio_buf *b, size_t need)
+{
+	size_t cap = b->cap ? b->cap : 4096;
+	uint8_t *p;
+
+	if (need <= b->cap)
+		return 0;
+	while (cap < need)
+		cap *= 2;
+	p = realloc(b->p, cap);
+	if (!p)
+		return -ENOMEM;
+	b->p = p;
+	b->cap = cap;
+	return 0;
+}
+
 static int lio_buf_append(struct lio_buf *b, int node, const void *msg, size_t len)
 {
 	size_t need = b->len + LIO_HDR + len;
 
-	if (need > b->cap) {
-		size_t cap = b->cap ? b->cap : 4096;
-		uint8_t *p;
-
-		while (cap < need)
-			cap *= 2;
-		p = realloc(b->p, cap);
-		if (!p)
-			return -ENOMEM;
-		b->p = p;
-		b->cap = cap;
-	}
+	if (lio_buf_grow(b, need))
+		return -ENOMEM;
 	b->p[b->len] = (uint8_t)node;
 	memcpy(b->p + b->len + 1, &(uint32_t){ (uint32_t)len }, 4);
 	memcpy(b->p + b->len + LIO_HDR, msg, len);
@@ -133,7 +144,8 @@ int link_io_send(struct link_io *lio, int node, const void *msg, size_t len)
 	if (len > UINT32_MAX)
 		return -EMSGSIZE;
 	pthread_mutex_lock(&lio->lock);
-	if (lio->pending.len + len > LINK_IO_QUEUE_BYTES)
+	if (lio->pending.len + atomic_load_explicit(&lio->backlog_bytes, memory_order_relaxed) +
+		    len > LINK_IO_QUEUE_BYTES)
 		ret = -ENOBUFS;
 	else
 		ret = lio_buf_append(&lio->pending, node, msg, len);
@@ -214,6 +226,18 @@ static void lio_undelivered(void *ctx, uint32_t node, const uint8_t *msg, size_t
 		lio->ops.undelivered(lio->ctx, (int)node, msg, len);
 }
 
+/* Out of memory for the backlog: every record of in[0, len) goes back. */
+static void lio_undelivered_all(struct link_io *lio, const uint8_t *in, size_t len)
+{
+	for (size_t off = 0; off < len;) {
+		uint32_t mlen;
+
+		memcpy(&mlen, in + off + 1, 4);
+		lio_undelivered(lio, in[off], in + off + LIO_HDR, mlen);
+		off += LIO_HDR + mlen;
+	}
+}
+
 static const struct link_ops lio_link_ops = {
 	.send_dgram = lio_send_dgram,
 	.deliver = lio_deliver,
@@ -282,6 +306,42 @@ static void lio_cqe(void *ctx, struct io_uring_cqe *cqe)
 	lio_arm_recv(lio, idx);
 }
 
+/*
+ * Hands the backlog's records to the link, oldest first, until the link
+ * refuses one for a full queue (-ENOBUFS: its window and send queue toward
+ * that node are full); the rest waits for the next iteration, when acks
+ * have made room. The senders see the bound (link_io_send's -ENOBUFS)
+ * instead of a message being dropped. Other refusals (no such peer, peer
+ * down) hand the message back as undelivered.
+ */
+static void lio_feed(struct link_io *lio, uint64_t now)
+{
+	struct lio_buf *b = &lio->backlog;
+
+	while (lio->backlog_off < b->len) {
+		const uint8_t *rec = b->p + lio->backlog_off;
+		uint32_t mlen;
+		int ret;
+
+		memcpy(&mlen, rec + 1, 4);
+		ret = link_send(lio->link, rec[0], rec + LIO_HDR, mlen, now);
+		if (ret == -ENOBUFS)
+			break;
+		if (ret)
+			lio_undelivered(lio, rec[0], rec + LIO_HDR, mlen);
+		lio->backlog_off += LIO_HDR + mlen;
+	}
+	if (lio->backlog_off == b->len) {
+		b->len = 0;
+		lio->backlog_off = 0;
+	} else if (lio->backlog_off > b->len / 2) {
+		memmove(b->p, b->p + lio->backlog_off, b->len - lio->backlog_off);
+		b->len -= lio->backlog_off;
+		lio->backlog_off = 0;
+	}
+	atomic_store_explicit(&lio->backlog_bytes, b->len - lio->backlog_off, memory_order_relaxed);
+}
+
 /* Applies peer changes and takes the senders' messages into the link. */
 static void lio_take(struct link_io *lio, uint64_t now)
 {
@@ -289,8 +349,11 @@ static void lio_take(struct link_io *lio, uint64_t now)
 	uint32_t dirty;
 	struct lio_buf b;
 
-	if (!atomic_load_explicit(&lio->has_pending, memory_order_relaxed))
+	if (!atomic_load_explicit(&lio->has_pending, memory_order_relaxed)) {
+		if (lio->backlog.len)
+			lio_feed(lio, now);
 		return;
+	}
 	pthread_mutex_lock(&lio->lock);
 	b = lio->pending;
 	lio->pending = lio->taking;
@@ -315,17 +378,23 @@ static void lio_take(struct link_io *lio, uint64_t now)
 		if (link_peer_set_addr(lio->link, (uint32_t)node, &sa) == -ENOENT)
 			link_peer_add(lio->link, (uint32_t)node, &sa, now);
 	}
-	for (size_t off = 0; off < b.len;) {
-		uint32_t len;
-		int node = b.p[off], ret;
+	/* after what waits already, so the order holds */
+	if (b.len) {
+		if (!lio->backlog.len) {
+			/* the common case: swap rather than copy */
+			struct lio_buf t = lio->backlog;
 
-		memcpy(&len, b.p + off + 1, 4);
-		ret = link_send(lio->link, (uint32_t)node, b.p + off + LIO_HDR, len, now);
-		if (ret)
-			lio_undelivered(lio, (uint32_t)node, b.p + off + LIO_HDR, len);
-		off += LIO_HDR + len;
+			lio->backlog = lio->taking;
+			lio->taking = t;
+		} else if (lio_buf_grow(&lio->backlog, lio->backlog.len + b.len) == 0) {
+			memcpy(lio->backlog.p + lio->backlog.len, b.p, b.len);
+			lio->backlog.len += b.len;
+		} else {
+			lio_undelivered_all(lio, b.p, b.len);
+		}
 	}
 	lio->taking.len = 0;
+	lio_feed(lio, now);
 }
 
 static void lio_flush(void *ctx)
@@ -367,7 +436,7 @@ static bool lio_drain(void *ctx, bool first)
 	if (first)
 		lio->draining = true;
 	lio_flush(lio);
-	return !atomic_load_explicit(&lio->has_pending, memory_order_relaxed);
+	return !atomic_load_explicit(&lio->has_pending, memory_order_relaxed) && !lio->backlog.len;
 }
 
 int link_io_attach(struct link_io *lio, struct ring *r, struct handoff *h)
@@ -434,6 +503,7 @@ void link_io_free(struct link_io *lio)
 	free(lio->free_slots);
 	free(lio->pending.p);
 	free(lio->taking.p);
+	free(lio->backlog.p);
 	pthread_mutex_destroy(&lio->lock);
 	if (lio->fd >= 0)
 		close(lio->fd);
