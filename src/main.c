@@ -69,6 +69,7 @@ static int run_io(const struct config *cfg, struct worker_pool *pool)
 		log_error("cannot attach the node link to the ring");
 		goto out;
 	}
+	cluster_attach_conns(conns);
 	ret = ring_run(ring, &hooks);
 out:
 	/* the ring first: no CQE or timer reaches the modules afterwards */

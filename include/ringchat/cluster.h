@@ -27,7 +27,8 @@
  * Inbound messages are handed by the transport's thread to the workers
  * through one SPSC queue per worker: all messages from one node go to the
  * same worker (node % workers), in order, except KICKED, which goes to the
- * worker of the session that waits for it.
+ * worker of the session that waits for it, and PUSH over the node link,
+ * which the I/O thread delivers itself (cluster_attach_conns).
  *
  * Threads: cluster_start/cluster_stop on the main thread (after the
  * workers' pool exists and before it starts / after it stopped); the
@@ -43,6 +44,7 @@
 #include <stdio.h>
 
 struct config;
+struct conn_table;
 struct link_io;
 struct worker;
 struct node_info;
@@ -100,6 +102,11 @@ int cluster_start(const struct config *cfg, int nworkers, const char *addr, cons
 /* The node link (cluster_route udp), for main to attach to the ring on
  * the I/O thread; NULL otherwise. */
 struct link_io *cluster_link_io(void);
+/* I/O thread, after cluster_start and before the ring runs: with the node
+ * link (cluster_route udp), PUSH messages from other nodes are copied into
+ * conns' connections on the I/O thread itself instead of going through a
+ * worker. A no-op for other transports. conns must outlive the ring. */
+void cluster_attach_conns(struct conn_table *conns);
 /* Leaves the cluster: flushes what is queued (bounded), releases the
  * lease. After the workers stopped. */
 void cluster_stop(void);
@@ -130,12 +137,15 @@ void cluster_kick_done(struct worker *w, const struct cluster_req *req);
 
 /*
  * Worker: user acknowledged ids[0, n) here. Each id minted by another node
- * (its node bits) goes back to that node in one ACK per node, so the
- * writer that holds the message's unread mark in memory settles it there
- * instead of writing it when due.
+ * that is up (its node bits) goes back to that node in one ACK per node:
+ * the writer that holds the message's unread mark in memory settles it
+ * there, and that node's writer knows its own group messages, so it moves
+ * the member's read cursor by primary key. The ids left to settle here
+ * (minted here, by a node that is down, or whose ACK could not be queued)
+ * are moved to the front of ids; returns their count (n when this node is
+ * not in a cluster).
  */
-void cluster_forward_acks(struct worker *w, int64_t user, const int64_t *ids, size_t n);
-
+size_t cluster_forward_acks(struct worker *w, int64_t user, int64_t *ids, size_t n);
 /* Any thread: tells every node that user is now here (online) or
  * nowhere (offline). */
 void cluster_announce(int64_t user, bool online);

@@ -14,6 +14,13 @@
  * of one worker and wakes it; the worker handles it in cluster_poll, as
  * it handles its own requests: pushes go to local connections through the
  * outbox, kicks close sessions, answers complete waits.
+ *
+ * One exception: with the node link the transport's thread is the I/O
+ * thread, which owns the connections, so a PUSH is copied straight into
+ * its users' connections there (cluster_attach_conns). A PUSH needs no
+ * storage and no session state, only the registry; taking it to a worker
+ * and back cost two thread wake-ups per message on the receiving node,
+ * which was most of what a cross-node message cost above a local one.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -33,6 +40,7 @@
 #include "ringchat/cluster.h"
 #include "ringchat/cluster_bus.h"
 #include "ringchat/config.h"
+#include "ringchat/conn.h"
 #include "ringchat/counters.h"
 #include "ringchat/ids.h"
 #include "ringchat/kmap.h"
@@ -102,6 +110,7 @@ static struct {
 	int nworkers;
 	struct cluster_bus *bus;
 	struct link_io *lio; /* cluster_route udp: the node link carries the messages */
+	struct conn_table *conns; /* I/O thread only: PUSH delivered there (udp) */
 	struct cl_lane *lanes;
 	void (*wake)(int worker_id);
 	struct cluster_hooks hooks;
@@ -310,26 +319,28 @@ void cluster_kick_done(struct worker *w, const struct cluster_req *req)
 	cl_send(req->from, buf, sizeof(buf));
 }
 
-void cluster_forward_acks(struct worker *w, int64_t user, const int64_t *ids, size_t n)
+size_t cluster_forward_acks(struct worker *w, int64_t user, int64_t *ids, size_t n)
 {
 	uint8_t buf[CL_ACK_HDR + 8 * CL_ACK_MAX];
-	uint32_t nodes = 0;
+	uint32_t nodes = 0, sent = 0;
+	size_t keep = 0;
 
 	(void)w;
 	if (!cl.on)
-		return;
+		return n;
 	for (size_t i = 0; i < n; i++) {
 		int node = ids_node(ids[i]);
 
 		if (node != cl.self && node >= 0 && node < MEMBERSHIP_MAX_NODES)
 			nodes |= 1u << node;
 	}
-	for (int node = 0; nodes; node++, nodes >>= 1) {
+	for (int node = 0; node < MEMBERSHIP_MAX_NODES && nodes >> node; node++) {
 		uint8_t *p = buf + CL_ACK_HDR;
 		uint16_t k = 0;
 
-		if (!(nodes & 1) || !cluster_bus_is_up(cl.bus, node))
-			continue; /* a node that is down writes its marks when due */
+		/* a node that is down writes its marks when due: ours to settle */
+		if (!(nodes >> node & 1) || !cluster_bus_is_up(cl.bus, node))
+			continue;
 		for (size_t i = 0; i < n && k < CL_ACK_MAX; i++) {
 			if (ids_node(ids[i]) == node) {
 				p = be_put64(p, (uint64_t)ids[i]);
@@ -339,8 +350,16 @@ void cluster_forward_acks(struct worker *w, int64_t user, const int64_t *ids, si
 		buf[0] = CL_ACK;
 		be_put64(buf + 1, (uint64_t)user);
 		be_put16(buf + 9, k);
-		cl_send(node, buf, (size_t)(p - buf));
+		if (!cl_send(node, buf, (size_t)(p - buf)))
+			sent |= 1u << node;
 	}
+	for (size_t i = 0; i < n; i++) {
+		int node = ids_node(ids[i]);
+
+		if (node < 0 || node >= MEMBERSHIP_MAX_NODES || !(sent >> node & 1))
+			ids[keep++] = ids[i];
+	}
+	return keep;
 }
 
 void cluster_announce(int64_t user, bool online)
@@ -458,9 +477,47 @@ static const struct link_io_ops cl_link_ops = {
 	.undelivered = cl_link_undelivered,
 };
 
+/* I/O thread (node link): a PUSH into the connections of its users here. */
+static void cl_push_here(const uint8_t *p, size_t len)
+{
+	uint32_t n, flen;
+	const uint8_t *frame;
+
+	if (len < CL_PUSH_HDR)
+		return;
+	n = (uint32_t)p[1] << 8 | p[2];
+	flen = be_get32(p + 3);
+	if (len != CL_PUSH_HDR + 8 * (size_t)n + flen)
+		return;
+	frame = p + CL_PUSH_HDR + 8 * (size_t)n;
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t ref = registry_get((int64_t)be_get64(p + CL_PUSH_HDR + 8 * (size_t)i));
+		struct conn *c;
+
+		/* not here (any more): what was stored reaches it at its
+		 * login. The generation tells a reused slot from the session
+		 * the registry named. */
+		if (!ref || !(c = conn_lookup(cl.conns, CONN_SLOT(ref), CONN_GEN(ref))))
+			continue;
+		conn_queue(cl.conns, c, frame, flen);
+		atomic_fetch_add_explicit(&cl.in_pushes, 1, memory_order_relaxed);
+	}
+}
+
 static void cl_link_deliver(void *ctx, int from, const uint8_t *msg, size_t len)
 {
+	if (cl.conns && len && msg[0] == CL_PUSH) {
+		atomic_fetch_add_explicit(&cl.in_msgs, 1, memory_order_relaxed);
+		cl_push_here(msg, len);
+		return;
+	}
 	cl_deliver(ctx, from, 0, msg, len);
+}
+
+void cluster_attach_conns(struct conn_table *conns)
+{
+	if (cl.lio)
+		cl.conns = conns;
 }
 
 static const struct cluster_bus_ops cl_bus_ops = {

@@ -795,6 +795,16 @@ void messages_ack(struct req *r)
 			return;
 		}
 	}
+	/* Messages minted on other nodes go back there: their writers hold
+	 * the marks and know their group messages. Settling them here as
+	 * well found no mark (it is held there) and sent the whole batch's
+	 * acks down the slow path that looks for group messages. */
+	n = cluster_forward_acks(w, r->s->user_id, ids, n);
+	if (!n) {
+		free(ids);
+		reply_ok(r, NULL);
+		return;
+	}
 	it = calloc(1, sizeof(*it));
 	if (!it) {
 		free(ids);
@@ -805,8 +815,6 @@ void messages_ack(struct req *r)
 	it->ci.from_id = r->s->user_id;
 	it->ci.ack_ids = ids;
 	it->ci.nacks = (uint32_t)n;
-	/* messages minted on other nodes: their writers hold the marks */
-	cluster_forward_acks(w, r->s->user_id, ids, n);
 	msg_wait_room(w);
 	it->reply = reply_defer(r);
 	if (!it->reply || !commit_submit(w->id, &it->ci)) {
