@@ -53,16 +53,25 @@ perf_services_start() {
 
 # perf_node_start OUTDIR [ringchatd flags...]: starts a node on free ports,
 # logging to OUTDIR/node.log; sets NODE_PID and NODE_PORT. Extra flags come
-# last and win over the defaults (hash cost 1, 2 workers, as the tests use).
+# last and win over the defaults (hash cost 1, 2 workers, as the tests use;
+# no per-address limits).
 perf_node_start() {
-	local out=$1 i
+	local out=$1 i lim=() help
 	shift
+	# Every bench connection comes from 127.0.0.1: lift the per-address
+	# limits and the login deadline of a production node (a node built
+	# before they existed does not know the flags).
+	help=$("$(perf_node_bin)" --help 2>&1 || true)
+	if [[ $help == *--max-unauth-per-addr* ]]; then
+		lim=(--max-unauth-per-addr 0 --max-conns-per-addr 0 --signup-addr-limit 0
+			--login-timeout-ms 600000)
+	fi
 	# The log exists before the background start opens it: the wait below
 	# reads it at once (under pipefail a missing file would end the script).
 	: >"$out/node.log"
 	(cd "$(perf_node_root)" && exec "$(perf_node_bin)" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
 		--mysql-socket "$RINGCHAT_MYSQL_SOCKET" --redis-socket "$RINGCHAT_REDIS_SOCKET" \
-		--hash-cost 1 --workers 2 "$@") >"$out/node.log" 2>&1 &
+		--hash-cost 1 --workers 2 "${lim[@]}" "$@") >"$out/node.log" 2>&1 &
 	NODE_PID=$!
 	for ((i = 0; i < 100; i++)); do
 		NODE_PORT=$(sed -n 's/.*info listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$out/node.log" | head -n 1)
