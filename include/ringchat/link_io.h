@@ -62,7 +62,7 @@ void link_io_free(struct link_io *lio);
  * by it would pass LINK_IO_FLOW_BYTES, a caller other than the I/O thread
  * first waits until the node's acks bring them under (the wait is what
  * paces a saturated sender to the link: the message then reaches the
- * node a few ms later, not seconds). A wait that sees no ack for 50 ms
+ * node a few ms later, not seconds). A wait that sees no ack for 200 ms
  * gives up, and nobody waits for that node until its acks resume (a
  * dead or silent node costs one such wait). The I/O thread never waits.
  */

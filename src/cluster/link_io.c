@@ -60,7 +60,7 @@
 #define LIO_RTO_MIN_MS 2
 /* A wait for room that sees no ack for this long gives up (see above;
  * the metric ringchat_link_flow_stalls_total names the value). */
-#define LIO_STALL_MS 50
+#define LIO_STALL_MS 200
 
 enum lio_sub { LIO_SUB_RECV = 1, LIO_SUB_SEND = 2 };
 
@@ -700,7 +700,7 @@ void link_io_metrics(struct link_io *lio, FILE *out)
 		"(its queue was over the flow bound)\n"
 		"# TYPE ringchat_link_flow_waits_total counter\n"
 		"ringchat_link_flow_waits_total %" PRIu64 "\n"
-		"# HELP ringchat_link_flow_stalls_total waits that saw no ack for 50 ms and "
+		"# HELP ringchat_link_flow_stalls_total waits that saw no ack for 200 ms and "
 		"gave up\n"
 		"# TYPE ringchat_link_flow_stalls_total counter\n"
 		"ringchat_link_flow_stalls_total %" PRIu64 "\n"

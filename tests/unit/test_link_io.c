@@ -1,0 +1,395 @@
+/*
+ * test_link_io.c - the node link on a real ring (link_io.h): its flow
+ * control toward a peer that takes messages in more slowly than a sender
+ * queues them.
+ *
+ * Node 1 is a link_io on a ring driven step by step by the test's main
+ * thread (which is therefore the I/O thread). Node 2 is a bare struct
+ * link (link.h) on a UDP socket of the test, pumped by the same thread
+ * between ring iterations, a few datagrams at a time: a slow peer. A
+ * sender thread plays a worker, calling link_io_send as fast as it can.
+ *
+ * Every message carries its index, so the peer checks exactly-once and
+ * order, and the test knows at each step how many messages were queued
+ * but not yet delivered: that backlog is what shows up as delivery lag.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "ringchat/clock.h"
+#include "ringchat/config.h"
+#include "ringchat/handoff.h"
+#include "ringchat/link.h"
+#include "ringchat/link_io.h"
+#include "ringchat/ring.h"
+#include "ringchat/sock.h"
+
+#define NODE_IO 1
+#define NODE_PEER 2
+#define MSG_BYTES 200
+/* Iterations of the main loop before a test gives up on a condition. */
+#define SPIN_MAX 200000
+
+static const uint8_t SECRET[] = "ringchat-test-cluster-secret-0123456789";
+
+struct fx {
+	struct config cfg;
+	struct handoff h;
+	struct ring *r;
+	struct link_io *lio;
+
+	/* the peer: a bare link on its own socket */
+	int peer_fd;
+	struct sockaddr_in io_addr, peer_addr;
+	struct link *peer;
+	uint64_t delivered;  /* messages the peer got */
+	uint32_t next_index; /* the index it expects next */
+	bool misordered;
+	bool peer_silent; /* the peer reads nothing (a dead or stuck node) */
+
+	/* the sender thread */
+	pthread_t sender;
+	uint32_t first, to_send; /* it sends indices first, first + 1, ... */
+	_Atomic uint32_t sent; /* link_io_send returned 0 */
+	_Atomic int send_error;
+	_Atomic uint64_t send_max_ns; /* the longest single link_io_send */
+};
+
+/* ---- the peer --------------------------------------------------------------- */
+
+static void peer_send_dgram(void *ctx, const struct sockaddr_in *to, const uint8_t *buf,
+			    size_t len)
+{
+	struct fx *f = ctx;
+
+	(void)sendto(f->peer_fd, buf, len, MSG_DONTWAIT, (const struct sockaddr *)to, sizeof(*to));
+}
+
+static void peer_deliver(void *ctx, uint32_t node, const uint8_t *msg, size_t len)
+{
+	struct fx *f = ctx;
+	uint32_t index;
+
+	assert_int_equal(node, NODE_IO);
+	assert_int_equal(len, MSG_BYTES);
+	memcpy(&index, msg, sizeof(index));
+	if (index != f->next_index)
+		f->misordered = true;
+	f->next_index = index + 1;
+	f->delivered++;
+}
+
+static const struct link_ops peer_ops = {
+	.send_dgram = peer_send_dgram,
+	.deliver = peer_deliver,
+};
+
+/* Takes in at most max datagrams waiting on the peer's socket, then runs
+ * its timers (acks go out there). */
+static void peer_pump(struct fx *f, int max)
+{
+	uint8_t buf[2048];
+	uint64_t now = clock_mono_ms();
+
+	for (int i = 0; i < max && !f->peer_silent; i++) {
+		struct sockaddr_in from;
+		socklen_t fl = sizeof(from);
+		ssize_t n = recvfrom(f->peer_fd, buf, sizeof(buf), MSG_DONTWAIT,
+				     (struct sockaddr *)&from, &fl);
+
+		if (n <= 0)
+			break;
+		link_input(f->peer, &from, buf, (size_t)n, now);
+	}
+	if (!f->peer_silent)
+		link_poll(f->peer, now);
+}
+
+/* ---- node 1 ----------------------------------------------------------------- */
+
+static void io_deliver(void *ctx, int from, const uint8_t *msg, size_t len)
+{
+	(void)ctx;
+	(void)from;
+	(void)msg;
+	(void)len;
+	fail_msg("the peer sends no messages");
+}
+
+static const struct link_io_ops io_ops = { .deliver = io_deliver };
+
+static int udp_bound(struct sockaddr_in *addr)
+{
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	socklen_t len = sizeof(*addr);
+
+	assert_true(fd >= 0);
+	memset(addr, 0, sizeof(*addr));
+	addr->sin_family = AF_INET;
+	addr->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(fd, (struct sockaddr *)addr, sizeof(*addr)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)addr, &len), 0);
+	return fd;
+}
+
+/* One step of the world: a ring iteration (node 1), then the peer. */
+static void step(struct fx *f, int peer_budget)
+{
+	assert_true(ring_poll(f->r, 1, NULL));
+	peer_pump(f, peer_budget);
+}
+
+static struct fx *fx_new(void)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+	struct link_config pc = {
+		.node_id = NODE_PEER,
+		.epoch = clock_epoch_ms(),
+		.secret = SECRET,
+		.secret_len = sizeof(SECRET) - 1,
+	};
+	char addr[64];
+	int io_fd;
+
+	assert_non_null(f);
+	config_defaults(&f->cfg);
+	f->cfg.node_id = NODE_IO;
+	assert_int_equal(handoff_init(&f->h, 1, 64), 0);
+	f->r = ring_create(&f->cfg);
+	if (!f->r) {
+		handoff_destroy(&f->h);
+		free(f);
+		skip(); /* no io_uring here */
+		return NULL;
+	}
+	io_fd = udp_bound(&f->io_addr);
+	f->peer_fd = udp_bound(&f->peer_addr);
+	f->lio = link_io_new(&f->cfg, io_fd, SECRET, sizeof(SECRET) - 1, &io_ops, f);
+	assert_non_null(f->lio);
+	/* this thread runs the ring: it is the I/O thread */
+	assert_int_equal(link_io_attach(f->lio, f->r, &f->h), 0);
+	f->peer = link_new(&pc, &peer_ops, f);
+	assert_non_null(f->peer);
+	assert_int_equal(link_peer_add(f->peer, NODE_IO, &f->io_addr, clock_mono_ms()), 0);
+	snprintf(addr, sizeof(addr), "127.0.0.1:%u", ntohs(f->peer_addr.sin_port));
+	link_io_set_peer(f->lio, NODE_PEER, addr);
+	return f;
+}
+
+static void fx_free(struct fx *f)
+{
+	ring_destroy(f->r);
+	link_io_free(f->lio);
+	link_free(f->peer);
+	close(f->peer_fd);
+	handoff_destroy(&f->h);
+	free(f);
+}
+
+/* The value of an unlabelled metric in node 1's link_io_metrics text,
+ * UINT64_MAX when it is not there. */
+static uint64_t io_metric(struct fx *f, const char *name)
+{
+	static char text[16384];
+	FILE *out = fmemopen(text, sizeof(text) - 1, "w");
+	char key[128];
+	const char *p;
+	size_t len;
+
+	assert_non_null(out);
+	link_io_metrics(f->lio, out);
+	len = (size_t)ftell(out);
+	fclose(out);
+	text[len] = '\0';
+	snprintf(key, sizeof(key), "\n%s ", name);
+	p = strstr(text, key);
+	return p ? strtoull(p + strlen(key), NULL, 10) : UINT64_MAX;
+}
+
+/* Waits until both links see each other up. */
+static void connect_both(struct fx *f)
+{
+	int i;
+
+	for (i = 0; i < SPIN_MAX && !(link_peer_up(f->peer, NODE_IO) &&
+				      io_metric(f, "ringchat_link_peers_up") == 1);
+	     i++)
+		step(f, 64);
+	assert_true(i < SPIN_MAX);
+}
+
+/* ---- the sender (a worker) -------------------------------------------------- */
+
+static void *sender_main(void *arg)
+{
+	struct fx *f = arg;
+	uint8_t msg[MSG_BYTES];
+
+	memset(msg, 'm', sizeof(msg));
+	for (uint32_t i = f->first; i < f->first + f->to_send; i++) {
+		uint64_t t0 = clock_mono_ns(), dt;
+		int ret;
+
+		memcpy(msg, &i, sizeof(i));
+		ret = link_io_send(f->lio, NODE_PEER, msg, sizeof(msg));
+		dt = clock_mono_ns() - t0;
+		if (dt > atomic_load(&f->send_max_ns))
+			atomic_store(&f->send_max_ns, dt);
+		if (ret) {
+			atomic_store(&f->send_error, ret);
+			break;
+		}
+		atomic_fetch_add(&f->sent, 1);
+	}
+	return NULL;
+}
+
+static void sender_start(struct fx *f, uint32_t first, uint32_t n)
+{
+	f->first = first;
+	f->to_send = n;
+	assert_int_equal(pthread_create(&f->sender, NULL, sender_main, f), 0);
+}
+
+/* ---- tests ------------------------------------------------------------------ */
+
+/*
+ * A sender far faster than its peer: what it has queued and the peer has
+ * not received stays near LINK_IO_FLOW_BYTES (the sender waits for the
+ * peer's acks) instead of growing toward the 32 MiB bound, which in a
+ * saturated cluster meant seconds of delivery lag. Every message arrives
+ * once and in order.
+ */
+static void test_flow_bounds_what_waits(void **state)
+{
+	struct fx *f = fx_new();
+	/* 8 MB: far past the flow bound, well under the hard one */
+	const uint32_t n = 40000;
+	uint64_t worst = 0;
+	int i;
+
+	(void)state;
+	connect_both(f);
+	sender_start(f, 0, n);
+	for (i = 0; i < SPIN_MAX && f->delivered < n; i++) {
+		uint64_t sent = atomic_load(&f->sent);
+		/* sent is counted after link_io_send returned: the peer may
+		 * have the message already */
+		uint64_t waiting = sent > f->delivered ? sent - f->delivered : 0;
+
+		if (waiting > worst)
+			worst = waiting;
+		/* a slow peer: 4 datagrams (about 20 messages) per step */
+		step(f, 4);
+	}
+	assert_int_equal(pthread_join(f->sender, NULL), 0);
+	assert_int_equal(atomic_load(&f->send_error), 0);
+	assert_int_equal(f->delivered, n);
+	assert_false(f->misordered);
+	print_message("most messages queued and not delivered: %llu (%llu bytes)\n",
+		      (unsigned long long)worst, (unsigned long long)worst * MSG_BYTES);
+	/* the bound, plus what a sender queues while the ring is between
+	 * two publications; without flow control it reached the whole 8 MB */
+	assert_true(worst * MSG_BYTES <= 4 * (uint64_t)LINK_IO_FLOW_BYTES);
+	assert_true(io_metric(f, "ringchat_link_flow_waits_total") > 0);
+	assert_int_equal(io_metric(f, "ringchat_link_queue_full_total"), 0);
+	fx_free(f);
+}
+
+/*
+ * A peer that answers nothing any more: the sender's wait gives up after
+ * one stall (200 ms without an ack), and later sends do not wait again, so
+ * a dead node does not cost a wait per message. The I/O thread itself
+ * never waits.
+ */
+static void test_flow_silent_peer_one_stall(void **state)
+{
+	struct fx *f = fx_new();
+	/* twice the flow bound */
+	const uint32_t n = 2 * LINK_IO_FLOW_BYTES / MSG_BYTES;
+	uint8_t msg[MSG_BYTES] = { 0 };
+	uint64_t t0;
+	int i;
+
+	(void)state;
+	connect_both(f);
+	f->peer_silent = true;
+	t0 = clock_mono_ms();
+	sender_start(f, 0, n);
+	for (i = 0; i < SPIN_MAX && atomic_load(&f->sent) < n && !atomic_load(&f->send_error); i++)
+		step(f, 0);
+	assert_int_equal(pthread_join(f->sender, NULL), 0);
+	assert_int_equal(atomic_load(&f->send_error), 0);
+	assert_int_equal(atomic_load(&f->sent), n);
+	/* one wait of about 200 ms, not one per message past the bound (the
+	 * dead_ms of 3 s would end the peer long before) */
+	assert_true(clock_mono_ms() - t0 < 1500);
+	assert_int_equal(io_metric(f, "ringchat_link_flow_stalls_total"), 1);
+	/* that one send waited the stall out */
+	assert_true(atomic_load(&f->send_max_ns) >= 195 * 1000000ull);
+	assert_true(atomic_load(&f->send_max_ns) < 1000 * 1000000ull);
+
+	/* over the bound, on the I/O thread: queued at once */
+	t0 = clock_mono_ms();
+	assert_int_equal(link_io_send(f->lio, NODE_PEER, msg, sizeof(msg)), 0);
+	assert_true(clock_mono_ms() - t0 < 20);
+	fx_free(f);
+}
+
+/* Once the silent peer answers again, the sender waits for it again. */
+static void test_flow_resumes_after_stall(void **state)
+{
+	struct fx *f = fx_new();
+	const uint32_t n = 2 * LINK_IO_FLOW_BYTES / MSG_BYTES;
+	uint64_t waits;
+	int i;
+
+	(void)state;
+	connect_both(f);
+	f->peer_silent = true;
+	sender_start(f, 0, n);
+	for (i = 0; i < SPIN_MAX && atomic_load(&f->sent) < n; i++)
+		step(f, 0);
+	assert_int_equal(pthread_join(f->sender, NULL), 0);
+	assert_int_equal(io_metric(f, "ringchat_link_flow_stalls_total"), 1);
+	waits = io_metric(f, "ringchat_link_flow_waits_total");
+
+	/* the peer is back: everything arrives, and new sends are paced */
+	f->peer_silent = false;
+	for (i = 0; i < SPIN_MAX && f->delivered < n; i++)
+		step(f, 64);
+	assert_int_equal(f->delivered, n);
+	sender_start(f, n, 4 * n);
+	for (i = 0; i < SPIN_MAX && f->delivered < 5 * (uint64_t)n; i++)
+		step(f, 4);
+	assert_int_equal(pthread_join(f->sender, NULL), 0);
+	assert_int_equal(f->delivered, 5 * (uint64_t)n);
+	assert_false(f->misordered);
+	assert_true(io_metric(f, "ringchat_link_flow_waits_total") > waits);
+	fx_free(f);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_flow_bounds_what_waits),
+		cmocka_unit_test(test_flow_silent_peer_one_stall),
+		cmocka_unit_test(test_flow_resumes_after_stall),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
