@@ -30,7 +30,8 @@
  * ends, and the peer counts as stalled until its bytes fall again: then
  * nobody waits for it (messages queue as before, up to the hard bound),
  * so a dead peer costs a sender one stall, not one per message, and no
- * wait can close a cycle of threads waiting on each other.
+ * wait can close a cycle of threads waiting on each other. Once the ring
+ * drains (shutdown) nobody waits.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -114,6 +115,7 @@ struct link_io {
 	_Atomic uint64_t flow_waits, flow_stalls; /* statistics */
 	pthread_t ring_thread; /* never waits: it is what makes room */
 	_Atomic bool attached;
+	_Atomic bool stopping; /* the ring drains: nothing will make room */
 
 	/* ring thread: messages the link could not take yet (its send window
 	 * and queue toward that node are full), in order, before new ones */
@@ -194,7 +196,8 @@ static void lio_wait_room(struct link_io *lio, int node, size_t len)
 	struct timespec until;
 	bool counted = false;
 
-	if (!atomic_load(&lio->attached) || pthread_equal(pthread_self(), lio->ring_thread))
+	if (!atomic_load(&lio->attached) || atomic_load(&lio->stopping) ||
+	    pthread_equal(pthread_self(), lio->ring_thread))
 		return;
 	clock_gettime(CLOCK_MONOTONIC, &until);
 	until.tv_nsec += LIO_STALL_MS * 1000000L;
@@ -207,7 +210,8 @@ static void lio_wait_room(struct link_io *lio, int node, size_t len)
 
 		atomic_fetch_add(&lio->waiters, 1);
 		/* re-read after raising waiters: pairs with lio_publish */
-		if (!lio_over_flow(lio, node, len) || atomic_load(&lio->stalled[node])) {
+		if (!lio_over_flow(lio, node, len) || atomic_load(&lio->stalled[node]) ||
+		    atomic_load(&lio->stopping)) {
 			atomic_fetch_sub(&lio->waiters, 1);
 			return;
 		}
@@ -586,8 +590,14 @@ static bool lio_drain(void *ctx, bool first)
 {
 	struct link_io *lio = ctx;
 
-	if (first)
+	if (first) {
 		lio->draining = true;
+		atomic_store(&lio->stopping, true);
+		/* a sender waiting now would wait for nothing: wake it */
+		pthread_mutex_lock(&lio->lock);
+		pthread_cond_broadcast(&lio->room);
+		pthread_mutex_unlock(&lio->lock);
+	}
 	lio_flush(lio);
 	return !atomic_load_explicit(&lio->has_pending, memory_order_relaxed) && !lio->backlog.len;
 }
