@@ -64,15 +64,14 @@ struct fx {
 	/* the sender thread */
 	pthread_t sender;
 	uint32_t first, to_send; /* it sends indices first, first + 1, ... */
-	_Atomic uint32_t sent; /* link_io_send returned 0 */
+	_Atomic uint32_t sent;	 /* link_io_send returned 0 */
 	_Atomic int send_error;
 	_Atomic uint64_t send_max_ns; /* the longest single link_io_send */
 };
 
 /* ---- the peer --------------------------------------------------------------- */
 
-static void peer_send_dgram(void *ctx, const struct sockaddr_in *to, const uint8_t *buf,
-			    size_t len)
+static void peer_send_dgram(void *ctx, const struct sockaddr_in *to, const uint8_t *buf, size_t len)
 {
 	struct fx *f = ctx;
 
@@ -94,8 +93,8 @@ static void peer_deliver(void *ctx, uint32_t node, const uint8_t *msg, size_t le
 }
 
 static const struct link_ops peer_ops = {
-	.send_dgram = peer_send_dgram,
-	.deliver = peer_deliver,
+    .send_dgram = peer_send_dgram,
+    .deliver = peer_deliver,
 };
 
 /* Takes in at most max datagrams waiting on the peer's socket, then runs
@@ -130,7 +129,7 @@ static void io_deliver(void *ctx, int from, const uint8_t *msg, size_t len)
 	fail_msg("the peer sends no messages");
 }
 
-static const struct link_io_ops io_ops = { .deliver = io_deliver };
+static const struct link_io_ops io_ops = {.deliver = io_deliver};
 
 static int udp_bound(struct sockaddr_in *addr)
 {
@@ -157,10 +156,10 @@ static struct fx *fx_new(void)
 {
 	struct fx *f = calloc(1, sizeof(*f));
 	struct link_config pc = {
-		.node_id = NODE_PEER,
-		.epoch = clock_epoch_ms(),
-		.secret = SECRET,
-		.secret_len = sizeof(SECRET) - 1,
+	    .node_id = NODE_PEER,
+	    .epoch = clock_epoch_ms(),
+	    .secret = SECRET,
+	    .secret_len = sizeof(SECRET) - 1,
 	};
 	char addr[64];
 	int io_fd;
@@ -321,7 +320,7 @@ static void test_flow_silent_peer_one_stall(void **state)
 	struct fx *f = fx_new();
 	/* twice the flow bound */
 	const uint32_t n = 2 * LINK_IO_FLOW_BYTES / MSG_BYTES;
-	uint8_t msg[MSG_BYTES] = { 0 };
+	uint8_t msg[MSG_BYTES] = {0};
 	uint64_t t0;
 	int i;
 
@@ -386,9 +385,9 @@ static void test_flow_resumes_after_stall(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_flow_bounds_what_waits),
-		cmocka_unit_test(test_flow_silent_peer_one_stall),
-		cmocka_unit_test(test_flow_resumes_after_stall),
+	    cmocka_unit_test(test_flow_bounds_what_waits),
+	    cmocka_unit_test(test_flow_silent_peer_one_stall),
+	    cmocka_unit_test(test_flow_resumes_after_stall),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
