@@ -3,6 +3,7 @@
  *
  *   worker ── link_io_send ──► pending buffer (mutex) ──┐
  *                                                       ▼ ring iteration (flush)
+ *            link_send, or the node's backlog while its link queue is full
  *   UDP socket ◄── sendmsg (slot pool) ◄── link_send / link_flush
  *   UDP socket ── recvmsg ×LIO_RECVS ──► link_input ──► ops->deliver
  *   ring timer at link_poll's deadline ──► link_poll (retransmit, acks,
@@ -84,6 +85,11 @@ struct lio_buf {
 	size_t len, cap;
 };
 
+struct lio_backlog {
+	struct lio_buf b;
+	size_t off; /* records before it are in the link */
+};
+
 struct link_io {
 	int fd;
 	struct link *link;
@@ -117,12 +123,14 @@ struct link_io {
 	_Atomic bool attached;
 	_Atomic bool stopping; /* the ring drains: nothing will make room */
 
-	/* ring thread: messages the link could not take yet (its send window
-	 * and queue toward that node are full), in order, before new ones */
-	struct lio_buf backlog;
-	size_t backlog_off; /* records before it are sent */
-	_Atomic size_t backlog_bytes; /* read by senders for the bound */
-	uint64_t backlog_node[LIO_NODES]; /* message bytes in the backlog per node */
+	/* ring thread: per node, the messages the link could not take yet
+	 * (its queue toward that node is full), in order, before new ones
+	 * for that node; one backlog per node, so a node that stopped
+	 * answering holds up no other */
+	struct lio_backlog backlog[LIO_NODES];
+	uint32_t backlog_mask;		  /* bit per node whose backlog is not empty */
+	_Atomic size_t backlog_bytes;	  /* all of them, read by senders for the bound */
+	uint64_t backlog_node[LIO_NODES]; /* message bytes in node's backlog */
 	uint32_t peers;			  /* bit per node the link has as a peer */
 	struct lio_recv recvs[LIO_RECVS];
 	bool recv_armed[LIO_RECVS];
@@ -332,18 +340,6 @@ static void lio_undelivered(void *ctx, uint32_t node, const uint8_t *msg, size_t
 		lio->ops.undelivered(lio->ctx, (int)node, msg, len);
 }
 
-/* Out of memory for the backlog: every record of in[0, len) goes back. */
-static void lio_undelivered_all(struct link_io *lio, const uint8_t *in, size_t len)
-{
-	for (size_t off = 0; off < len;) {
-		uint32_t mlen;
-
-		memcpy(&mlen, in + off + 1, 4);
-		lio_undelivered(lio, in[off], in + off + LIO_HDR, mlen);
-		off += LIO_HDR + mlen;
-	}
-}
-
 static const struct link_ops lio_link_ops = {
 	.send_dgram = lio_send_dgram,
 	.deliver = lio_deliver,
@@ -413,55 +409,83 @@ static void lio_cqe(void *ctx, struct io_uring_cqe *cqe)
 }
 
 /*
- * Hands the backlog's records to the link, oldest first, until the link
- * refuses one for a full queue (-ENOBUFS: its window and send queue toward
- * that node are full); the rest waits for the next iteration, when acks
- * have made room. The senders see the bound (link_io_send's -ENOBUFS)
- * instead of a message being dropped. Other refusals (no such peer, peer
- * down) hand the message back as undelivered.
+ * Hands node's backlog to the link, oldest first, until the link refuses
+ * a record for a full queue (-ENOBUFS: its queue toward that node is
+ * full); the rest waits for a later iteration, when acks have made room.
+ * Other refusals (no such peer, peer down) hand the message back as
+ * undelivered. Returns true when the backlog is empty.
  */
-static void lio_feed(struct link_io *lio, uint64_t now)
+static bool lio_feed_node(struct link_io *lio, int node, uint64_t now)
 {
-	struct lio_buf *b = &lio->backlog;
+	struct lio_backlog *q = &lio->backlog[node];
+	struct lio_buf *b = &q->b;
+	size_t before = b->len - q->off;
 
-	while (lio->backlog_off < b->len) {
-		const uint8_t *rec = b->p + lio->backlog_off;
+	while (q->off < b->len) {
+		const uint8_t *rec = b->p + q->off;
 		uint32_t mlen;
 		int ret;
 
 		memcpy(&mlen, rec + 1, 4);
-		ret = link_send(lio->link, rec[0], rec + LIO_HDR, mlen, now);
+		ret = link_send(lio->link, (uint32_t)node, rec + LIO_HDR, mlen, now);
 		if (ret == -ENOBUFS)
 			break;
 		if (ret)
-			lio_undelivered(lio, rec[0], rec + LIO_HDR, mlen);
-		lio->backlog_node[rec[0]] -= mlen;
-		lio->backlog_off += LIO_HDR + mlen;
+			lio_undelivered(lio, node, rec + LIO_HDR, mlen);
+		lio->backlog_node[node] -= mlen;
+		q->off += LIO_HDR + mlen;
 	}
-	if (lio->backlog_off == b->len) {
+	atomic_fetch_sub_explicit(&lio->backlog_bytes, before - (b->len - q->off),
+				  memory_order_relaxed);
+	if (q->off == b->len) {
 		b->len = 0;
-		lio->backlog_off = 0;
-	} else if (lio->backlog_off > b->len / 2) {
-		memmove(b->p, b->p + lio->backlog_off, b->len - lio->backlog_off);
-		b->len -= lio->backlog_off;
-		lio->backlog_off = 0;
+		q->off = 0;
+		lio->backlog_mask &= ~(1u << node);
+		return true;
 	}
-	atomic_store_explicit(&lio->backlog_bytes, b->len - lio->backlog_off, memory_order_relaxed);
+	if (q->off > b->len / 2) {
+		memmove(b->p, b->p + q->off, b->len - q->off);
+		b->len -= q->off;
+		q->off = 0;
+	}
+	return false;
+}
+
+static void lio_feed(struct link_io *lio, uint64_t now)
+{
+	for (uint32_t m = lio->backlog_mask; m; m &= m - 1)
+		lio_feed_node(lio, __builtin_ctz(m), now);
+}
+
+/* Appends one record to node's backlog; out of memory, the message goes
+ * back as undelivered. */
+static void lio_backlog_add(struct link_io *lio, int node, const uint8_t *rec, uint32_t mlen)
+{
+	struct lio_buf *b = &lio->backlog[node].b;
+
+	if (lio_buf_grow(b, b->len + LIO_HDR + mlen)) {
+		lio_undelivered(lio, node, rec + LIO_HDR, mlen);
+		return;
+	}
+	memcpy(b->p + b->len, rec, LIO_HDR + mlen);
+	b->len += LIO_HDR + mlen;
+	lio->backlog_node[node] += mlen;
+	lio->backlog_mask |= 1u << node;
+	atomic_fetch_add_explicit(&lio->backlog_bytes, LIO_HDR + mlen, memory_order_relaxed);
 }
 
 /* Applies peer changes and takes the senders' messages into the link. */
 static void lio_take(struct link_io *lio, uint64_t now)
 {
 	char addr[LIO_NODES][64];
-	size_t taken[LIO_NODES];
 	uint32_t dirty;
 	struct lio_buf b;
 
-	if (!atomic_load_explicit(&lio->has_pending, memory_order_relaxed)) {
-		if (lio->backlog.len)
-			lio_feed(lio, now);
+	/* what waits already goes first, so each node's order holds */
+	if (lio->backlog_mask)
+		lio_feed(lio, now);
+	if (!atomic_load_explicit(&lio->has_pending, memory_order_relaxed))
 		return;
-	}
 	pthread_mutex_lock(&lio->lock);
 	b = lio->pending;
 	lio->pending = lio->taking;
@@ -473,10 +497,9 @@ static void lio_take(struct link_io *lio, uint64_t now)
 		memcpy(addr, lio->peer_addr, sizeof(addr));
 	/* the bytes change hands under the lock: a sender never sees them
 	 * in neither place */
-	memcpy(taken, lio->pending_node, sizeof(taken));
 	for (int node = 0; node < LIO_NODES; node++) {
-		if (taken[node])
-			atomic_fetch_add(&lio->queued[node], taken[node]);
+		if (lio->pending_node[node])
+			atomic_fetch_add(&lio->queued[node], lio->pending_node[node]);
 		lio->pending_node[node] = 0;
 	}
 	atomic_store_explicit(&lio->has_pending, false, memory_order_relaxed);
@@ -496,28 +519,24 @@ static void lio_take(struct link_io *lio, uint64_t now)
 		    link_peer_add(lio->link, (uint32_t)node, &sa, now) == 0)
 			lio->peers |= 1u << node;
 	}
-	/* after what waits already, so the order holds */
-	if (b.len) {
-		bool kept = true;
+	/* Straight into the link, unless the node has a backlog (behind
+	 * it) or its queue is full (a new backlog). */
+	for (size_t off = 0; off < b.len;) {
+		const uint8_t *rec = b.p + off;
+		int node = rec[0];
+		uint32_t mlen;
+		int ret = -ENOBUFS;
 
-		if (!lio->backlog.len) {
-			/* the common case: swap rather than copy */
-			struct lio_buf t = lio->backlog;
-
-			lio->backlog = lio->taking;
-			lio->taking = t;
-		} else if (lio_buf_grow(&lio->backlog, lio->backlog.len + b.len) == 0) {
-			memcpy(lio->backlog.p + lio->backlog.len, b.p, b.len);
-			lio->backlog.len += b.len;
-		} else {
-			lio_undelivered_all(lio, b.p, b.len);
-			kept = false;
-		}
-		for (int node = 0; kept && node < LIO_NODES; node++)
-			lio->backlog_node[node] += taken[node];
+		memcpy(&mlen, rec + 1, 4);
+		off += LIO_HDR + mlen;
+		if (!(lio->backlog_mask & (1u << node)))
+			ret = link_send(lio->link, (uint32_t)node, rec + LIO_HDR, mlen, now);
+		if (ret == -ENOBUFS)
+			lio_backlog_add(lio, node, rec, mlen);
+		else if (ret)
+			lio_undelivered(lio, node, rec + LIO_HDR, mlen);
 	}
 	lio->taking.len = 0;
-	lio_feed(lio, now);
 }
 
 /*
@@ -599,7 +618,7 @@ static bool lio_drain(void *ctx, bool first)
 		pthread_mutex_unlock(&lio->lock);
 	}
 	lio_flush(lio);
-	return !atomic_load_explicit(&lio->has_pending, memory_order_relaxed) && !lio->backlog.len;
+	return !atomic_load_explicit(&lio->has_pending, memory_order_relaxed) && !lio->backlog_mask;
 }
 
 int link_io_attach(struct link_io *lio, struct ring *r, struct handoff *h)
@@ -681,7 +700,8 @@ void link_io_free(struct link_io *lio)
 	free(lio->free_slots);
 	free(lio->pending.p);
 	free(lio->taking.p);
-	free(lio->backlog.p);
+	for (int node = 0; node < LIO_NODES; node++)
+		free(lio->backlog[node].b.p);
 	pthread_cond_destroy(&lio->room);
 	pthread_mutex_destroy(&lio->lock);
 	if (lio->fd >= 0)

@@ -4,10 +4,10 @@
  * queues them.
  *
  * Node 1 is a link_io on a ring driven step by step by the test's main
- * thread (which is therefore the I/O thread). Node 2 is a bare struct
- * link (link.h) on a UDP socket of the test, pumped by the same thread
- * between ring iterations, a few datagrams at a time: a slow peer. A
- * sender thread plays a worker, calling link_io_send as fast as it can.
+ * thread (which is therefore the I/O thread). Nodes 2 and 3 are bare
+ * struct links (link.h) on UDP sockets of the test, pumped by the same
+ * thread between ring iterations, a few datagrams at a time: slow peers.
+ * A sender thread plays a worker, calling link_io_send as fast as it can.
  *
  * Every message carries its index, so the peer checks exactly-once and
  * order, and the test knows at each step how many messages were queued
@@ -39,57 +39,64 @@
 #include "ringchat/sock.h"
 
 #define NODE_IO 1
-#define NODE_PEER 2
+#define NODE_PEER 2 /* peer 0; peer 1 is node 3 */
+#define NPEERS 2
 #define MSG_BYTES 200
 /* Iterations of the main loop before a test gives up on a condition. */
 #define SPIN_MAX 200000
 
 static const uint8_t SECRET[] = "ringchat-test-cluster-secret-0123456789";
 
+/* A peer: a bare link on its own socket. */
+struct tpeer {
+	uint32_t node;
+	int fd;
+	struct sockaddr_in addr;
+	struct link *link;
+	uint64_t delivered;  /* messages it got */
+	uint32_t next_index; /* the index it expects next */
+	bool misordered;
+	bool silent; /* it reads nothing (a dead or stuck node) */
+};
+
 struct fx {
 	struct config cfg;
 	struct handoff h;
 	struct ring *r;
 	struct link_io *lio;
-
-	/* the peer: a bare link on its own socket */
-	int peer_fd;
-	struct sockaddr_in io_addr, peer_addr;
-	struct link *peer;
-	uint64_t delivered;  /* messages the peer got */
-	uint32_t next_index; /* the index it expects next */
-	bool misordered;
-	bool peer_silent; /* the peer reads nothing (a dead or stuck node) */
+	struct sockaddr_in io_addr;
+	struct tpeer p[NPEERS];
 
 	/* the sender thread */
 	pthread_t sender;
+	uint32_t to_node;	 /* where it sends */
 	uint32_t first, to_send; /* it sends indices first, first + 1, ... */
 	_Atomic uint32_t sent;	 /* link_io_send returned 0 */
 	_Atomic int send_error;
 	_Atomic uint64_t send_max_ns; /* the longest single link_io_send */
 };
 
-/* ---- the peer --------------------------------------------------------------- */
+/* ---- the peers -------------------------------------------------------------- */
 
 static void peer_send_dgram(void *ctx, const struct sockaddr_in *to, const uint8_t *buf, size_t len)
 {
-	struct fx *f = ctx;
+	struct tpeer *p = ctx;
 
-	(void)sendto(f->peer_fd, buf, len, MSG_DONTWAIT, (const struct sockaddr *)to, sizeof(*to));
+	(void)sendto(p->fd, buf, len, MSG_DONTWAIT, (const struct sockaddr *)to, sizeof(*to));
 }
 
 static void peer_deliver(void *ctx, uint32_t node, const uint8_t *msg, size_t len)
 {
-	struct fx *f = ctx;
+	struct tpeer *p = ctx;
 	uint32_t index;
 
 	assert_int_equal(node, NODE_IO);
 	assert_int_equal(len, MSG_BYTES);
 	memcpy(&index, msg, sizeof(index));
-	if (index != f->next_index)
-		f->misordered = true;
-	f->next_index = index + 1;
-	f->delivered++;
+	if (index != p->next_index)
+		p->misordered = true;
+	p->next_index = index + 1;
+	p->delivered++;
 }
 
 static const struct link_ops peer_ops = {
@@ -99,23 +106,24 @@ static const struct link_ops peer_ops = {
 
 /* Takes in at most max datagrams waiting on the peer's socket, then runs
  * its timers (acks go out there). */
-static void peer_pump(struct fx *f, int max)
+static void peer_pump(struct tpeer *p, int max)
 {
 	uint8_t buf[2048];
 	uint64_t now = clock_mono_ms();
 
-	for (int i = 0; i < max && !f->peer_silent; i++) {
+	if (p->silent)
+		return;
+	for (int i = 0; i < max; i++) {
 		struct sockaddr_in from;
 		socklen_t fl = sizeof(from);
-		ssize_t n = recvfrom(f->peer_fd, buf, sizeof(buf), MSG_DONTWAIT,
-				     (struct sockaddr *)&from, &fl);
+		ssize_t n =
+		    recvfrom(p->fd, buf, sizeof(buf), MSG_DONTWAIT, (struct sockaddr *)&from, &fl);
 
 		if (n <= 0)
 			break;
-		link_input(f->peer, &from, buf, (size_t)n, now);
+		link_input(p->link, &from, buf, (size_t)n, now);
 	}
-	if (!f->peer_silent)
-		link_poll(f->peer, now);
+	link_poll(p->link, now);
 }
 
 /* ---- node 1 ----------------------------------------------------------------- */
@@ -145,23 +153,17 @@ static int udp_bound(struct sockaddr_in *addr)
 	return fd;
 }
 
-/* One step of the world: a ring iteration (node 1), then the peer. */
+/* One step of the world: a ring iteration (node 1), then the peers. */
 static void step(struct fx *f, int peer_budget)
 {
 	assert_true(ring_poll(f->r, 1, NULL));
-	peer_pump(f, peer_budget);
+	for (int i = 0; i < NPEERS; i++)
+		peer_pump(&f->p[i], peer_budget);
 }
 
 static struct fx *fx_new(void)
 {
 	struct fx *f = calloc(1, sizeof(*f));
-	struct link_config pc = {
-	    .node_id = NODE_PEER,
-	    .epoch = clock_epoch_ms(),
-	    .secret = SECRET,
-	    .secret_len = sizeof(SECRET) - 1,
-	};
-	char addr[64];
 	int io_fd;
 
 	assert_non_null(f);
@@ -176,16 +178,28 @@ static struct fx *fx_new(void)
 		return NULL;
 	}
 	io_fd = udp_bound(&f->io_addr);
-	f->peer_fd = udp_bound(&f->peer_addr);
 	f->lio = link_io_new(&f->cfg, io_fd, SECRET, sizeof(SECRET) - 1, &io_ops, f);
 	assert_non_null(f->lio);
 	/* this thread runs the ring: it is the I/O thread */
 	assert_int_equal(link_io_attach(f->lio, f->r, &f->h), 0);
-	f->peer = link_new(&pc, &peer_ops, f);
-	assert_non_null(f->peer);
-	assert_int_equal(link_peer_add(f->peer, NODE_IO, &f->io_addr, clock_mono_ms()), 0);
-	snprintf(addr, sizeof(addr), "127.0.0.1:%u", ntohs(f->peer_addr.sin_port));
-	link_io_set_peer(f->lio, NODE_PEER, addr);
+	for (int i = 0; i < NPEERS; i++) {
+		struct tpeer *p = &f->p[i];
+		struct link_config pc = {
+		    .node_id = NODE_PEER + (uint32_t)i,
+		    .epoch = clock_epoch_ms(),
+		    .secret = SECRET,
+		    .secret_len = sizeof(SECRET) - 1,
+		};
+		char addr[64];
+
+		p->node = pc.node_id;
+		p->fd = udp_bound(&p->addr);
+		p->link = link_new(&pc, &peer_ops, p);
+		assert_non_null(p->link);
+		assert_int_equal(link_peer_add(p->link, NODE_IO, &f->io_addr, clock_mono_ms()), 0);
+		snprintf(addr, sizeof(addr), "127.0.0.1:%u", ntohs(p->addr.sin_port));
+		link_io_set_peer(f->lio, (int)p->node, addr);
+	}
 	return f;
 }
 
@@ -193,8 +207,10 @@ static void fx_free(struct fx *f)
 {
 	ring_destroy(f->r);
 	link_io_free(f->lio);
-	link_free(f->peer);
-	close(f->peer_fd);
+	for (int i = 0; i < NPEERS; i++) {
+		link_free(f->p[i].link);
+		close(f->p[i].fd);
+	}
 	handoff_destroy(&f->h);
 	free(f);
 }
@@ -224,8 +240,9 @@ static void connect_both(struct fx *f)
 {
 	int i;
 
-	for (i = 0; i < SPIN_MAX && !(link_peer_up(f->peer, NODE_IO) &&
-				      io_metric(f, "ringchat_link_peers_up") == 1);
+	for (i = 0; i < SPIN_MAX &&
+		    !(link_peer_up(f->p[0].link, NODE_IO) && link_peer_up(f->p[1].link, NODE_IO) &&
+		      io_metric(f, "ringchat_link_peers_up") == NPEERS);
 	     i++)
 		step(f, 64);
 	assert_true(i < SPIN_MAX);
@@ -244,7 +261,7 @@ static void *sender_main(void *arg)
 		int ret;
 
 		memcpy(msg, &i, sizeof(i));
-		ret = link_io_send(f->lio, NODE_PEER, msg, sizeof(msg));
+		ret = link_io_send(f->lio, (int)f->to_node, msg, sizeof(msg));
 		dt = clock_mono_ns() - t0;
 		if (dt > atomic_load(&f->send_max_ns))
 			atomic_store(&f->send_max_ns, dt);
@@ -257,8 +274,9 @@ static void *sender_main(void *arg)
 	return NULL;
 }
 
-static void sender_start(struct fx *f, uint32_t first, uint32_t n)
+static void sender_start(struct fx *f, uint32_t node, uint32_t first, uint32_t n)
 {
+	f->to_node = node;
 	f->first = first;
 	f->to_send = n;
 	assert_int_equal(pthread_create(&f->sender, NULL, sender_main, f), 0);
@@ -283,12 +301,12 @@ static void test_flow_bounds_what_waits(void **state)
 
 	(void)state;
 	connect_both(f);
-	sender_start(f, 0, n);
-	for (i = 0; i < SPIN_MAX && f->delivered < n; i++) {
+	sender_start(f, NODE_PEER, 0, n);
+	for (i = 0; i < SPIN_MAX && f->p[0].delivered < n; i++) {
 		uint64_t sent = atomic_load(&f->sent);
 		/* sent is counted after link_io_send returned: the peer may
 		 * have the message already */
-		uint64_t waiting = sent > f->delivered ? sent - f->delivered : 0;
+		uint64_t waiting = sent > f->p[0].delivered ? sent - f->p[0].delivered : 0;
 
 		if (waiting > worst)
 			worst = waiting;
@@ -297,8 +315,8 @@ static void test_flow_bounds_what_waits(void **state)
 	}
 	assert_int_equal(pthread_join(f->sender, NULL), 0);
 	assert_int_equal(atomic_load(&f->send_error), 0);
-	assert_int_equal(f->delivered, n);
-	assert_false(f->misordered);
+	assert_int_equal(f->p[0].delivered, n);
+	assert_false(f->p[0].misordered);
 	print_message("most messages queued and not delivered: %llu (%llu bytes)\n",
 		      (unsigned long long)worst, (unsigned long long)worst * MSG_BYTES);
 	/* the bound, plus what a sender queues while the ring is between
@@ -326,9 +344,9 @@ static void test_flow_silent_peer_one_stall(void **state)
 
 	(void)state;
 	connect_both(f);
-	f->peer_silent = true;
+	f->p[0].silent = true;
 	t0 = clock_mono_ms();
-	sender_start(f, 0, n);
+	sender_start(f, NODE_PEER, 0, n);
 	for (i = 0; i < SPIN_MAX && atomic_load(&f->sent) < n && !atomic_load(&f->send_error); i++)
 		step(f, 0);
 	assert_int_equal(pthread_join(f->sender, NULL), 0);
@@ -359,8 +377,8 @@ static void test_flow_resumes_after_stall(void **state)
 
 	(void)state;
 	connect_both(f);
-	f->peer_silent = true;
-	sender_start(f, 0, n);
+	f->p[0].silent = true;
+	sender_start(f, NODE_PEER, 0, n);
 	for (i = 0; i < SPIN_MAX && atomic_load(&f->sent) < n; i++)
 		step(f, 0);
 	assert_int_equal(pthread_join(f->sender, NULL), 0);
@@ -368,17 +386,63 @@ static void test_flow_resumes_after_stall(void **state)
 	waits = io_metric(f, "ringchat_link_flow_waits_total");
 
 	/* the peer is back: everything arrives, and new sends are paced */
-	f->peer_silent = false;
-	for (i = 0; i < SPIN_MAX && f->delivered < n; i++)
+	f->p[0].silent = false;
+	for (i = 0; i < SPIN_MAX && f->p[0].delivered < n; i++)
 		step(f, 64);
-	assert_int_equal(f->delivered, n);
-	sender_start(f, n, 4 * n);
-	for (i = 0; i < SPIN_MAX && f->delivered < 5 * (uint64_t)n; i++)
+	assert_int_equal(f->p[0].delivered, n);
+	sender_start(f, NODE_PEER, n, 4 * n);
+	for (i = 0; i < SPIN_MAX && f->p[0].delivered < 5 * (uint64_t)n; i++)
 		step(f, 4);
 	assert_int_equal(pthread_join(f->sender, NULL), 0);
-	assert_int_equal(f->delivered, 5 * (uint64_t)n);
-	assert_false(f->misordered);
+	assert_int_equal(f->p[0].delivered, 5 * (uint64_t)n);
+	assert_false(f->p[0].misordered);
 	assert_true(io_metric(f, "ringchat_link_flow_waits_total") > waits);
+	fx_free(f);
+}
+
+/*
+ * Node 2 stops answering while a sender has more for it than the link's
+ * send queue holds (2 MiB by default): the rest waits in link_io's
+ * backlog for node 2. Messages for node 3 must not wait behind it: with
+ * one backlog for all nodes they waited until node 2 was declared down
+ * (dead_ms, 3 s), a cluster-wide stall for one dead node.
+ */
+static void test_silent_peer_holds_up_no_other(void **state)
+{
+	struct fx *f = fx_new();
+	/* the link's queue toward node 2, and 256 KiB more */
+	const uint32_t n = ((2u << 20) + LINK_IO_FLOW_BYTES) / MSG_BYTES;
+	struct tpeer *other = &f->p[1];
+	char name[64];
+	uint64_t t0;
+	int i;
+
+	(void)state;
+	connect_both(f);
+	f->p[0].silent = true;
+	sender_start(f, NODE_PEER, 0, n);
+	for (i = 0; i < SPIN_MAX && atomic_load(&f->sent) < n && !atomic_load(&f->send_error); i++)
+		step(f, 64);
+	assert_int_equal(pthread_join(f->sender, NULL), 0);
+	assert_int_equal(atomic_load(&f->send_error), 0);
+	step(f, 64);
+	/* all of it queued toward node 2, more than its link takes */
+	snprintf(name, sizeof(name), "ringchat_link_queued_bytes{peer=\"%d\"}", NODE_PEER);
+	assert_int_equal(io_metric(f, name), (uint64_t)n * MSG_BYTES);
+
+	atomic_store(&f->sent, 0);
+	t0 = clock_mono_ms();
+	sender_start(f, other->node, 0, 500);
+	for (i = 0; i < SPIN_MAX && other->delivered < 500 && clock_mono_ms() - t0 < 2000; i++)
+		step(f, 64);
+	assert_int_equal(pthread_join(f->sender, NULL), 0);
+	print_message("node 3 got its 500 messages after %llu ms\n",
+		      (unsigned long long)(clock_mono_ms() - t0));
+	assert_int_equal(other->delivered, 500);
+	assert_false(other->misordered);
+	assert_true(clock_mono_ms() - t0 < 1000);
+	/* node 2 is still up for the link: nothing was given up on */
+	assert_int_equal(io_metric(f, name), (uint64_t)n * MSG_BYTES);
 	fx_free(f);
 }
 
@@ -388,6 +452,7 @@ int main(void)
 	    cmocka_unit_test(test_flow_bounds_what_waits),
 	    cmocka_unit_test(test_flow_silent_peer_one_stall),
 	    cmocka_unit_test(test_flow_resumes_after_stall),
+	    cmocka_unit_test(test_silent_peer_holds_up_no_other),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
