@@ -64,7 +64,9 @@ void link_io_free(struct link_io *lio);
  * paces a saturated sender to the link: the message then reaches the
  * node a few ms later, not seconds). A wait that sees no ack for 200 ms
  * gives up, and nobody waits for that node until its acks resume (a
- * dead or silent node costs one such wait). The I/O thread never waits.
+ * dead or silent node costs one such wait); no wait lasts over 500 ms (a
+ * message larger than the bound waits for the queue to empty, which
+ * other senders may keep from happening). The I/O thread never waits.
  */
 #define LINK_IO_QUEUE_BYTES (32u << 20)
 #define LINK_IO_FLOW_BYTES (256u << 10)

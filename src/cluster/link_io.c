@@ -31,8 +31,8 @@
  * ends, and the peer counts as stalled until its bytes fall again: then
  * nobody waits for it (messages queue as before, up to the hard bound),
  * so a dead peer costs a sender one stall, not one per message, and no
- * wait can close a cycle of threads waiting on each other. Once the ring
- * drains (shutdown) nobody waits.
+ * wait can close a cycle of threads waiting on each other. No wait lasts
+ * over LIO_WAIT_MAX_MS, and once the ring drains (shutdown) nobody waits.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -63,6 +63,8 @@
 /* A wait for room that sees no ack for this long gives up (see above;
  * the metric ringchat_link_flow_stalls_total names the value). */
 #define LIO_STALL_MS 200
+/* No single wait lasts longer than this (see lio_wait_room). */
+#define LIO_WAIT_MAX_MS 500
 
 enum lio_sub { LIO_SUB_RECV = 1, LIO_SUB_SEND = 2 };
 
@@ -118,7 +120,7 @@ struct link_io {
 	_Atomic uint64_t room_gen[LIO_NODES];
 	_Atomic bool stalled[LIO_NODES];
 	_Atomic uint32_t waiters;
-	_Atomic uint64_t flow_waits, flow_stalls; /* statistics */
+	_Atomic uint64_t flow_waits, flow_stalls, flow_give_ups; /* statistics */
 	pthread_t ring_thread; /* never waits: it is what makes room */
 	_Atomic bool attached;
 	_Atomic bool stopping; /* the ring drains: nothing will make room */
@@ -197,23 +199,27 @@ static bool lio_over_flow(struct link_io *lio, int node, size_t len)
  * bound and draining. Every fall of its queued bytes (room_gen) renews
  * the LIO_STALL_MS budget; a budget spent without one marks the node
  * stalled, and nobody waits for a stalled node until it drains again.
+ * No wait lasts over LIO_WAIT_MAX_MS: a message larger than what the
+ * others keep queued would otherwise wait for an empty queue that never
+ * comes while they go on sending.
  */
 static void lio_wait_room(struct link_io *lio, int node, size_t len)
 {
 	uint64_t gen = atomic_load(&lio->room_gen[node]);
-	struct timespec until;
+	uint64_t now = clock_mono_ns();
+	uint64_t stall_at = now + LIO_STALL_MS * 1000000ull;
+	uint64_t give_up_at = now + LIO_WAIT_MAX_MS * 1000000ull;
 	bool counted = false;
 
 	if (!atomic_load(&lio->attached) || atomic_load(&lio->stopping) ||
 	    pthread_equal(pthread_self(), lio->ring_thread))
 		return;
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	until.tv_nsec += LIO_STALL_MS * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
 	for (;;) {
+		uint64_t until_ns = stall_at < give_up_at ? stall_at : give_up_at;
+		struct timespec until = {
+			.tv_sec = (time_t)(until_ns / 1000000000ull),
+			.tv_nsec = (long)(until_ns % 1000000000ull),
+		};
 		int rc;
 
 		atomic_fetch_add(&lio->waiters, 1);
@@ -229,17 +235,17 @@ static void lio_wait_room(struct link_io *lio, int node, size_t len)
 		}
 		rc = pthread_cond_timedwait(&lio->room, &lio->lock, &until);
 		atomic_fetch_sub(&lio->waiters, 1);
+		now = clock_mono_ns();
 		if (atomic_load(&lio->room_gen[node]) != gen) {
 			gen = atomic_load(&lio->room_gen[node]);
-			clock_gettime(CLOCK_MONOTONIC, &until);
-			until.tv_nsec += LIO_STALL_MS * 1000000L;
-			if (until.tv_nsec >= 1000000000L) {
-				until.tv_sec++;
-				until.tv_nsec -= 1000000000L;
-			}
-		} else if (rc == ETIMEDOUT) {
+			stall_at = now + LIO_STALL_MS * 1000000ull;
+		} else if (rc == ETIMEDOUT && now >= stall_at) {
 			atomic_store(&lio->stalled[node], true);
 			atomic_fetch_add_explicit(&lio->flow_stalls, 1, memory_order_relaxed);
+			return;
+		}
+		if (now >= give_up_at) {
+			atomic_fetch_add_explicit(&lio->flow_give_ups, 1, memory_order_relaxed);
 			return;
 		}
 	}
@@ -734,12 +740,17 @@ void link_io_metrics(struct link_io *lio, FILE *out)
 		"gave up\n"
 		"# TYPE ringchat_link_flow_stalls_total counter\n"
 		"ringchat_link_flow_stalls_total %" PRIu64 "\n"
+		"# HELP ringchat_link_flow_give_ups_total waits that saw acks but not room "
+		"for 500 ms (a message larger than the others keep queued)\n"
+		"# TYPE ringchat_link_flow_give_ups_total counter\n"
+		"ringchat_link_flow_give_ups_total %" PRIu64 "\n"
 		"# HELP ringchat_link_queue_full_total sends refused at the 32 MiB bound\n"
 		"# TYPE ringchat_link_queue_full_total counter\n"
 		"ringchat_link_queue_full_total %" PRIu64 "\n",
 		ls.peers_up, ls.mac_failures, ls.replays, ls.malformed, ls.unknown_source,
 		lio->send_errors, atomic_load_explicit(&lio->flow_waits, memory_order_relaxed),
 		atomic_load_explicit(&lio->flow_stalls, memory_order_relaxed),
+		atomic_load_explicit(&lio->flow_give_ups, memory_order_relaxed),
 		atomic_load_explicit(&lio->queue_full, memory_order_relaxed));
 	fprintf(out, "# HELP ringchat_link_srtt_seconds smoothed round-trip time per peer\n"
 		     "# TYPE ringchat_link_srtt_seconds gauge\n");
