@@ -155,6 +155,12 @@ int link_send(struct link *l, uint32_t node_id, const void *msg, size_t len, uin
 /* True when link_send(node_id, len bytes) would not return -ENOBUFS now. */
 bool link_can_send(const struct link *l, uint32_t node_id, size_t len);
 
+/* Bytes of the messages queued for node_id that are not acknowledged yet
+ * (waiting or in flight); 0 for an unknown peer. It only falls when the
+ * peer acknowledges or the link gives messages back (undelivered): a
+ * caller that bounds it paces its senders to what the peer takes in. */
+uint64_t link_queued_bytes(const struct link *l, uint32_t node_id);
+
 /*
  * Processes one received datagram. Anything not authentic, malformed,
  * replayed, stale or from an unregistered address is counted and dropped.

@@ -54,11 +54,22 @@ void link_io_free(struct link_io *lio);
 
 /*
  * Any thread: queues a copy of msg[0, len) for node. Returns 0, -ENOBUFS
- * (LINK_IO_QUEUE_BYTES queued and not yet taken by the ring), -EMSGSIZE
+ * (LINK_IO_QUEUE_BYTES queued and not yet taken by the link), -EMSGSIZE
  * or -ENOMEM. A message queued for a node the link cannot reach comes
  * back through ops->undelivered.
+ *
+ * Flow control: when the bytes queued for node and not yet acknowledged
+ * by it would pass LINK_IO_FLOW_BYTES, a caller other than the I/O thread
+ * first waits until the node's acks bring them under (the wait is what
+ * paces a saturated sender to the link: the message then reaches the
+ * node a few ms later, not seconds). A wait that sees no ack for 200 ms
+ * gives up, and nobody waits for that node until its acks resume (a
+ * dead or silent node costs one such wait); no wait lasts over 500 ms (a
+ * message larger than the bound waits for the queue to empty, which
+ * other senders may keep from happening). The I/O thread never waits.
  */
 #define LINK_IO_QUEUE_BYTES (32u << 20)
+#define LINK_IO_FLOW_BYTES (256u << 10)
 int link_io_send(struct link_io *lio, int node, const void *msg, size_t len);
 
 /* Any thread: node's link address is addr ("ip:port"), or "" / NULL when

@@ -1122,6 +1122,13 @@ bool link_can_send(const struct link *l, uint32_t node_id, size_t len)
 	return p && p->phase != PEER_DOWN && p->q_bytes + len <= l->cfg.sndbuf_bytes;
 }
 
+uint64_t link_queued_bytes(const struct link *l, uint32_t node_id)
+{
+	const struct peer *p = peer_by_id(l, node_id);
+
+	return p ? p->q_bytes : 0;
+}
+
 int link_send(struct link *l, uint32_t node_id, const void *msg, size_t len, uint64_t now_ms)
 {
 	struct peer *p = peer_by_id(l, node_id);

@@ -3,6 +3,7 @@
  *
  *   worker ── link_io_send ──► pending buffer (mutex) ──┐
  *                                                       ▼ ring iteration (flush)
+ *            link_send, or the node's backlog while its link queue is full
  *   UDP socket ◄── sendmsg (slot pool) ◄── link_send / link_flush
  *   UDP socket ── recvmsg ×LIO_RECVS ──► link_input ──► ops->deliver
  *   ring timer at link_poll's deadline ──► link_poll (retransmit, acks,
@@ -17,6 +18,21 @@
  * Wake-ups follow handoff.h: a sender appends, fences and wakes the ring
  * only if it announced a sleep; the ring announces (sleep), fences and
  * re-checks the buffer.
+ *
+ * Flow control: what a node's senders may have queued toward one peer and
+ * not yet acknowledged (pending + backlog + the link's queue) is bounded
+ * by LINK_IO_FLOW_BYTES. A sender over it waits (link_io_send) until the
+ * peer's acks bring it under, so a saturated link slows its senders down
+ * to the rate the peer takes in, instead of queueing seconds of messages
+ * (which reached the peer seconds late, or were refused at the 32 MiB
+ * bound and stored). The ring publishes each peer's queued bytes once
+ * per iteration and signals the waiters when they fell. A wait with no
+ * progress at all for LIO_STALL_MS (the peer silent, or this ring stuck)
+ * ends, and the peer counts as stalled until its bytes fall again: then
+ * nobody waits for it (messages queue as before, up to the hard bound),
+ * so a dead peer costs a sender one stall, not one per message, and no
+ * wait can close a cycle of threads waiting on each other. No wait lasts
+ * over LIO_WAIT_MAX_MS, and once the ring drains (shutdown) nobody waits.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -26,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ringchat/clock.h"
@@ -43,6 +60,11 @@
 #define LIO_NODES 32
 #define LIO_HDR 5		/* pending record: u8 node, u32 len */
 #define LIO_RTO_MIN_MS 2
+/* A wait for room that sees no ack for this long gives up (see above;
+ * the metric ringchat_link_flow_stalls_total names the value). */
+#define LIO_STALL_MS 200
+/* No single wait lasts longer than this (see lio_wait_room). */
+#define LIO_WAIT_MAX_MS 500
 
 enum lio_sub { LIO_SUB_RECV = 1, LIO_SUB_SEND = 2 };
 
@@ -65,6 +87,11 @@ struct lio_buf {
 	size_t len, cap;
 };
 
+struct lio_backlog {
+	struct lio_buf b;
+	size_t off; /* records before it are in the link */
+};
+
 struct link_io {
 	int fd;
 	struct link *link;
@@ -74,25 +101,47 @@ struct link_io {
 	struct handoff *h;
 	struct ring_timer timer;
 
-	/* senders → ring; lock held only to append or swap */
+	/* senders → ring; lock held only to append or swap (and by waiting
+	 * senders, which release it in their wait) */
 	pthread_mutex_t lock;
 	struct lio_buf pending, taking;
 	_Atomic bool has_pending;
 	char peer_addr[LIO_NODES][64]; /* set_peer, under lock */
 	uint32_t peer_dirty;	       /* bit per node, under lock */
+	size_t pending_node[LIO_NODES]; /* message bytes in pending, under lock */
 
-	/* ring thread: messages the link could not take yet (its send window
-	 * and queue toward that node are full), in order, before new ones */
-	struct lio_buf backlog;
-	size_t backlog_off; /* records before it are sent */
-	_Atomic size_t backlog_bytes; /* read by senders for the bound */
+	/* flow control (see the top): queued[n] is written by the ring (its
+	 * link's and backlog's bytes for n, and at the take under the lock);
+	 * room_gen[n] grows and stalled[n] clears when queued[n] fell. seq_cst
+	 * throughout: a sender raises waiters and then re-reads both, the ring
+	 * writes both and then reads waiters (Dekker: one sees the other). */
+	pthread_cond_t room; /* under lock: the ring saw some queued[n] fall */
+	_Atomic uint64_t queued[LIO_NODES];
+	_Atomic uint64_t room_gen[LIO_NODES];
+	_Atomic bool stalled[LIO_NODES];
+	_Atomic uint32_t waiters;
+	_Atomic uint64_t flow_waits, flow_stalls, flow_give_ups; /* statistics */
+	pthread_t ring_thread; /* never waits: it is what makes room */
+	_Atomic bool attached;
+	_Atomic bool stopping; /* the ring drains: nothing will make room */
+
+	/* ring thread: per node, the messages the link could not take yet
+	 * (its queue toward that node is full), in order, before new ones
+	 * for that node; one backlog per node, so a node that stopped
+	 * answering holds up no other */
+	struct lio_backlog backlog[LIO_NODES];
+	uint32_t backlog_mask;		  /* bit per node whose backlog is not empty */
+	_Atomic size_t backlog_bytes;	  /* all of them, read by senders for the bound */
+	uint64_t backlog_node[LIO_NODES]; /* message bytes in node's backlog */
+	uint32_t peers;			  /* bit per node the link has as a peer */
 	struct lio_recv recvs[LIO_RECVS];
 	bool recv_armed[LIO_RECVS];
 	struct lio_send *slots;
 	uint32_t *free_slots;
 	uint32_t nfree;
 	bool draining;
-	uint64_t sent_direct, send_errors, recv_errors, queue_full;
+	uint64_t sent_direct, send_errors, recv_errors;
+	_Atomic uint64_t queue_full;
 };
 
 /* ---- senders (any thread) -------------------------------------------------- */
@@ -136,6 +185,72 @@ static void lio_wake_ring(struct link_io *lio)
 		handoff_wake_ring(lio->h);
 }
 
+/* Under lock: node's senders have more than the flow bound queued, len
+ * bytes included (one message alone always fits). */
+static bool lio_over_flow(struct link_io *lio, int node, size_t len)
+{
+	uint64_t q = atomic_load(&lio->queued[node]) + lio->pending_node[node];
+
+	return q > 0 && q + len > LINK_IO_FLOW_BYTES;
+}
+
+/*
+ * Under lock, on a sender's thread: waits while node is over the flow
+ * bound and draining. Every fall of its queued bytes (room_gen) renews
+ * the LIO_STALL_MS budget; a budget spent without one marks the node
+ * stalled, and nobody waits for a stalled node until it drains again.
+ * No wait lasts over LIO_WAIT_MAX_MS: a message larger than what the
+ * others keep queued would otherwise wait for an empty queue that never
+ * comes while they go on sending.
+ */
+static void lio_wait_room(struct link_io *lio, int node, size_t len)
+{
+	uint64_t gen = atomic_load(&lio->room_gen[node]);
+	uint64_t now = clock_mono_ns();
+	uint64_t stall_at = now + LIO_STALL_MS * 1000000ull;
+	uint64_t give_up_at = now + LIO_WAIT_MAX_MS * 1000000ull;
+	bool counted = false;
+
+	if (!atomic_load(&lio->attached) || atomic_load(&lio->stopping) ||
+	    pthread_equal(pthread_self(), lio->ring_thread))
+		return;
+	for (;;) {
+		uint64_t until_ns = stall_at < give_up_at ? stall_at : give_up_at;
+		struct timespec until = {
+			.tv_sec = (time_t)(until_ns / 1000000000ull),
+			.tv_nsec = (long)(until_ns % 1000000000ull),
+		};
+		int rc;
+
+		atomic_fetch_add(&lio->waiters, 1);
+		/* re-read after raising waiters: pairs with lio_publish */
+		if (!lio_over_flow(lio, node, len) || atomic_load(&lio->stalled[node]) ||
+		    atomic_load(&lio->stopping)) {
+			atomic_fetch_sub(&lio->waiters, 1);
+			return;
+		}
+		if (!counted) {
+			atomic_fetch_add_explicit(&lio->flow_waits, 1, memory_order_relaxed);
+			counted = true;
+		}
+		rc = pthread_cond_timedwait(&lio->room, &lio->lock, &until);
+		atomic_fetch_sub(&lio->waiters, 1);
+		now = clock_mono_ns();
+		if (atomic_load(&lio->room_gen[node]) != gen) {
+			gen = atomic_load(&lio->room_gen[node]);
+			stall_at = now + LIO_STALL_MS * 1000000ull;
+		} else if (rc == ETIMEDOUT && now >= stall_at) {
+			atomic_store(&lio->stalled[node], true);
+			atomic_fetch_add_explicit(&lio->flow_stalls, 1, memory_order_relaxed);
+			return;
+		}
+		if (now >= give_up_at) {
+			atomic_fetch_add_explicit(&lio->flow_give_ups, 1, memory_order_relaxed);
+			return;
+		}
+	}
+}
+
 int link_io_send(struct link_io *lio, int node, const void *msg, size_t len)
 {
 	int ret;
@@ -145,16 +260,20 @@ int link_io_send(struct link_io *lio, int node, const void *msg, size_t len)
 	if (len > UINT32_MAX)
 		return -EMSGSIZE;
 	pthread_mutex_lock(&lio->lock);
+	if (lio_over_flow(lio, node, len))
+		lio_wait_room(lio, node, len);
 	if (lio->pending.len + atomic_load_explicit(&lio->backlog_bytes, memory_order_relaxed) +
 		    len > LINK_IO_QUEUE_BYTES)
 		ret = -ENOBUFS;
 	else
 		ret = lio_buf_append(&lio->pending, node, msg, len);
-	if (!ret)
+	if (!ret) {
+		lio->pending_node[node] += len;
 		atomic_store_explicit(&lio->has_pending, true, memory_order_relaxed);
+	}
 	pthread_mutex_unlock(&lio->lock);
 	if (ret == -ENOBUFS)
-		lio->queue_full++; /* racy count: a statistic only */
+		atomic_fetch_add_explicit(&lio->queue_full, 1, memory_order_relaxed);
 	if (!ret)
 		lio_wake_ring(lio);
 	return ret;
@@ -227,18 +346,6 @@ static void lio_undelivered(void *ctx, uint32_t node, const uint8_t *msg, size_t
 		lio->ops.undelivered(lio->ctx, (int)node, msg, len);
 }
 
-/* Out of memory for the backlog: every record of in[0, len) goes back. */
-static void lio_undelivered_all(struct link_io *lio, const uint8_t *in, size_t len)
-{
-	for (size_t off = 0; off < len;) {
-		uint32_t mlen;
-
-		memcpy(&mlen, in + off + 1, 4);
-		lio_undelivered(lio, in[off], in + off + LIO_HDR, mlen);
-		off += LIO_HDR + mlen;
-	}
-}
-
 static const struct link_ops lio_link_ops = {
 	.send_dgram = lio_send_dgram,
 	.deliver = lio_deliver,
@@ -308,39 +415,69 @@ static void lio_cqe(void *ctx, struct io_uring_cqe *cqe)
 }
 
 /*
- * Hands the backlog's records to the link, oldest first, until the link
- * refuses one for a full queue (-ENOBUFS: its window and send queue toward
- * that node are full); the rest waits for the next iteration, when acks
- * have made room. The senders see the bound (link_io_send's -ENOBUFS)
- * instead of a message being dropped. Other refusals (no such peer, peer
- * down) hand the message back as undelivered.
+ * Hands node's backlog to the link, oldest first, until the link refuses
+ * a record for a full queue (-ENOBUFS: its queue toward that node is
+ * full); the rest waits for a later iteration, when acks have made room.
+ * Other refusals (no such peer, peer down) hand the message back as
+ * undelivered. Returns true when the backlog is empty.
  */
-static void lio_feed(struct link_io *lio, uint64_t now)
+static bool lio_feed_node(struct link_io *lio, int node, uint64_t now)
 {
-	struct lio_buf *b = &lio->backlog;
+	struct lio_backlog *q = &lio->backlog[node];
+	struct lio_buf *b = &q->b;
+	size_t before = b->len - q->off;
 
-	while (lio->backlog_off < b->len) {
-		const uint8_t *rec = b->p + lio->backlog_off;
+	while (q->off < b->len) {
+		const uint8_t *rec = b->p + q->off;
 		uint32_t mlen;
 		int ret;
 
 		memcpy(&mlen, rec + 1, 4);
-		ret = link_send(lio->link, rec[0], rec + LIO_HDR, mlen, now);
+		ret = link_send(lio->link, (uint32_t)node, rec + LIO_HDR, mlen, now);
 		if (ret == -ENOBUFS)
 			break;
 		if (ret)
-			lio_undelivered(lio, rec[0], rec + LIO_HDR, mlen);
-		lio->backlog_off += LIO_HDR + mlen;
+			lio_undelivered(lio, node, rec + LIO_HDR, mlen);
+		lio->backlog_node[node] -= mlen;
+		q->off += LIO_HDR + mlen;
 	}
-	if (lio->backlog_off == b->len) {
+	atomic_fetch_sub_explicit(&lio->backlog_bytes, before - (b->len - q->off),
+				  memory_order_relaxed);
+	if (q->off == b->len) {
 		b->len = 0;
-		lio->backlog_off = 0;
-	} else if (lio->backlog_off > b->len / 2) {
-		memmove(b->p, b->p + lio->backlog_off, b->len - lio->backlog_off);
-		b->len -= lio->backlog_off;
-		lio->backlog_off = 0;
+		q->off = 0;
+		lio->backlog_mask &= ~(1u << node);
+		return true;
 	}
-	atomic_store_explicit(&lio->backlog_bytes, b->len - lio->backlog_off, memory_order_relaxed);
+	if (q->off > b->len / 2) {
+		memmove(b->p, b->p + q->off, b->len - q->off);
+		b->len -= q->off;
+		q->off = 0;
+	}
+	return false;
+}
+
+static void lio_feed(struct link_io *lio, uint64_t now)
+{
+	for (uint32_t m = lio->backlog_mask; m; m &= m - 1)
+		lio_feed_node(lio, __builtin_ctz(m), now);
+}
+
+/* Appends one record to node's backlog; out of memory, the message goes
+ * back as undelivered. */
+static void lio_backlog_add(struct link_io *lio, int node, const uint8_t *rec, uint32_t mlen)
+{
+	struct lio_buf *b = &lio->backlog[node].b;
+
+	if (lio_buf_grow(b, b->len + LIO_HDR + mlen)) {
+		lio_undelivered(lio, node, rec + LIO_HDR, mlen);
+		return;
+	}
+	memcpy(b->p + b->len, rec, LIO_HDR + mlen);
+	b->len += LIO_HDR + mlen;
+	lio->backlog_node[node] += mlen;
+	lio->backlog_mask |= 1u << node;
+	atomic_fetch_add_explicit(&lio->backlog_bytes, LIO_HDR + mlen, memory_order_relaxed);
 }
 
 /* Applies peer changes and takes the senders' messages into the link. */
@@ -350,11 +487,11 @@ static void lio_take(struct link_io *lio, uint64_t now)
 	uint32_t dirty;
 	struct lio_buf b;
 
-	if (!atomic_load_explicit(&lio->has_pending, memory_order_relaxed)) {
-		if (lio->backlog.len)
-			lio_feed(lio, now);
+	/* what waits already goes first, so each node's order holds */
+	if (lio->backlog_mask)
+		lio_feed(lio, now);
+	if (!atomic_load_explicit(&lio->has_pending, memory_order_relaxed))
 		return;
-	}
 	pthread_mutex_lock(&lio->lock);
 	b = lio->pending;
 	lio->pending = lio->taking;
@@ -364,6 +501,13 @@ static void lio_take(struct link_io *lio, uint64_t now)
 	lio->peer_dirty = 0;
 	if (dirty)
 		memcpy(addr, lio->peer_addr, sizeof(addr));
+	/* the bytes change hands under the lock: a sender never sees them
+	 * in neither place */
+	for (int node = 0; node < LIO_NODES; node++) {
+		if (lio->pending_node[node])
+			atomic_fetch_add(&lio->queued[node], lio->pending_node[node]);
+		lio->pending_node[node] = 0;
+	}
 	atomic_store_explicit(&lio->has_pending, false, memory_order_relaxed);
 	pthread_mutex_unlock(&lio->lock);
 
@@ -374,28 +518,64 @@ static void lio_take(struct link_io *lio, uint64_t now)
 			continue;
 		if (!addr[node][0] || sock_parse_hostport(addr[node], &sa)) {
 			link_peer_remove(lio->link, (uint32_t)node);
+			lio->peers &= ~(1u << node);
 			continue;
 		}
-		if (link_peer_set_addr(lio->link, (uint32_t)node, &sa) == -ENOENT)
-			link_peer_add(lio->link, (uint32_t)node, &sa, now);
+		if (link_peer_set_addr(lio->link, (uint32_t)node, &sa) == -ENOENT &&
+		    link_peer_add(lio->link, (uint32_t)node, &sa, now) == 0)
+			lio->peers |= 1u << node;
 	}
-	/* after what waits already, so the order holds */
-	if (b.len) {
-		if (!lio->backlog.len) {
-			/* the common case: swap rather than copy */
-			struct lio_buf t = lio->backlog;
+	/* Straight into the link, unless the node has a backlog (behind
+	 * it) or its queue is full (a new backlog). */
+	for (size_t off = 0; off < b.len;) {
+		const uint8_t *rec = b.p + off;
+		int node = rec[0];
+		uint32_t mlen;
+		int ret = -ENOBUFS;
 
-			lio->backlog = lio->taking;
-			lio->taking = t;
-		} else if (lio_buf_grow(&lio->backlog, lio->backlog.len + b.len) == 0) {
-			memcpy(lio->backlog.p + lio->backlog.len, b.p, b.len);
-			lio->backlog.len += b.len;
-		} else {
-			lio_undelivered_all(lio, b.p, b.len);
-		}
+		memcpy(&mlen, rec + 1, 4);
+		off += LIO_HDR + mlen;
+		if (!(lio->backlog_mask & (1u << node)))
+			ret = link_send(lio->link, (uint32_t)node, rec + LIO_HDR, mlen, now);
+		if (ret == -ENOBUFS)
+			lio_backlog_add(lio, node, rec, mlen);
+		else if (ret)
+			lio_undelivered(lio, node, rec + LIO_HDR, mlen);
 	}
 	lio->taking.len = 0;
-	lio_feed(lio, now);
+}
+
+/*
+ * Publishes each node's queued bytes (link + backlog) for the senders'
+ * flow bound; where they fell (acks, or messages given back), the node
+ * made progress: its waiters are signalled and it is no longer stalled.
+ */
+static void lio_publish(struct link_io *lio)
+{
+	bool fell = false;
+
+	for (int node = 0; node < LIO_NODES; node++) {
+		uint64_t old = atomic_load_explicit(&lio->queued[node], memory_order_relaxed);
+		uint64_t q;
+
+		if (!old && !(lio->peers & (1u << node)))
+			continue;
+		q = link_queued_bytes(lio->link, (uint32_t)node) + lio->backlog_node[node];
+		if (q == old)
+			continue;
+		atomic_store(&lio->queued[node], q);
+		if (q < old) {
+			atomic_fetch_add(&lio->room_gen[node], 1);
+			atomic_store(&lio->stalled[node], false);
+			fell = true;
+		}
+	}
+	/* after the stores: pairs with the waiters' raise-then-re-read */
+	if (fell && atomic_load(&lio->waiters)) {
+		pthread_mutex_lock(&lio->lock);
+		pthread_cond_broadcast(&lio->room);
+		pthread_mutex_unlock(&lio->lock);
+	}
 }
 
 static void lio_flush(void *ctx)
@@ -405,6 +585,7 @@ static void lio_flush(void *ctx)
 
 	lio_take(lio, now);
 	lio_rearm(lio, now); /* link_poll flushes coalesced datagrams too */
+	lio_publish(lio);
 	for (uint32_t i = 0; i < LIO_RECVS; i++)
 		lio_arm_recv(lio, i);
 }
@@ -434,10 +615,16 @@ static bool lio_drain(void *ctx, bool first)
 {
 	struct link_io *lio = ctx;
 
-	if (first)
+	if (first) {
 		lio->draining = true;
+		atomic_store(&lio->stopping, true);
+		/* a sender waiting now would wait for nothing: wake it */
+		pthread_mutex_lock(&lio->lock);
+		pthread_cond_broadcast(&lio->room);
+		pthread_mutex_unlock(&lio->lock);
+	}
 	lio_flush(lio);
-	return !atomic_load_explicit(&lio->has_pending, memory_order_relaxed) && !lio->backlog.len;
+	return !atomic_load_explicit(&lio->has_pending, memory_order_relaxed) && !lio->backlog_mask;
 }
 
 int link_io_attach(struct link_io *lio, struct ring *r, struct handoff *h)
@@ -454,8 +641,10 @@ int link_io_attach(struct link_io *lio, struct ring *r, struct handoff *h)
 		ret = ring_add_client(r, &c);
 	if (ret)
 		return ret;
-	/* last: senders wake the ring from now on */
+	/* last: senders wake the ring from now on, and wait for room */
 	lio->h = h;
+	lio->ring_thread = pthread_self();
+	atomic_store(&lio->attached, true);
 	lio_flush(lio);
 	return 0;
 }
@@ -486,6 +675,15 @@ struct link_io *link_io_new(const struct config *cfg, int fd, const uint8_t *sec
 	lio->ops = *ops;
 	lio->ctx = ctx;
 	pthread_mutex_init(&lio->lock, NULL);
+	{
+		pthread_condattr_t ca;
+
+		/* the waits' deadlines are monotonic: a clock step moves none */
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&lio->room, &ca);
+		pthread_condattr_destroy(&ca);
+	}
 	lio->slots = calloc(LIO_SEND_SLOTS, sizeof(*lio->slots));
 	lio->free_slots = calloc(LIO_SEND_SLOTS, sizeof(*lio->free_slots));
 	lio->link = link_new(&lc, &lio_link_ops, lio);
@@ -508,7 +706,9 @@ void link_io_free(struct link_io *lio)
 	free(lio->free_slots);
 	free(lio->pending.p);
 	free(lio->taking.p);
-	free(lio->backlog.p);
+	for (int node = 0; node < LIO_NODES; node++)
+		free(lio->backlog[node].b.p);
+	pthread_cond_destroy(&lio->room);
 	pthread_mutex_destroy(&lio->lock);
 	if (lio->fd >= 0)
 		close(lio->fd);
@@ -531,9 +731,27 @@ void link_io_metrics(struct link_io *lio, FILE *out)
 		"# TYPE ringchat_link_unknown_source_total counter\n"
 		"ringchat_link_unknown_source_total %" PRIu64 "\n"
 		"# TYPE ringchat_link_send_errors_total counter\n"
-		"ringchat_link_send_errors_total %" PRIu64 "\n",
+		"ringchat_link_send_errors_total %" PRIu64 "\n"
+		"# HELP ringchat_link_flow_waits_total sends that waited for a peer's acks "
+		"(its queue was over the flow bound)\n"
+		"# TYPE ringchat_link_flow_waits_total counter\n"
+		"ringchat_link_flow_waits_total %" PRIu64 "\n"
+		"# HELP ringchat_link_flow_stalls_total waits that saw no ack for 200 ms and "
+		"gave up\n"
+		"# TYPE ringchat_link_flow_stalls_total counter\n"
+		"ringchat_link_flow_stalls_total %" PRIu64 "\n"
+		"# HELP ringchat_link_flow_give_ups_total waits that saw acks but not room "
+		"for 500 ms (a message larger than the others keep queued)\n"
+		"# TYPE ringchat_link_flow_give_ups_total counter\n"
+		"ringchat_link_flow_give_ups_total %" PRIu64 "\n"
+		"# HELP ringchat_link_queue_full_total sends refused at the 32 MiB bound\n"
+		"# TYPE ringchat_link_queue_full_total counter\n"
+		"ringchat_link_queue_full_total %" PRIu64 "\n",
 		ls.peers_up, ls.mac_failures, ls.replays, ls.malformed, ls.unknown_source,
-		lio->send_errors);
+		lio->send_errors, atomic_load_explicit(&lio->flow_waits, memory_order_relaxed),
+		atomic_load_explicit(&lio->flow_stalls, memory_order_relaxed),
+		atomic_load_explicit(&lio->flow_give_ups, memory_order_relaxed),
+		atomic_load_explicit(&lio->queue_full, memory_order_relaxed));
 	fprintf(out, "# HELP ringchat_link_srtt_seconds smoothed round-trip time per peer\n"
 		     "# TYPE ringchat_link_srtt_seconds gauge\n");
 	for (int node = 0; node < LIO_NODES; node++) {
@@ -552,11 +770,15 @@ void link_io_metrics(struct link_io *lio, FILE *out)
 			"ringchat_link_messages_total{peer=\"%d\",dir=\"out\"} %" PRIu64 "\n"
 			"ringchat_link_messages_total{peer=\"%d\",dir=\"in\"} %" PRIu64 "\n"
 			"ringchat_link_coalescing_ratio{peer=\"%d\"} %.3f\n"
+			"ringchat_link_queued_bytes{peer=\"%d\"} %" PRIu64 "\n"
+			"ringchat_link_downs_total{peer=\"%d\"} %" PRIu64 "\n"
+			"ringchat_link_duplicates_total{peer=\"%d\"} %" PRIu64 "\n"
 			"ringchat_link_peer_up{peer=\"%d\"} %d\n",
 			node, ps.retransmits, node, ps.dgrams_sent, node, ps.dgrams_recv, node,
 			ps.bytes_sent, node, ps.bytes_recv, node, ps.msgs_sent, node,
 			ps.msgs_delivered, node,
 			ps.data_dgrams_sent ? (double)ps.msgs_packed / (double)ps.data_dgrams_sent : 0.0,
-			node, ps.up ? 1 : 0);
+			node, atomic_load_explicit(&lio->queued[node], memory_order_relaxed), node,
+			ps.downs, node, ps.duplicates, node, ps.up ? 1 : 0);
 	}
 }

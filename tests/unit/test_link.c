@@ -591,8 +591,12 @@ static void test_flow_control_bounded(void **state)
 	struct link_peer_stats s = pstats(0);
 	assert_true(s.queued_bytes <= ca.sndbuf_bytes);
 	assert_false(link_can_send(W.ep[0].link, NODE_B, sizeof(buf)));
+	/* what a caller bounding its senders reads: queued, not acked */
+	assert_int_equal(link_queued_bytes(W.ep[0].link, NODE_B), 65 * 1000);
+	assert_int_equal(link_queued_bytes(W.ep[0].link, 3), 0);
 	run_for(3000);
 	assert_int_equal(link_send(W.ep[0].link, NODE_B, buf, sizeof(buf), W.now), -ENOBUFS);
+	assert_int_equal(link_queued_bytes(W.ep[0].link, NODE_B), 65 * 1000);
 
 	/* Channel back: it drains, and sending works again. */
 	W.cut = false;
@@ -602,6 +606,7 @@ static void test_flow_control_bounded(void **state)
 	run_for(100);
 	s = pstats(0);
 	assert_int_equal(s.queued_bytes, 0);
+	assert_int_equal(link_queued_bytes(W.ep[0].link, NODE_B), 0);
 	make_msg(buf, accepted, sizeof(buf));
 	assert_int_equal(link_send(W.ep[0].link, NODE_B, buf, sizeof(buf), W.now), 0);
 	run_for(100);

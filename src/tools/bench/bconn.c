@@ -149,6 +149,9 @@ void bconn_free(struct bconn *c)
 	free(c->wbuf);
 	free(c->sbuf);
 	free(c->sent_ns);
+	free(c->seen);
+	c->seen = NULL;
+	c->seen_n = c->seen_cap = 0;
 	if (c->rr)
 		redisReaderFree(c->rr);
 	c->rbuf = c->wbuf = c->sbuf = NULL;

@@ -58,9 +58,14 @@ struct bconn {
 	int64_t acks[BENCH_ACK_BATCH];
 	uint32_t nacks;
 	uint64_t ack_first_ns;
-	/* Highest msg_id pushed so far: a recipient hears one conversation,
-	 * whose msg_ids increase with send order, so one not above it is a
-	 * repeat (or out of order). */
+	/* Every msg_id pushed so far (open addressing, 0 = empty slot): a
+	 * push whose id is in it is a duplicate. Order alone cannot tell: a
+	 * push the node stored and sent again after its commit arrives after
+	 * later ones of the conversation, once. */
+	int64_t *seen;
+	size_t seen_n, seen_cap; /* cap: 0 or a power of two */
+	/* Highest msg_id pushed so far: a new id below it arrived out of
+	 * order (1:1: one conversation, whose ids increase with send order). */
 	int64_t last_msg_id;
 
 	/* Step engine. */

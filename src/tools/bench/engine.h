@@ -42,7 +42,7 @@ struct load_thread {
 	/* Results, read by main after the join. */
 	struct hist ok_hist, dlv_hist;
 	uint64_t sent, ok, errors, rate_limited, delivered, ack_errors, lost, bad;
-	uint64_t ok_all, delivered_all, duplicates;
+	uint64_t ok_all, delivered_all, duplicates, out_of_order;
 	uint64_t ended_ns;
 	/* Progress, read by main while the thread runs (relaxed: statistics). */
 	_Atomic uint64_t prog_ok, prog_dlv;

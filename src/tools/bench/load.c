@@ -146,6 +146,47 @@ static void load_delivered(struct load_thread *t, uint64_t stamp, uint64_t now)
 	t->delivered++;
 }
 
+static size_t load_seen_slot(const int64_t *set, size_t cap, int64_t id)
+{
+	size_t i = (size_t)(((uint64_t)id * 0x9e3779b97f4a7c15ull) >> 17) & (cap - 1);
+
+	while (set[i] != 0 && set[i] != id)
+		i = (i + 1) & (cap - 1);
+	return i;
+}
+
+/*
+ * Records msg_id as pushed to c. Returns 1 when it is new, 0 when it was
+ * pushed before (a duplicate), -ENOMEM when the set cannot grow (the id
+ * then counts as new: a bench out of memory does not invent duplicates).
+ */
+static int load_seen_add(struct bconn *c, int64_t id)
+{
+	size_t i;
+
+	if (id <= 0)
+		return 1; /* no id to judge by */
+	if (2 * (c->seen_n + 1) > c->seen_cap) {
+		size_t cap = c->seen_cap ? 2 * c->seen_cap : 1024;
+		int64_t *set = calloc(cap, sizeof(*set));
+
+		if (!set)
+			return -ENOMEM;
+		for (size_t k = 0; k < c->seen_cap; k++)
+			if (c->seen[k])
+				set[load_seen_slot(set, cap, c->seen[k])] = c->seen[k];
+		free(c->seen);
+		c->seen = set;
+		c->seen_cap = cap;
+	}
+	i = load_seen_slot(c->seen, c->seen_cap, id);
+	if (c->seen[i] == id)
+		return 0;
+	c->seen[i] = id;
+	c->seen_n++;
+	return 1;
+}
+
 static void load_send_acks(struct load_thread *t, struct bconn *c)
 {
 	char buf[BENCH_ACK_BATCH * 24 + 32];
@@ -191,12 +232,17 @@ static void load_on_frame(struct load_thread *t, struct bconn *c, const struct f
 	}
 	if (h->cmd != CMD_PUSH_MSG)
 		return;
-	load_delivered(t, text_stamp(p, h->len), now);
 	msg_id = text_json_int(p, h->len, "msg_id");
-	if (msg_id <= c->last_msg_id)
+	if (load_seen_add(c, msg_id) == 0) {
+		/* pushed before: not a delivery, but acked again like a client */
 		t->duplicates++;
-	else
-		c->last_msg_id = msg_id;
+	} else {
+		load_delivered(t, text_stamp(p, h->len), now);
+		if (msg_id < c->last_msg_id)
+			t->out_of_order++;
+		else
+			c->last_msg_id = msg_id;
+	}
 	if (c->nacks == 0)
 		c->ack_first_ns = now;
 	c->acks[c->nacks++] = msg_id;
@@ -568,6 +614,7 @@ int load_run(const struct bench_opts *o, const struct load_spec *sp, struct bcon
 		res->ok_all += t->ok_all;
 		res->delivered_all += t->delivered_all;
 		res->duplicates += t->duplicates;
+		res->out_of_order += t->out_of_order;
 		if (secs > res->seconds)
 			res->seconds = secs;
 	}

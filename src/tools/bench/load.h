@@ -62,8 +62,11 @@ struct load_result {
 	/* Measured interval; sent counts every message put on the wire, in
 	 * the whole run (a RATE_LIMITED one sent again counts twice). */
 	uint64_t sent, ok, errors, rate_limited, delivered, ack_errors, lost, bad;
-	/* Whole run, warm-up and drain included. */
-	uint64_t ok_all, delivered_all, duplicates;
+	/* Whole run, warm-up and drain included. delivered_all counts each
+	 * msg_id once per recipient; duplicates are the pushes of an id the
+	 * recipient had already; out_of_order the new ids that came after a
+	 * higher one of the same recipient (late, not repeated). */
+	uint64_t ok_all, delivered_all, duplicates, out_of_order;
 	bool drained; /* every answer and every expected delivery came */
 	double seconds;
 	struct procstat_span cpu; /* server and generator cost of [start, end) */

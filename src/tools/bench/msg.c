@@ -223,8 +223,9 @@ static void msg_report(const struct bench_opts *o, bool redis, const struct msg_
 	hist_text(out, "send->delivery", &r->dlv_hist);
 	fprintf(out,
 		"  whole run with warm-up and drain: sent %" PRIu64 "  OK %" PRIu64
-		"  delivered %" PRIu64 " of %" PRIu64 "  duplicates %" PRIu64 "%s\n",
-		r->sent, r->ok_all, r->delivered_all, expected, r->duplicates,
+		"  delivered %" PRIu64 " of %" PRIu64 "  duplicates %" PRIu64
+		"  out of order %" PRIu64 "%s\n",
+		r->sent, r->ok_all, r->delivered_all, expected, r->duplicates, r->out_of_order,
 		r->drained ? "" : "  (drain gave up)");
 	procstat_span_text(out, &r->cpu, (double)r->delivered, "deliveries", "delivery");
 	fflush(out);
@@ -249,8 +250,8 @@ static void msg_report(const struct bench_opts *o, bool redis, const struct msg_
 	       r->errors, r->rate_limited, r->ack_errors, r->lost);
 	printf(",\"sent_total\":%" PRIu64 ",\"sent_ok_total\":%" PRIu64
 	       ",\"delivered_total\":%" PRIu64 ",\"delivered_expected\":%" PRIu64
-	       ",\"duplicates\":%" PRIu64 ",\"drained\":%s",
-	       r->sent, r->ok_all, r->delivered_all, expected, r->duplicates,
+	       ",\"duplicates\":%" PRIu64 ",\"out_of_order\":%" PRIu64 ",\"drained\":%s",
+	       r->sent, r->ok_all, r->delivered_all, expected, r->duplicates, r->out_of_order,
 	       r->drained ? "true" : "false");
 	procstat_span_json(stdout, &r->cpu, (double)r->delivered, "deliveries");
 	printf("}\n");
