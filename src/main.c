@@ -69,7 +69,10 @@ static int run_io(const struct config *cfg, struct worker_pool *pool)
 		log_error("cannot attach the node link to the ring");
 		goto out;
 	}
-	cluster_attach_conns(conns);
+	if (cluster_attach_ring(ring, conns)) {
+		log_error("cannot attach the cluster to the ring");
+		goto out;
+	}
 	ret = ring_run(ring, &hooks);
 out:
 	/* the ring first: no CQE or timer reaches the modules afterwards */

@@ -28,7 +28,7 @@
  * through one SPSC queue per worker: all messages from one node go to the
  * same worker (node % workers), in order, except KICKED, which goes to the
  * worker of the session that waits for it, and PUSH over the node link,
- * which the I/O thread delivers itself (cluster_attach_conns).
+ * which the I/O thread delivers itself (cluster_attach_ring).
  *
  * Threads: cluster_start/cluster_stop on the main thread (after the
  * workers' pool exists and before it starts / after it stopped); the
@@ -46,6 +46,7 @@
 struct config;
 struct conn_table;
 struct link_io;
+struct ring;
 struct worker;
 struct node_info;
 
@@ -102,11 +103,15 @@ int cluster_start(const struct config *cfg, int nworkers, const char *addr, cons
 /* The node link (cluster_route udp), for main to attach to the ring on
  * the I/O thread; NULL otherwise. */
 struct link_io *cluster_link_io(void);
-/* I/O thread, after cluster_start and before the ring runs: with the node
- * link (cluster_route udp), PUSH messages from other nodes are copied into
- * conns' connections on the I/O thread itself instead of going through a
- * worker. A no-op for other transports. conns must outlive the ring. */
-void cluster_attach_conns(struct conn_table *conns);
+/* I/O thread, after cluster_start and before the ring runs. With the node
+ * link (cluster_route udp) the I/O thread is the transport's thread:
+ * PUSH messages from other nodes are copied into conns' connections there
+ * instead of going through a worker, and the other messages that find a
+ * worker's queue full wait in an overflow list that this module's ring
+ * client (added to r) empties, so the I/O thread never waits for a
+ * worker. A no-op for other transports. conns must outlive the ring.
+ * Returns 0 or -ENOMEM. */
+int cluster_attach_ring(struct ring *r, struct conn_table *conns);
 /* Leaves the cluster: flushes what is queued (bounded), releases the
  * lease. After the workers stopped. */
 void cluster_stop(void);

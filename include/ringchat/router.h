@@ -39,7 +39,8 @@ struct route {
 /*
  * The cluster below the router: how users on other nodes are found and
  * reached. Every call runs on a worker thread and must not block for long
- * (locate may ask Redis on a cache miss; forward only queues).
+ * (locate may ask Redis on a cache miss; forward queues, and over the
+ * node link may wait, bounded, for the peer's acks: link_io.h flow control).
  */
 struct router_cluster {
 	/* The node user_id is logged in on, when it is not this one: >= 0,

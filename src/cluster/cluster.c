@@ -17,7 +17,7 @@
  *
  * One exception: with the node link the transport's thread is the I/O
  * thread, which owns the connections, so a PUSH is copied straight into
- * its users' connections there (cluster_attach_conns). A PUSH needs no
+ * its users' connections there (cluster_attach_ring). A PUSH needs no
  * storage and no session state, only the registry; taking it to a worker
  * and back cost two thread wake-ups per message on the receiving node,
  * which was most of what a cross-node message cost above a local one.
@@ -50,6 +50,7 @@
 #include "ringchat/outbox.h"
 #include "ringchat/protocol.h"
 #include "ringchat/registry.h"
+#include "ringchat/ring.h"
 #include "ringchat/router.h"
 #include "ringchat/spsc.h"
 #include "ringchat/worker.h"
@@ -76,6 +77,7 @@ enum cl_type {
 
 /* One message from another node, on its way to a worker. */
 struct cl_in {
+	struct cl_in *next; /* on a lane's overflow list (I/O thread) */
 	int from;
 	uint32_t len;
 	uint8_t data[];
@@ -97,6 +99,9 @@ struct cl_lane {
 	uint32_t outages_seen;	/* worker only: cl.outages_over when it last repushed */
 	uint8_t *fwd_buf;	/* worker only: a PUSH being built (cl_forward) */
 	size_t fwd_cap;
+	/* I/O thread only (node link): messages that found the queue full,
+	 * in order; they go in before any later one */
+	struct cl_in *over_head, *over_tail;
 };
 
 struct cl_route_shard {
@@ -384,27 +389,38 @@ void cluster_social_changed(void)
 
 /* ---- receiving ------------------------------------------------------------------ */
 
-/* Transport thread: one message from node from. */
-static void cl_deliver(void *ctx, int from, uint64_t sent_ms, const uint8_t *msg, size_t len)
+/* A copy of msg from node from, and the lane of the worker it goes to;
+ * NULL when out of memory (counted). */
+static struct cl_in *cl_in_new(int from, const uint8_t *msg, size_t len, int *lane)
 {
 	struct cl_in *in;
-	int lane = from % cl.nworkers;
 
-	(void)ctx;
-	(void)sent_ms;
-	if (!len || len > UINT32_MAX)
-		return;
+	*lane = from % cl.nworkers;
 	/* the answer goes to the worker of the session that waits for it */
 	if (msg[0] == CL_KICKED && len == CL_KICK_BYTES)
-		lane = (int)(CONN_SLOT(be_get64(msg + 13)) % (uint32_t)cl.nworkers);
+		*lane = (int)(CONN_SLOT(be_get64(msg + 13)) % (uint32_t)cl.nworkers);
 	in = malloc(sizeof(*in) + len);
 	if (!in) {
 		atomic_fetch_add_explicit(&cl.dropped, 1, memory_order_relaxed);
-		return;
+		return NULL;
 	}
+	in->next = NULL;
 	in->from = from;
 	in->len = (uint32_t)len;
 	memcpy(in->data, msg, len);
+	return in;
+}
+
+/* Redis transport's thread: one message from node from. */
+static void cl_deliver(void *ctx, int from, uint64_t sent_ms, const uint8_t *msg, size_t len)
+{
+	struct cl_in *in;
+	int lane;
+
+	(void)ctx;
+	(void)sent_ms;
+	if (!len || len > UINT32_MAX || !(in = cl_in_new(from, msg, len, &lane)))
+		return;
 	/* a full queue: the worker is behind; wait for it (the transport
 	 * then stops reading, and its inbox buffers the burst) */
 	while (!spsc_push(&cl.lanes[lane].in, in)) {
@@ -412,6 +428,83 @@ static void cl_deliver(void *ctx, int from, uint64_t sent_ms, const uint8_t *msg
 		sched_yield();
 	}
 	cl.wake(lane);
+}
+
+/* I/O thread: moves what waits on lane l's overflow list into its queue,
+ * in order, as far as there is room. Returns true when some is left. */
+static bool cl_over_flush(int lane)
+{
+	struct cl_lane *l = &cl.lanes[lane];
+	bool moved = false;
+
+	while (l->over_head && spsc_push(&l->in, l->over_head)) {
+		l->over_head = l->over_head->next;
+		moved = true;
+	}
+	if (!l->over_head)
+		l->over_tail = NULL;
+	if (moved)
+		cl.wake(lane);
+	return l->over_head != NULL;
+}
+
+/* I/O thread (node link): like cl_deliver, but the I/O thread never waits
+ * for a worker: a message that finds the queue full (or others waiting
+ * before it) goes on the lane's overflow list, emptied by the ring client
+ * below. A worker the link makes wait for acks (flow control) must not
+ * find the ring waiting for it. */
+static void cl_deliver_ring(int from, const uint8_t *msg, size_t len)
+{
+	struct cl_in *in;
+	struct cl_lane *l;
+	int lane;
+
+	if (!len || len > UINT32_MAX || !(in = cl_in_new(from, msg, len, &lane)))
+		return;
+	l = &cl.lanes[lane];
+	if (!l->over_head && spsc_push(&l->in, in)) {
+		cl.wake(lane);
+		return;
+	}
+	if (l->over_tail)
+		l->over_tail->next = in;
+	else
+		l->over_head = in;
+	l->over_tail = in;
+	cl_over_flush(lane);
+}
+
+static bool cl_ring_over_flush(void)
+{
+	bool left = false;
+
+	for (int i = 0; i < cl.nworkers; i++)
+		if (cl.lanes[i].over_head && cl_over_flush(i))
+			left = true;
+	return left;
+}
+
+static void cl_ring_flush(void *ctx)
+{
+	(void)ctx;
+	cl_ring_over_flush();
+}
+
+static int cl_ring_wait_ms(void *ctx)
+{
+	(void)ctx;
+	/* workers do not signal room in their queues: look again shortly */
+	for (int i = 0; i < cl.nworkers; i++)
+		if (cl.lanes[i].over_head)
+			return 1;
+	return -1;
+}
+
+static bool cl_ring_drain(void *ctx, bool first)
+{
+	(void)ctx;
+	(void)first;
+	return !cl_ring_over_flush();
 }
 
 static void cl_node_up(void *ctx, int id, const struct node_info *info)
@@ -506,18 +599,25 @@ static void cl_push_here(const uint8_t *p, size_t len)
 
 static void cl_link_deliver(void *ctx, int from, const uint8_t *msg, size_t len)
 {
+	(void)ctx;
 	if (cl.conns && len && msg[0] == CL_PUSH) {
 		atomic_fetch_add_explicit(&cl.in_msgs, 1, memory_order_relaxed);
 		cl_push_here(msg, len);
 		return;
 	}
-	cl_deliver(ctx, from, 0, msg, len);
+	cl_deliver_ring(from, msg, len);
 }
 
-void cluster_attach_conns(struct conn_table *conns)
+int cluster_attach_ring(struct ring *r, struct conn_table *conns)
 {
-	if (cl.lio)
-		cl.conns = conns;
+	struct ring_client c = {
+		.flush = cl_ring_flush, .wait_ms = cl_ring_wait_ms, .drain = cl_ring_drain,
+	};
+
+	if (!cl.lio)
+		return 0;
+	cl.conns = conns;
+	return ring_add_client(r, &c);
 }
 
 static const struct cluster_bus_ops cl_bus_ops = {
@@ -718,6 +818,10 @@ static void cl_free(void)
 			while (cl.lanes[i].in.slots && (in = spsc_pop(&cl.lanes[i].in)))
 				free(in);
 			spsc_destroy(&cl.lanes[i].in);
+			while ((in = cl.lanes[i].over_head)) {
+				cl.lanes[i].over_head = in->next;
+				free(in);
+			}
 			free(cl.lanes[i].fwd_buf);
 			while (cl.lanes[i].waits) {
 				struct cl_wait *wt = cl.lanes[i].waits;
