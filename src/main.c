@@ -231,6 +231,13 @@ int main(int argc, char **argv)
 		log_info("link listening on %s", bound);
 		snprintf(advertise, sizeof(advertise), "%s",
 			 cfg.link_advertise[0] ? cfg.link_advertise : bound);
+		/* the default link address suits nodes of one machine; clients
+		 * served from a real interface suggest nodes on several */
+		if (!strncmp(advertise, "127.", 4) && strncmp(cfg.listen, "127.", 4))
+			log_warn("the node link advertises %s, a loopback address, while clients "
+				 "connect on %s: nodes on other hosts cannot reach this one; "
+				 "set link_listen (or link_advertise)",
+				 advertise, cfg.listen);
 		link.advertise = advertise;
 		link.secret = secret;
 		link.secret_len = (size_t)secret_len;

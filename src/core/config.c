@@ -140,7 +140,7 @@ static const struct config_entry config_table[] = {
 	/* node identity */
 	INT_KEY(node_id, "1", 0, 31, "this node's id (0..31), unique in the cluster; part of every msg_id"),
 	/* cluster */
-	ENUM_KEY(cluster_route, "redis", cluster_route_words,
+	ENUM_KEY(cluster_route, "udp", cluster_route_words,
 		 "how messages reach users on other nodes: redis (each node's inbox stream), "
 		 "udp (the node link, directly between nodes) or off (a single node: no lease, "
 		 "users of other nodes are unreachable)"),
