@@ -19,7 +19,10 @@
 # * the node also gets --max-unauth-per-addr 0 --max-conns-per-addr 0
 #   --signup-addr-limit 0 --login-timeout-ms 600000: 1000 logins from one
 #   address, on a node that shares its only CPU with MariaDB.
-# The bench reports the CPU of node + MariaDB + Redis (--server-pid). Keeps
+# The bench reports the CPU of node + MariaDB + Redis (--server-pid); this
+# script adds mariadbd's own CPU per committed message row over the whole
+# run (set-up included: the same 1000 signups and 500 friendships each
+# time). Keeps
 # command.txt, bench.txt, metrics.txt and node.log in
 # tests/perf/out/onecore-<time>/.
 set -euo pipefail
@@ -85,10 +88,21 @@ CMD=(taskset -c "$BENCH_CPU" "$BUILD/src/ringchat-bench" chat --port "$NODE_PORT
 	--server-pid "$NODE_PID,$MARIADB_PID,$REDIS_PID")
 echo "\$ ${CMD[*]}   # node: $(perf_node_bin) (CPU $SERVER_CPU) --durability stored ${NODE_FLAGS[*]}; schema $SCHEMA" |
 	tee "$OUT/command.txt"
+# utime + stime of a process, in clock ticks
+cpu_ticks() {
+	awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+DB_TICKS0=$(cpu_ticks "$MARIADB_PID")
 "${CMD[@]}" 2>&1 | grep -v '^\[' | tee "$OUT/bench.txt"
+DB_TICKS=$(($(cpu_ticks "$MARIADB_PID") - DB_TICKS0))
 if [[ -n $ADMIN_PORT ]]; then
 	curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" >"$OUT/metrics.txt" || true
 	grep -E '^ringchat_(commit_(batches|rows)_total|commit_latency_seconds_(total|max)|unread_[a-z]+_total) ' \
 		"$OUT/metrics.txt" || true
+	ROWS=$(awk '$1 == "ringchat_commit_rows_total" { print $2 }' "$OUT/metrics.txt")
+	[[ -n $ROWS && $ROWS != 0 ]] &&
+		awk -v t="$DB_TICKS" -v hz="$(getconf CLK_TCK)" -v r="$ROWS" 'BEGIN {
+			printf "mariadbd cpu %.2f s for %d rows: %.2f us per row (whole run)\n", t / hz, r, t / hz / r * 1e6 }' |
+		tee -a "$OUT/bench.txt"
 fi
 perf_note "results in $OUT"
