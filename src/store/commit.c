@@ -204,7 +204,8 @@ static const char COMMIT_SQL_INS_MSG_ONE[] = COMMIT_INS_MSG_PREFIX COMMIT_INS_MS
 /* The idempotency key of a message sent with a client_msg_id (see
  * sql/schema.sql, table message_client_ids), in the message's own
  * transaction and before its row: a duplicate key here is a retry. */
-#define COMMIT_INS_CMID_PREFIX "INSERT INTO message_client_ids (from_id, client_msg_id, msg_id) VALUES "
+#define COMMIT_INS_CMID_PREFIX                                                                     \
+	"INSERT INTO message_client_ids (from_id, client_msg_id, msg_id) VALUES "
 #define COMMIT_INS_CMID_ROW "(?, ?, ?)"
 #define COMMIT_INS_CMID_FMT "lbl"
 static const char COMMIT_SQL_INS_CMID_ONE[] = COMMIT_INS_CMID_PREFIX COMMIT_INS_CMID_ROW;
@@ -539,7 +540,8 @@ static int commit_insert_cmids(uint32_t from, uint32_t n)
 	if (!k)
 		return 0;
 	if (cw.bulk_now) {
-		rc = db_exec_bulk(cw.db, COMMIT_SQL_INS_CMID_ONE, COMMIT_INS_CMID_FMT, k, cw.params);
+		rc =
+		    db_exec_bulk(cw.db, COMMIT_SQL_INS_CMID_ONE, COMMIT_INS_CMID_FMT, k, cw.params);
 		return rc < 0 ? (int)rc : 0;
 	}
 	for (uint32_t size = COMMIT_CHUNK_ROWS, off = 0; size; size >>= 1) {
