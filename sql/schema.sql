@@ -150,7 +150,9 @@ CREATE TABLE IF NOT EXISTS group_members (
 --   the writer's inserts, the hottest statement of the node.
 -- * No unique key on (from_id, client_msg_id): every row paid for it, with
 --   or without a client_msg_id (an entry and a uniqueness check per insert,
---   about 28% of MariaDB's CPU per row); message_client_ids does its job.
+--   about 30% of MariaDB's CPU per row of the stored chat benchmark, see
+--   docs/benchmarks.md); message_client_ids does its job, and only for the
+--   messages that carry one.
 CREATE TABLE IF NOT EXISTS messages (
 	msg_id          BIGINT UNSIGNED NOT NULL,
 	conversation_id BIGINT UNSIGNED NOT NULL,
