@@ -32,14 +32,18 @@
  * and adds no mark of its own). So a message that is stored is always
  * delivered or marked.
  *
- * Duplicates: a batch whose multi-row INSERT hits a duplicate key is
- * rolled back and redone row by row. A row whose msg_id is already stored
- * with the same sender, conversation and send_time (an earlier attempt of
- * this batch that did commit although COMMIT reported a lost link) is OK;
- * a msg_id stored with anything else is a collision and fails that row
- * alone. A row whose (from_id, client_msg_id) is stored under another msg_id
- * is OK with stored_other set and msg_id, conversation_id and send_time
- * replaced by the stored row's: the message was sent before.
+ * Duplicates: an item with a client_msg_id also writes its key, a row of
+ * message_client_ids, before the message rows of its chunk and in the
+ * same transaction; items without one write none. A batch whose INSERTs
+ * hit a duplicate key is rolled back and redone row by row, each row's key
+ * before the row. A row whose msg_id is already stored with the same
+ * sender, conversation and send_time (an earlier attempt of this batch
+ * that did commit although COMMIT reported a lost link) is OK; a msg_id
+ * stored with anything else is a collision and fails that row alone (its
+ * key is not kept). A row whose (from_id, client_msg_id) is stored under
+ * another msg_id is OK with stored_other set and msg_id, conversation_id
+ * and send_time replaced by the stored row's: the message was sent
+ * before, and this row is not written.
  *
  * Acks (COMMIT_ACK) run after the batch's INSERTs, in the same
  * transaction, so acknowledging a message pushed before its row was

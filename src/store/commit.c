@@ -81,7 +81,8 @@
 #define COMMIT_UNREAD_HELD_MAX 65536 /* unread marks held at once (more: written at once) */
 #define COMMIT_BACKOFF_MIN_MS 50
 #define COMMIT_BACKOFF_MAX_MS 800
-#define COMMIT_MSG_COLS 9
+#define COMMIT_MSG_COLS 8
+#define COMMIT_CMID_COLS 3
 /* 2^16 recent group messages (1 MiB): at 3,000 group sends a second the
  * last ~20 s, far longer than members take to ack */
 #define COMMIT_GCACHE_BITS 16
@@ -93,6 +94,8 @@
 	     : COMMIT_ACK_CHUNK * 2)
 
 _Static_assert(COMMIT_PARAMS_MAX <= DB_MULTI_MAX_PARAMS, "a chunk must fit one statement");
+_Static_assert(COMMIT_CHUNK_ROWS * COMMIT_CMID_COLS <= COMMIT_PARAMS_MAX,
+	       "a chunk's client_msg_ids must fit one statement");
 /* padding a chunk to the next power of two must stay within params */
 _Static_assert((COMMIT_ACK_CHUNK & (COMMIT_ACK_CHUNK - 1)) == 0 &&
 		   (COMMIT_CHUNK_ROWS & (COMMIT_CHUNK_ROWS - 1)) == 0,
@@ -193,11 +196,19 @@ const uint32_t commit_lat_bucket_us[COMMIT_LAT_BUCKETS] = {
 
 #define COMMIT_INS_MSG_PREFIX                                                                      \
 	"INSERT INTO messages (msg_id, conversation_id, from_id, to_id, group_id, type, text, "    \
-	"send_time, client_msg_id) VALUES "
-#define COMMIT_INS_MSG_ROW "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
-#define COMMIT_INS_MSG_FMT "llllliblb"
+	"send_time) VALUES "
+#define COMMIT_INS_MSG_ROW "(?, ?, ?, ?, ?, ?, ?, ?)"
+#define COMMIT_INS_MSG_FMT "lllllibl"
 /* the same row as one statement, for db_exec_bulk */
 static const char COMMIT_SQL_INS_MSG_ONE[] = COMMIT_INS_MSG_PREFIX COMMIT_INS_MSG_ROW;
+/* The idempotency key of a message sent with a client_msg_id (see
+ * sql/schema.sql, table message_client_ids), in the message's own
+ * transaction and before its row: a duplicate key here is a retry. */
+#define COMMIT_INS_CMID_PREFIX                                                                     \
+	"INSERT INTO message_client_ids (from_id, client_msg_id, msg_id) VALUES "
+#define COMMIT_INS_CMID_ROW "(?, ?, ?)"
+#define COMMIT_INS_CMID_FMT "lbl"
+static const char COMMIT_SQL_INS_CMID_ONE[] = COMMIT_INS_CMID_PREFIX COMMIT_INS_CMID_ROW;
 /* a member's group cursor, for db_exec_bulk: GREATEST never moves it
  * back, and a user who is not a member has no row to change */
 static const char COMMIT_SQL_CURSOR_ONE[] =
@@ -215,6 +226,12 @@ static const struct db_multi commit_ins_msg = {
     .prefix = COMMIT_INS_MSG_PREFIX,
     .row = COMMIT_INS_MSG_ROW,
     .row_fmt = COMMIT_INS_MSG_FMT,
+};
+
+static const struct db_multi commit_ins_cmid = {
+    .prefix = COMMIT_INS_CMID_PREFIX,
+    .row = COMMIT_INS_CMID_ROW,
+    .row_fmt = COMMIT_INS_CMID_FMT,
 };
 
 /* One row per 1:1 message its recipient has not acknowledged (see
@@ -287,9 +304,18 @@ static const struct db_multi commit_ins_doubt = {
 };
 static const char COMMIT_SQL_BY_ID[] =
     "SELECT from_id, conversation_id, send_time FROM messages WHERE msg_id = ?";
+/* The message a client_msg_id was first stored with: one primary-key
+ * lookup in each table. */
 static const char COMMIT_SQL_BY_CLIENT_ID[] =
-    "SELECT msg_id, conversation_id, send_time FROM messages "
-    "WHERE from_id = ? AND client_msg_id = ?";
+    "SELECT c.msg_id, m.conversation_id, m.send_time FROM message_client_ids c "
+    "JOIN messages m ON m.msg_id = c.msg_id WHERE c.from_id = ? AND c.client_msg_id = ?";
+/* A key whose message row is missing (not written by this writer, which
+ * stores both in one transaction): it is taken over by the row at hand. */
+static const char COMMIT_SQL_CMID_TAKE[] =
+    "UPDATE message_client_ids SET msg_id = ? WHERE from_id = ? AND client_msg_id = ?";
+/* The key of a row that could not be stored after all (msg_id collision). */
+static const char COMMIT_SQL_CMID_DROP[] =
+    "DELETE FROM message_client_ids WHERE from_id = ? AND client_msg_id = ? AND msg_id = ?";
 
 /* Results of one attempt besides 0 and the enum db_error values. */
 #define COMMIT_AGAIN_ROW_BY_ROW 1
@@ -488,16 +514,60 @@ static void commit_fill_row(struct db_param *p, const struct commit_item *it)
 	p[5] = DB_I(it->type);
 	p[6] = DB_B(it->text, it->text_len);
 	p[7] = DB_L(it->send_time);
-	p[8] = DB_B(it->cmid, it->cmid ? it->cmid_len : 0);
+}
+
+static void commit_fill_cmid(struct db_param *p, const struct commit_item *it)
+{
+	p[0] = DB_L(it->from_id);
+	p[1] = DB_B(it->cmid, it->cmid_len);
+	p[2] = DB_L(it->msg_id);
 }
 
 /*
- * Inserts rows[from, from + n): in one array-bound execution where the
- * server has them (a round trip and a parse per chunk, see db_exec_bulk),
- * else as statements of power-of-two sizes.
+ * The idempotency keys of the rows of rows[from, from + n) that carry a
+ * client_msg_id, sent as their message rows are. They go first: a retry
+ * fails the statement with a duplicate key before any message row of the
+ * chunk is written. Rows without one cost nothing here.
+ */
+static int commit_insert_cmids(uint32_t from, uint32_t n)
+{
+	uint32_t k = 0;
+	int64_t rc;
+
+	for (uint32_t i = 0; i < n; i++)
+		if (cw.rows[from + i]->cmid)
+			commit_fill_cmid(&cw.params[COMMIT_CMID_COLS * k++], cw.rows[from + i]);
+	if (!k)
+		return 0;
+	if (cw.bulk_now) {
+		rc =
+		    db_exec_bulk(cw.db, COMMIT_SQL_INS_CMID_ONE, COMMIT_INS_CMID_FMT, k, cw.params);
+		return rc < 0 ? (int)rc : 0;
+	}
+	for (uint32_t size = COMMIT_CHUNK_ROWS, off = 0; size; size >>= 1) {
+		if (!(k & size))
+			continue;
+		rc = db_exec_multi(cw.db, &commit_ins_cmid, size,
+				   &cw.params[COMMIT_CMID_COLS * off]);
+		if (rc < 0)
+			return (int)rc;
+		off += size;
+	}
+	return 0;
+}
+
+/*
+ * Inserts rows[from, from + n), their client_msg_ids first: in one
+ * array-bound execution each where the server has them (a round trip and
+ * a parse per chunk, see db_exec_bulk), else as statements of power-of-two
+ * sizes.
  */
 static int commit_insert_chunk(uint32_t from, uint32_t n)
 {
+	int rc = commit_insert_cmids(from, n);
+
+	if (rc)
+		return rc;
 	if (cw.bulk_now) {
 		for (uint32_t i = 0; i < n; i++)
 			commit_fill_row(&cw.params[i * COMMIT_MSG_COLS], cw.rows[from + i]);
@@ -552,9 +622,9 @@ static void commit_fail_item(struct commit_item *it, const char *why)
 }
 
 /*
- * A row hit a duplicate key: decides whether it is stored already (see
- * commit.h). Returns 0 (outcome set on it) or a negative enum db_error
- * when the lookups themselves failed.
+ * A message row hit a duplicate msg_id: decides whether it is stored
+ * already (see commit.h). Returns 0 (outcome set on it) or a negative enum
+ * db_error when the lookup itself failed.
  */
 static int commit_resolve_dup(struct commit_item *it)
 {
@@ -573,53 +643,99 @@ static int commit_resolve_dup(struct commit_item *it)
 		return 0;
 	}
 	db_rows_free(rows);
-	if (it->cmid) {
-		rows = db_query(cw.db, COMMIT_SQL_BY_CLIENT_ID, "lb", it->from_id, it->cmid,
-				(size_t)it->cmid_len);
-		if (!rows)
-			return db_last_error(cw.db);
-		if (db_rows_count(rows) == 1) {
-			int64_t id = db_cell_i64(rows, 0, 0);
-
-			it->stored_other = id != it->msg_id;
-			it->msg_id = id;
-			it->conversation_id = db_cell_i64(rows, 0, 1);
-			it->send_time = db_cell_i64(rows, 0, 2);
-			db_rows_free(rows);
-			return 0;
-		}
-		db_rows_free(rows);
-	}
 	log_error("commit: msg_id %" PRId64 " of user %" PRId64 " is taken by another message",
 		  it->msg_id, it->from_id);
 	commit_fail_item(it, "message id collision; send it again");
 	return 0;
 }
 
+/*
+ * The client_msg_id of it is stored already (its key hit a duplicate):
+ * finds the message it was stored with (see commit.h). *stored is set
+ * when that message is stored, this one's row must then not be written:
+ * it is OK, as the earlier message (stored_other), or as itself when an
+ * earlier attempt of this batch did commit. A key whose message row is
+ * missing is not expected (both go in one transaction); it is given to
+ * this row, which is then written (*stored false). Returns 0 or a
+ * negative enum db_error.
+ */
+static int commit_resolve_cmid(struct commit_item *it, bool *stored)
+{
+	struct db_rows *rows;
+	int64_t rc;
+
+	rows = db_query(cw.db, COMMIT_SQL_BY_CLIENT_ID, "lb", it->from_id, it->cmid,
+			(size_t)it->cmid_len);
+	if (!rows)
+		return db_last_error(cw.db);
+	*stored = db_rows_count(rows) == 1;
+	if (*stored) {
+		int64_t id = db_cell_i64(rows, 0, 0);
+
+		/* never reset: an item resolved by an earlier attempt carries
+		 * the first message's msg_id and finds it again here */
+		if (id != it->msg_id)
+			it->stored_other = true;
+		it->msg_id = id;
+		it->conversation_id = db_cell_i64(rows, 0, 1);
+		it->send_time = db_cell_i64(rows, 0, 2);
+		db_rows_free(rows);
+		return 0;
+	}
+	db_rows_free(rows);
+	log_warn("commit: client_msg_id of user %" PRId64 " stored without its message; "
+		 "it names message %" PRId64 " now",
+		 it->from_id, it->msg_id);
+	rc = db_exec(cw.db, COMMIT_SQL_CMID_TAKE, "llb", it->msg_id, it->from_id, it->cmid,
+		     (size_t)it->cmid_len);
+	return rc < 0 ? (int)rc : 0;
+}
+
+/*
+ * The batch again, one row at a time, each row's key before the row, so
+ * that a duplicate (a retry, an earlier attempt that did commit, a msg_id
+ * collision) is told apart and settles that row alone.
+ */
 static int commit_insert_row_by_row(void)
 {
 	for (uint32_t i = 0; i < cw.nrows; i++) {
 		struct commit_item *it = cw.rows[i];
 		int64_t rc;
+		int ret;
 
+		if (it->cmid) {
+			bool stored;
+
+			commit_fill_cmid(cw.params, it);
+			rc = db_exec_multi(cw.db, &commit_ins_cmid, 1, cw.params);
+			if (rc == DB_ERR_DUP) {
+				if ((ret = commit_resolve_cmid(it, &stored)))
+					return ret;
+				if (stored)
+					continue;
+			} else if (rc < 0) {
+				return (int)rc;
+			}
+		}
 		commit_fill_row(cw.params, it);
 		rc = db_exec_multi(cw.db, &commit_ins_msg, 1, cw.params);
 		if (rc >= 0)
 			continue;
-		if (rc == DB_ERR_DUP) {
-			int ret = commit_resolve_dup(it);
-
-			if (ret)
-				return ret;
-			continue;
-		}
-		/* Anything else ends the attempt: a deadlock has already
-		 * rolled the whole transaction back, and going on would
-		 * commit the rest as if nothing happened. Rows are checked
-		 * before they get here, so a row the server refuses for
-		 * itself is not expected; if one ever is, its batch fails
+		/* Anything but a duplicate ends the attempt: a deadlock has
+		 * already rolled the whole transaction back, and going on
+		 * would commit the rest as if nothing happened. Rows are
+		 * checked before they get here, so a row the server refuses
+		 * for itself is not expected; if one ever is, its batch fails
 		 * at the deadline and its sender hears so. */
-		return (int)rc;
+		if (rc != DB_ERR_DUP)
+			return (int)rc;
+		if ((ret = commit_resolve_dup(it)))
+			return ret;
+		/* a collision stores nothing of the row: nor its key */
+		if (it->cmid && it->status != ST_OK &&
+		    (rc = db_exec(cw.db, COMMIT_SQL_CMID_DROP, "lbl", it->from_id, it->cmid,
+				  (size_t)it->cmid_len, it->msg_id)) < 0)
+			return (int)rc;
 	}
 	return 0;
 }

@@ -4,8 +4,11 @@
  * delivered by a new node), a node stopped with sends in flight (each gets
  * its answer, each OK'd one is stored), MariaDB stopped under a sender (12
  * INTERNAL within seconds, never a hang, and OK again once it is back),
- * the relay durability mode, and a stop that must end within a bound
- * although the workers' last frames find full queues and no I/O thread.
+ * the relay durability mode, a stop that must end within a bound
+ * although the workers' last frames find full queues and no I/O thread,
+ * and a database made by an older schema (client_msg_ids in messages,
+ * under a unique key): sql/schema.sql migrates it, and a retry of a
+ * message stored before the migration is still recognised.
  *
  * Needs the services (scripts/services.sh start; RINGCHAT_MYSQL_SOCKET and
  * RINGCHAT_REDIS_SOCKET from `services.sh env`). The outage test stops and
@@ -13,8 +16,12 @@
  */
 #include "harness.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 #define DUR_PUSH_MS 5000
 #define DUR_NO_PUSH_MS 500
@@ -343,6 +350,159 @@ static void test_stop_bounded_with_full_queues(void **state)
 	free(f);
 }
 
+/* Scratch database of test_old_schema_migrated (ringchat_*: the node's
+ * account may use it). */
+#define DUR_MIG_DB "ringchat_migtest"
+
+/*
+ * Runs the mariadb client as root on the private server (the unix socket
+ * of RINGCHAT_MYSQL_SOCKET, as scripts/services.sh does) against db, with
+ * sql (may be NULL) and then the file at path (may be NULL) on its
+ * standard input. Returns its exit status, -1 when it could not run.
+ */
+static int dur_mysql_root(const char *db, const char *sql, const char *path)
+{
+	const char *sock = getenv("RINGCHAT_MYSQL_SOCKET");
+	char cmd[1024], buf[4096];
+	FILE *p, *f = NULL;
+	size_t n;
+	int st;
+
+	if (!sock || !sock[0])
+		return -1;
+	snprintf(cmd, sizeof(cmd), "mariadb --no-defaults --socket='%s' --user=root %s", sock,
+		 db ? db : "");
+	p = popen(cmd, "w");
+	if (!p)
+		return -1;
+	if (sql)
+		fputs(sql, p);
+	if (path && (f = fopen(path, "r"))) {
+		while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+			fwrite(buf, 1, n, p);
+		fclose(f);
+	}
+	st = pclose(p);
+	if (path && !f)
+		return -1;
+	return st == -1 ? -1 : WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/*
+ * A database made by the schema before message_client_ids: its messages
+ * table had client_msg_id and UNIQUE KEY uk_messages_client. Applying
+ * sql/schema.sql (twice: it must stay idempotent) migrates it; a node
+ * started on it answers a retry of a message stored before the migration
+ * with that message's msg_id, conversation_id and send_time, pushes
+ * nothing, and stores and recognises new client_msg_ids.
+ */
+static void test_old_schema_migrated(void **state)
+{
+	/* the old table, as sql/schema.sql created it */
+	static const char old_messages[] =
+	    "CREATE TABLE messages ("
+	    " msg_id BIGINT UNSIGNED NOT NULL, conversation_id BIGINT UNSIGNED NOT NULL,"
+	    " from_id BIGINT UNSIGNED NOT NULL, to_id BIGINT UNSIGNED NOT NULL DEFAULT 0,"
+	    " group_id BIGINT UNSIGNED NOT NULL DEFAULT 0,"
+	    " type TINYINT UNSIGNED NOT NULL DEFAULT 0, text MEDIUMBLOB NOT NULL,"
+	    " send_time BIGINT NOT NULL, client_msg_id VARBINARY(64) NULL DEFAULT NULL,"
+	    " PRIMARY KEY (msg_id), KEY idx_messages_conv (conversation_id, msg_id),"
+	    " UNIQUE KEY uk_messages_client (from_id, client_msg_id)"
+	    ") ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;\n";
+	/* the ids the two users will get (far above the main database's, so
+	 * their presence in the shared Redis is theirs alone) */
+	const int64_t uid = ((int64_t)1 << 44) + ((int64_t)(getpid() & 0xffff) << 16) +
+			    (int64_t)(time(NULL) & 0xfff) * 2;
+	const int64_t old_id = ((int64_t)1 << 50) + 12345, old_conv = 777, old_time = 1700000000123;
+	const char *src = getenv("RINGCHAT_SRCDIR");
+	char sql[1024], path[512], json[256];
+	struct dur_user a = {0}, b = {0};
+	struct node *n;
+	int64_t new_id;
+	uint32_t code;
+	cJSON *r, *p;
+
+	(void)state;
+	if (!src || dur_mysql_root(NULL, "SELECT 1;\n", NULL) != 0)
+		skip(); /* no private server to make a scratch database on */
+	snprintf(path, sizeof(path), "%s/sql/schema.sql", src);
+	snprintf(sql, sizeof(sql),
+		 "DROP DATABASE IF EXISTS " DUR_MIG_DB ";\n"
+		 "CREATE DATABASE " DUR_MIG_DB " CHARACTER SET utf8mb4;\n");
+	assert_int_equal(dur_mysql_root(NULL, sql, NULL), 0);
+	assert_int_equal(dur_mysql_root(DUR_MIG_DB, old_messages, NULL), 0);
+	/* a message with a client_msg_id, and one without */
+	snprintf(sql, sizeof(sql),
+		 "INSERT INTO messages (msg_id, conversation_id, from_id, to_id, text, send_time, "
+		 "client_msg_id) VALUES (%lld, %lld, %lld, %lld, 'before', %lld, 'old-1'), "
+		 "(%lld, %lld, %lld, %lld, 'plain', %lld, NULL);\n",
+		 (long long)old_id, (long long)old_conv, (long long)uid, (long long)(uid + 1),
+		 (long long)old_time, (long long)(old_id + 1), (long long)old_conv, (long long)uid,
+		 (long long)(uid + 1), (long long)old_time + 1);
+	assert_int_equal(dur_mysql_root(DUR_MIG_DB, sql, NULL), 0);
+	assert_int_equal(dur_mysql_root(DUR_MIG_DB, NULL, path), 0);
+	assert_int_equal(dur_mysql_root(DUR_MIG_DB, NULL, path), 0);
+	/* the users' ids, and their conversation as the old node had made it */
+	snprintf(sql, sizeof(sql),
+		 "ALTER TABLE users AUTO_INCREMENT = %lld;\n"
+		 "INSERT INTO conversations (id, kind, a, b) VALUES (%lld, 1, %lld, %lld);\n",
+		 (long long)uid, (long long)old_conv, (long long)uid, (long long)(uid + 1));
+	assert_int_equal(dur_mysql_root(DUR_MIG_DB, sql, NULL), 0);
+
+	n = node_start(DUR_FLAGS " --mysql-db " DUR_MIG_DB);
+	assert_non_null(n);
+	dur_pair(n, &a, &b, "mg");
+	assert_int_equal(a.id, uid);
+	assert_int_equal(b.id, uid + 1);
+	dur_login(n, &b);
+
+	/* the retry of the message stored before the migration */
+	snprintf(json, sizeof(json),
+		 "{\"to\":%lld,\"type\":0,\"text\":\"before\",\"client_msg_id\":\"old-1\"}",
+		 (long long)b.id);
+	r = tc_call(a.c, CMD_MSG_SEND, json, &code);
+	assert_int_equal(code, ST_OK);
+	assert_int_equal(tc_json_int(r, "msg_id"), old_id);
+	assert_int_equal(tc_json_int(r, "conversation_id"), old_conv);
+	assert_int_equal(tc_json_int(r, "send_time"), old_time);
+	cJSON_Delete(r);
+	tc_expect_no_push(b.c, CMD_PUSH_MSG, DUR_NO_PUSH_MS);
+
+	/* a new client_msg_id: stored and pushed once; its retry on a new
+	 * node (no worker cache) answers the same msg_id */
+	snprintf(json, sizeof(json),
+		 "{\"to\":%lld,\"type\":0,\"text\":\"after\",\"client_msg_id\":\"new-1\"}",
+		 (long long)b.id);
+	r = tc_call(a.c, CMD_MSG_SEND, json, &code);
+	assert_int_equal(code, ST_OK);
+	new_id = tc_json_int(r, "msg_id");
+	assert_int_not_equal(new_id, old_id);
+	cJSON_Delete(r);
+	p = tc_expect_push(b.c, CMD_PUSH_MSG, DUR_PUSH_MS);
+	assert_int_equal(tc_json_int(p, "msg_id"), new_id);
+	cJSON_Delete(p);
+	dur_user_close(&a);
+	dur_user_close(&b);
+	assert_int_equal(node_stop(n), 0);
+
+	n = node_start(DUR_FLAGS " --mysql-db " DUR_MIG_DB);
+	assert_non_null(n);
+	dur_login(n, &a);
+	r = tc_call(a.c, CMD_MSG_SEND, json, &code);
+	assert_int_equal(code, ST_OK);
+	assert_int_equal(tc_json_int(r, "msg_id"), new_id);
+	cJSON_Delete(r);
+	/* one row each: HISTORY has the three */
+	snprintf(json, sizeof(json), "{\"with\":%lld}", (long long)b.id);
+	r = tc_call(a.c, CMD_HISTORY, json, &code);
+	assert_int_equal(code, ST_OK);
+	assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r, "messages")), 3);
+	cJSON_Delete(r);
+	dur_user_close(&a);
+	assert_int_equal(node_stop(n), 0);
+	assert_int_equal(dur_mysql_root(NULL, "DROP DATABASE " DUR_MIG_DB ";\n", NULL), 0);
+}
+
 /*
  * A recipient online while MariaDB stops around a send (no client_msg_id):
  * whatever it is shown must be stored under the msg_id it was shown with,
@@ -526,6 +686,7 @@ int main(void)
 	    cmocka_unit_test(test_relay_mode),
 	    cmocka_unit_test(test_stop_bounded_with_full_queues),
 	    cmocka_unit_test(test_seen_is_stored),
+	    cmocka_unit_test(test_old_schema_migrated),
 	    cmocka_unit_test(test_storage_outage),
 	};
 

@@ -3,8 +3,9 @@
  * items come back to the worker that submitted them, in its submission
  * order, each with the right outcome; rows are really there; a
  * client_msg_id sent twice (in one batch or later) is stored once and both
- * answers carry the first msg_id; a msg_id taken by another message fails
- * only its own row; acks mark 1:1 rows of their recipient only and move a
+ * answers carry the first msg_id, and only messages sent with one have a
+ * key in message_client_ids; a msg_id taken by another message fails only
+ * its own row (and leaves no key); acks mark 1:1 rows of their recipient only and move a
  * group member's cursor up, never down. With unread marks held back
  * (unread_defer_ms), an ack in time writes nothing, a mark not acked is
  * written when due, a login flush writes its user's marks at once, a
@@ -121,6 +122,12 @@ static int64_t query_int(const char *sql, int64_t arg)
 	return v;
 }
 
+/* Rows of from in message_client_ids. */
+static int64_t keys_of(int64_t from)
+{
+	return query_int("SELECT COUNT(*) FROM message_client_ids WHERE from_id = ?", from);
+}
+
 /* 600 items from two workers, interleaved: each worker gets its own back,
  * in order, all stored. */
 static void test_order_per_worker(void **state)
@@ -156,6 +163,9 @@ static void test_order_per_worker(void **state)
 		    items[i]->from_id);
 		free(items[i]);
 	}
+	/* sent without client_msg_ids: no keys */
+	assert_int_equal(keys_of(user(0)), 0);
+	assert_int_equal(keys_of(user(1)), 0);
 }
 
 static void test_client_msg_id_once(void **state)
@@ -189,6 +199,9 @@ static void test_client_msg_id_once(void **state)
 	assert_true(c->stored_other);
 	assert_int_equal(c->msg_id, first);
 	assert_int_equal(query_int("SELECT COUNT(*) FROM messages WHERE from_id = ?", user(20)), 1);
+	assert_int_equal(keys_of(user(20)), 1);
+	assert_int_equal(
+	    query_int("SELECT msg_id FROM message_client_ids WHERE from_id = ?", user(20)), first);
 	free(a);
 	free(b);
 	free(c);
@@ -241,6 +254,110 @@ static void test_collision_fails_only_its_row(void **state)
 	free(other);
 }
 
+/* A batch of rows with and without client_msg_ids, and a retry of one of
+ * them: only the rows sent with one get a key, each naming its own row;
+ * the retry is stored once. */
+static void test_client_ids_mixed(void **state)
+{
+	enum { N = 40 };
+	struct commit_item *items[N + 1];
+	char cmids[N][40];
+
+	(void)state;
+	for (int i = 0; i < N; i++) {
+		snprintf(cmids[i], sizeof(cmids[i]), "mix-%lld-%d", (long long)user_base, i);
+		items[i] = msg_item(user(40), user(41), 0, "m", i % 4 ? NULL : cmids[i]);
+		submit(0, items[i]);
+	}
+	items[N] = msg_item(user(40), user(41), 0, "m", cmids[8]);
+	submit(0, items[N]);
+	for (int i = 0; i <= N; i++) {
+		assert_ptr_equal(take(0), items[i]);
+		assert_int_equal(items[i]->status, ST_OK);
+		assert_int_equal(items[i]->stored_other, i == N);
+	}
+	assert_int_equal(items[N]->msg_id, items[8]->msg_id);
+	assert_int_equal(items[N]->send_time, items[8]->send_time);
+	assert_int_equal(query_int("SELECT COUNT(*) FROM messages WHERE from_id = ?", user(40)), N);
+	assert_int_equal(keys_of(user(40)), N / 4);
+	for (int i = 0; i < N; i++)
+		assert_int_equal(
+		    query_int("SELECT from_id FROM message_client_ids WHERE msg_id = ?",
+			      items[i]->msg_id),
+		    i % 4 ? -1 : user(40));
+	for (int i = 0; i <= N; i++)
+		free(items[i]);
+}
+
+/* A row with a client_msg_id whose msg_id is taken fails alone and leaves
+ * no key behind: the client's next send with that client_msg_id is stored
+ * as a new message. */
+static void test_collision_leaves_no_key(void **state)
+{
+	struct commit_item *a, *x, *b, *y;
+	char cmid[40];
+
+	(void)state;
+	snprintf(cmid, sizeof(cmid), "coll-%lld", (long long)user_base);
+	a = msg_item(user(50), user(51), 0, "a", NULL);
+	submit(0, a);
+	assert_ptr_equal(take(0), a);
+	assert_int_equal(a->status, ST_OK);
+
+	x = msg_item(user(52), user(51), 0, "x", cmid);
+	x->msg_id = a->msg_id;
+	b = msg_item(user(52), user(51), 0, "b", NULL);
+	submit(0, x);
+	submit(0, b);
+	assert_ptr_equal(take(0), x);
+	assert_ptr_equal(take(0), b);
+	assert_int_equal(x->status, ST_INTERNAL);
+	assert_int_equal(b->status, ST_OK);
+	assert_int_equal(keys_of(user(52)), 0);
+
+	y = msg_item(user(52), user(51), 0, "x", cmid);
+	submit(1, y);
+	assert_ptr_equal(take(1), y);
+	assert_int_equal(y->status, ST_OK);
+	assert_false(y->stored_other);
+	assert_int_equal(
+	    query_int("SELECT msg_id FROM message_client_ids WHERE from_id = ?", user(52)),
+	    y->msg_id);
+	assert_int_equal(query_int("SELECT COUNT(*) FROM messages WHERE from_id = ?", user(52)), 2);
+	free(a);
+	free(x);
+	free(b);
+	free(y);
+}
+
+/* A key whose message row is missing (the writer never leaves one: both
+ * are in one transaction) names the next message sent with it. */
+static void test_orphan_key_taken_over(void **state)
+{
+	struct commit_item *m;
+	char cmid[40];
+	int64_t id;
+
+	(void)state;
+	snprintf(cmid, sizeof(cmid), "orphan-%lld", (long long)user_base);
+	assert_int_equal(db_exec(db,
+				 "INSERT INTO message_client_ids (from_id, client_msg_id, msg_id) "
+				 "VALUES (?, ?, 1)",
+				 "lb", user(55), cmid, strlen(cmid)),
+			 1);
+	m = msg_item(user(55), user(56), 0, "m", cmid);
+	id = m->msg_id;
+	submit(0, m);
+	assert_ptr_equal(take(0), m);
+	assert_int_equal(m->status, ST_OK);
+	assert_false(m->stored_other);
+	assert_int_equal(m->msg_id, id);
+	assert_int_equal(
+	    query_int("SELECT msg_id FROM message_client_ids WHERE from_id = ?", user(55)), id);
+	assert_int_equal(query_int("SELECT COUNT(*) FROM messages WHERE msg_id = ?", id), 1);
+	free(m);
+}
+
 /*
  * The same rules with commit_bulk off: message rows as power-of-two
  * multi-row INSERTs, the path for servers and proxies without bulk
@@ -257,6 +374,9 @@ static void test_multi_row_path(void **state)
 	test_order_per_worker(state);
 	test_client_msg_id_once(state);
 	test_collision_fails_only_its_row(state);
+	test_client_ids_mixed(state);
+	test_collision_leaves_no_key(state);
+	test_orphan_key_taken_over(state);
 	user_base = saved;
 	commit_stop();
 	cfg.commit_bulk = 1;
@@ -546,6 +666,9 @@ int main(void)
 	    cmocka_unit_test(test_order_per_worker),
 	    cmocka_unit_test(test_client_msg_id_once),
 	    cmocka_unit_test(test_collision_fails_only_its_row),
+	    cmocka_unit_test(test_client_ids_mixed),
+	    cmocka_unit_test(test_collision_leaves_no_key),
+	    cmocka_unit_test(test_orphan_key_taken_over),
 	    cmocka_unit_test(test_acks),
 	    cmocka_unit_test(test_stats),
 	    /* restarts the writer: after test_stats, which reads its totals */
@@ -585,6 +708,8 @@ int main(void)
 	rc = cmocka_run_group_tests(tests, NULL, NULL);
 	commit_stop();
 	db_exec(db, "DELETE FROM messages WHERE from_id BETWEEN ? AND ?", "ll", user(0), user(1099));
+	db_exec(db, "DELETE FROM message_client_ids WHERE from_id BETWEEN ? AND ?", "ll", user(0),
+		user(1099));
 	db_close(db);
 	db_thread_end();
 	db_global_end();
