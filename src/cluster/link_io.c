@@ -482,7 +482,8 @@ static void lio_ms_cqe(struct link_io *lio, struct io_uring_cqe *cqe)
 		lio->recv_errors++;
 	/* the buffers this iteration's earlier CQEs carried are back by now
 	 * (a stopped receive's CQE comes after its datagrams' CQEs) */
-	lio_arm_ms(lio);
+	if (lio->recv_mode == LIO_RECV_MULTISHOT)
+		lio_arm_ms(lio);
 }
 
 static void lio_timer(void *ctx, struct ring_timer *t);
