@@ -5,7 +5,8 @@
  *                                                       ▼ ring iteration (flush)
  *            link_send, or the node's backlog while its link queue is full
  *   UDP socket ◄── sendmsg (slot pool) ◄── link_send / link_flush
- *   UDP socket ── recvmsg ×LIO_RECVS ──► link_input ──► ops->deliver
+ *   UDP socket ── multishot recvmsg ──► link's buffer group ──► link_input ──► ops->deliver
+ *              (or recvmsg ×LIO_RECVS)
  *   ring timer at link_poll's deadline ──► link_poll (retransmit, acks,
  *                                          heartbeats, peers down)
  *
@@ -14,6 +15,26 @@
  * (all of an iteration's sends go to the kernel in one submit). Without
  * a free slot (a burst beyond LIO_SEND_SLOTS in flight) the datagram is
  * sent with sendto at once: UDP on a non-blocking socket never waits.
+ *
+ * Receives: one multishot recvmsg (IORING_RECV_MULTISHOT) posts a CQE per
+ * datagram, each in a buffer of the link's own provided-buffer group
+ * (ring_bufs_create; LIO_RECV_BUFS buffers of LIO_RECV_BUF_BYTES: the
+ * kernel's io_uring_recvmsg_out, the sender's sockaddr_in, the datagram).
+ * A buffer goes back to the kernel as soon as link_input returned (the
+ * link copies what it keeps), and the ring publishes it before its next
+ * submit. The receive state machine:
+ *
+ *   ARMED ── CQE with F_MORE ──► link_input, buffer back ──► ARMED
+ *   ARMED ── CQE without F_MORE ──► (-ENOBUFS counted; other errors
+ *            counted) ──► armed again at once ──► ARMED
+ *   ARMED ── -EINVAL (a kernel without multishot recvmsg) ──► SINGLE:
+ *            LIO_RECVS single-shot recvmsg, each re-armed after its CQE
+ *
+ * -ENOBUFS means every buffer was taken before the ring looked at the CQ;
+ * the datagrams behind them wait in the socket and the new arm takes them.
+ * A datagram longer than LIO_DGRAM_MAX arrives cut (MSG_TRUNC) and is
+ * dropped as malformed in both modes. ringchat_link_recv_multishot shows
+ * the mode, and the first CQE logs it.
  *
  * Wake-ups follow handoff.h: a sender appends, fences and wakes the ring
  * only if it announced a sleep; the ring announces (sleep), fences and
