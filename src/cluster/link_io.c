@@ -85,7 +85,7 @@
 #define LIO_DGRAM_MAX 2048	/* a slot; datagrams are at most dgram_bytes (1200) */
 /* A multishot buffer: the kernel's header, the sender's address, then
  * the datagram; a longer one arrives cut (MSG_TRUNC) and is dropped. */
-#define LIO_RECV_BUF_BYTES                                                                     \
+#define LIO_RECV_BUF_BYTES                                                                         \
 	(sizeof(struct io_uring_recvmsg_out) + sizeof(struct sockaddr_in) + LIO_DGRAM_MAX)
 #define LIO_NODES 32
 #define LIO_HDR 5		/* pending record: u8 node, u32 len */
@@ -175,9 +175,9 @@ struct link_io {
 	struct lio_recv recvs[LIO_RECVS];
 	bool recv_armed[LIO_RECVS];
 	enum lio_recv_mode recv_mode;
-	bool ms_armed;	       /* the multishot recvmsg is in the kernel */
-	bool ms_settled;       /* a CQE of it came: the mode was logged */
-	struct msghdr ms_mh;   /* the multishot template: name length only */
+	bool ms_armed;		 /* the multishot recvmsg is in the kernel */
+	bool ms_settled;	 /* a CQE of it came: the mode was logged */
+	struct msghdr ms_mh;	 /* the multishot template: name length only */
 	struct ring_bufs *rbufs; /* the multishot's buffers (the ring's) */
 	uint64_t recv_nobufs, recv_truncated;
 	struct lio_send *slots;
@@ -920,8 +920,8 @@ void link_io_metrics(struct link_io *lio, FILE *out)
 		"# TYPE ringchat_link_queue_full_total counter\n"
 		"ringchat_link_queue_full_total %" PRIu64 "\n",
 		ls.peers_up, ls.mac_failures, ls.replays, ls.malformed + lio->recv_truncated,
-		ls.unknown_source,
-		lio->send_errors, atomic_load_explicit(&lio->flow_waits, memory_order_relaxed),
+		ls.unknown_source, lio->send_errors,
+		atomic_load_explicit(&lio->flow_waits, memory_order_relaxed),
 		atomic_load_explicit(&lio->flow_stalls, memory_order_relaxed),
 		atomic_load_explicit(&lio->flow_give_ups, memory_order_relaxed),
 		atomic_load_explicit(&lio->queue_full, memory_order_relaxed));

@@ -60,8 +60,8 @@
 struct ring_bufs {
 	struct io_uring_buf_ring *br;
 	uint8_t *mem;
-	size_t bytes;	   /* of one buffer */
-	unsigned count;	   /* buffers and ring entries, a power of two */
+	size_t bytes;	/* of one buffer */
+	unsigned count; /* buffers and ring entries, a power of two */
 	uint16_t bgid;
 	uint32_t provided; /* added this iteration, not yet advanced */
 };
