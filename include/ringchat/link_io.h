@@ -10,6 +10,11 @@
  * iteration, so messages queued together share datagrams. Messages from
  * other nodes are handed to ops->deliver on the I/O thread.
  *
+ * Datagrams come in through one multishot recvmsg into a provided-buffer
+ * group of the link's own (ring_bufs_create), or, on a kernel that
+ * refuses it, through single-shot recvmsg; the metric
+ * ringchat_link_recv_multishot says which.
+ *
  * Life: link_io_new on the main thread (it takes the bound socket),
  * link_io_attach on the I/O thread once its ring exists, link_io_free
  * after the ring was destroyed. Peers are set from any thread
@@ -76,7 +81,13 @@ int link_io_send(struct link_io *lio, int node, const void *msg, size_t len);
  * the node left. Applied by the I/O thread at its next iteration. */
 void link_io_set_peer(struct link_io *lio, int node, const char *addr);
 
-/* I/O thread (metrics.c renders there): the ringchat_link_* metrics. */
+/* I/O thread (metrics.c renders there): the ringchat_link_* metrics,
+ * among them ringchat_link_recv_multishot (the receive mode in use). */
 void link_io_metrics(struct link_io *lio, FILE *out);
+
+/* Tests only: when not 0, link_io_attach gives the multishot receive
+ * only this many of its buffers (fault injection: they run out sooner;
+ * 0 in production). */
+extern unsigned link_io_fault_recv_bufs;
 
 #endif

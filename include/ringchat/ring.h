@@ -13,7 +13,8 @@
  *  - a share of each loop iteration (struct ring_client): flush queued
  *    work before the ring waits, say how long it may wait, take part in
  *    the orderly shutdown;
- *  - the provided receive buffers (multishot recv with buffer select).
+ *  - the provided receive buffers (multishot recv with buffer select),
+ *    and buffer groups of a module's own (ring_bufs_create).
  *
  * The ring itself knows none of these modules. The upper layer (main)
  * creates the ring, creates the modules on it, and passes ring_run the
@@ -151,6 +152,33 @@ struct io_uring_sqe *ring_get_sqe(struct ring *r);
 uint16_t ring_buf_group(const struct ring *r);
 const uint8_t *ring_buf(const struct ring *r, unsigned bid);
 void ring_buf_return(struct ring *r, unsigned bid);
+
+/*
+ * A provided-buffer group of a module's own, apart from the client recvs'
+ * group above (the node link's datagrams need buffers of another size,
+ * and its receive must not run out because client connections took every
+ * buffer). ring_bufs_create registers count buffers (a power of two,
+ * 1..32768) of bytes each under a group id of their own and hands none to
+ * the kernel yet: the module provides each one with ring_bufs_provide,
+ * at first and again after every CQE that carried it. Provided buffers
+ * are published to the kernel before the ring submits (after the
+ * clients' flush, or when ring_get_sqe submits early), so a recv armed
+ * during this iteration sees the buffers given back during it.
+ * The group belongs to the ring and is freed by ring_destroy (after the
+ * kernel let go of it). Returns 0 with *out set, or -errno (-ENOSPC
+ * when the ring has RING_BUFS_MAX groups already, -EINVAL for a bad
+ * count or size, or the kernel's refusal of the registration).
+ */
+#define RING_BUFS_MAX 4
+struct ring_bufs;
+int ring_bufs_create(struct ring *r, unsigned count, size_t bytes, struct ring_bufs **out);
+/* The group id for sqe->buf_group (with IOSQE_BUFFER_SELECT). */
+uint16_t ring_bufs_group(const struct ring_bufs *b);
+/* Buffer bid (< count): ring_bufs_create's bytes of memory. */
+uint8_t *ring_bufs_buf(const struct ring_bufs *b, unsigned bid);
+/* Gives buffer bid to the kernel (published before the next submit). A
+ * buffer must not be provided twice without a CQE having taken it. */
+void ring_bufs_provide(struct ring_bufs *b, unsigned bid);
 
 /* Monotonic milliseconds as of the start of this iteration's CQEs. */
 uint64_t ring_now_ms(const struct ring *r);

@@ -5,7 +5,8 @@
  *                                                       ▼ ring iteration (flush)
  *            link_send, or the node's backlog while its link queue is full
  *   UDP socket ◄── sendmsg (slot pool) ◄── link_send / link_flush
- *   UDP socket ── recvmsg ×LIO_RECVS ──► link_input ──► ops->deliver
+ *   UDP socket ── multishot recvmsg ──► link's buffer group ──► link_input ──► ops->deliver
+ *              (or recvmsg ×LIO_RECVS)
  *   ring timer at link_poll's deadline ──► link_poll (retransmit, acks,
  *                                          heartbeats, peers down)
  *
@@ -14,6 +15,26 @@
  * (all of an iteration's sends go to the kernel in one submit). Without
  * a free slot (a burst beyond LIO_SEND_SLOTS in flight) the datagram is
  * sent with sendto at once: UDP on a non-blocking socket never waits.
+ *
+ * Receives: one multishot recvmsg (IORING_RECV_MULTISHOT) posts a CQE per
+ * datagram, each in a buffer of the link's own provided-buffer group
+ * (ring_bufs_create; LIO_RECV_BUFS buffers of LIO_RECV_BUF_BYTES: the
+ * kernel's io_uring_recvmsg_out, the sender's sockaddr_in, the datagram).
+ * A buffer goes back to the kernel as soon as link_input returned (the
+ * link copies what it keeps), and the ring publishes it before its next
+ * submit. The receive state machine:
+ *
+ *   ARMED ── CQE with F_MORE ──► link_input, buffer back ──► ARMED
+ *   ARMED ── CQE without F_MORE ──► (-ENOBUFS counted; other errors
+ *            counted) ──► armed again at once ──► ARMED
+ *   ARMED ── -EINVAL (a kernel without multishot recvmsg) ──► SINGLE:
+ *            LIO_RECVS single-shot recvmsg, each re-armed after its CQE
+ *
+ * -ENOBUFS means every buffer was taken before the ring looked at the CQ;
+ * the datagrams behind them wait in the socket and the new arm takes them.
+ * A datagram longer than LIO_DGRAM_MAX arrives cut (MSG_TRUNC) and is
+ * dropped as malformed in both modes. ringchat_link_recv_multishot shows
+ * the mode, and the first CQE logs it.
  *
  * Wake-ups follow handoff.h: a sender appends, fences and wakes the ring
  * only if it announced a sleep; the ring announces (sleep), fences and
@@ -54,9 +75,18 @@
 #include "ringchat/ring.h"
 #include "ringchat/sock.h"
 
-#define LIO_RECVS 16		/* recvmsg in flight */
+#define LIO_RECVS 16		/* single-shot recvmsg in flight (the fallback) */
+/* Buffers of the multishot receive (a power of two): how many datagrams
+ * the kernel may receive before the ring's next look at the CQ. One
+ * iteration at 20,000 messages/s carries a few dozen datagrams; beyond
+ * the bound the receive stops (-ENOBUFS) and is armed again at once. */
+#define LIO_RECV_BUFS 256
 #define LIO_SEND_SLOTS 256	/* sendmsg in flight, at most */
 #define LIO_DGRAM_MAX 2048	/* a slot; datagrams are at most dgram_bytes (1200) */
+/* A multishot buffer: the kernel's header, the sender's address, then
+ * the datagram; a longer one arrives cut (MSG_TRUNC) and is dropped. */
+#define LIO_RECV_BUF_BYTES                                                                         \
+	(sizeof(struct io_uring_recvmsg_out) + sizeof(struct sockaddr_in) + LIO_DGRAM_MAX)
 #define LIO_NODES 32
 #define LIO_HDR 5		/* pending record: u8 node, u32 len */
 #define LIO_RTO_MIN_MS 2
@@ -66,7 +96,15 @@
 /* No single wait lasts longer than this (see lio_wait_room). */
 #define LIO_WAIT_MAX_MS 500
 
-enum lio_sub { LIO_SUB_RECV = 1, LIO_SUB_SEND = 2 };
+enum lio_sub { LIO_SUB_RECV = 1, LIO_SUB_SEND = 2, LIO_SUB_RECV_MS = 3 };
+
+/* How datagrams come in (see the top). */
+enum lio_recv_mode {
+	LIO_RECV_SINGLE,    /* LIO_RECVS single-shot recvmsg */
+	LIO_RECV_MULTISHOT, /* one multishot recvmsg into the link's buffer group */
+};
+
+unsigned link_io_fault_recv_bufs;
 
 struct lio_recv {
 	struct msghdr mh;
@@ -136,6 +174,12 @@ struct link_io {
 	uint32_t peers;			  /* bit per node the link has as a peer */
 	struct lio_recv recvs[LIO_RECVS];
 	bool recv_armed[LIO_RECVS];
+	enum lio_recv_mode recv_mode;
+	bool ms_armed;		 /* the multishot recvmsg is in the kernel */
+	bool ms_settled;	 /* a CQE of it came: the mode was logged */
+	struct msghdr ms_mh;	 /* the multishot template: name length only */
+	struct ring_bufs *rbufs; /* the multishot's buffers (the ring's) */
+	uint64_t recv_nobufs, recv_truncated;
 	struct lio_send *slots;
 	uint32_t *free_slots;
 	uint32_t nfree;
@@ -355,6 +399,7 @@ static const struct link_ops lio_link_ops = {
 
 /* ---- the ring's side --------------------------------------------------------- */
 
+/* Single-shot mode: arms recvmsg i (a no-op while it is in flight). */
 static void lio_arm_recv(struct link_io *lio, uint32_t i)
 {
 	struct lio_recv *rv = &lio->recvs[i];
@@ -365,9 +410,101 @@ static void lio_arm_recv(struct link_io *lio, uint32_t i)
 	rv->iov = (struct iovec){ .iov_base = rv->buf, .iov_len = sizeof(rv->buf) };
 	rv->mh = (struct msghdr){ .msg_name = &rv->from, .msg_namelen = sizeof(rv->from),
 				  .msg_iov = &rv->iov, .msg_iovlen = 1 };
-	io_uring_prep_recvmsg(sqe, lio->fd, &rv->mh, 0);
+	/* MSG_TRUNC: res is the datagram's real length, so a cut one shows */
+	io_uring_prep_recvmsg(sqe, lio->fd, &rv->mh, MSG_TRUNC);
 	ring_sqe_tag(sqe, RING_OP_LINK, LIO_SUB_RECV, i);
 	lio->recv_armed[i] = true;
+}
+
+/*
+ * Multishot mode: arms the one recvmsg that posts a CQE per datagram,
+ * each in a buffer of the link's group, until it stops (no
+ * IORING_CQE_F_MORE: buffers ran out, an error, or the kernel's own
+ * reasons); then it is armed again (a no-op while it runs). The kernel
+ * copied ms_mh (the name length) when the SQE was issued.
+ */
+static void lio_arm_ms(struct link_io *lio)
+{
+	struct io_uring_sqe *sqe;
+
+	if (lio->ms_armed || lio->draining || !(sqe = ring_get_sqe(lio->ring)))
+		return;
+	io_uring_prep_recvmsg_multishot(sqe, lio->fd, &lio->ms_mh, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = ring_bufs_group(lio->rbufs);
+	ring_sqe_tag(sqe, RING_OP_LINK, LIO_SUB_RECV_MS, 0);
+	lio->ms_armed = true;
+}
+
+static void lio_arm_recvs(struct link_io *lio)
+{
+	if (lio->recv_mode == LIO_RECV_MULTISHOT) {
+		lio_arm_ms(lio);
+		return;
+	}
+	for (uint32_t i = 0; i < LIO_RECVS; i++)
+		lio_arm_recv(lio, i);
+}
+
+/* One datagram of res bytes in a multishot buffer (kernel's header, the
+ * sender's address, the payload) into the link. */
+static void lio_ms_dgram(struct link_io *lio, uint8_t *buf, int res)
+{
+	struct io_uring_recvmsg_out *o = io_uring_recvmsg_validate(buf, res, &lio->ms_mh);
+	struct sockaddr_in from = { 0 };
+
+	if (!o) {
+		lio->recv_errors++;
+		return;
+	}
+	if (o->flags & MSG_TRUNC) {
+		/* longer than any datagram a node sends: not one of ours */
+		lio->recv_truncated++;
+		return;
+	}
+	memcpy(&from, io_uring_recvmsg_name(o),
+	       o->namelen < sizeof(from) ? o->namelen : sizeof(from));
+	link_input(lio->link, &from, io_uring_recvmsg_payload(o, &lio->ms_mh),
+		   io_uring_recvmsg_payload_length(o, res, &lio->ms_mh), ring_now_ms(lio->ring));
+}
+
+static void lio_ms_cqe(struct link_io *lio, struct io_uring_cqe *cqe)
+{
+	if (!(cqe->flags & IORING_CQE_F_MORE))
+		lio->ms_armed = false;
+	if (cqe->res == -EINVAL) {
+		/* a kernel without multishot recvmsg (before 6.0) refuses it
+		 * at once; nothing was received, no buffer is taken */
+		log_warn("link: the kernel refused multishot recvmsg (%s): receiving with %d "
+			 "single-shot recvmsg",
+			 strerror(EINVAL), LIO_RECVS);
+		lio->recv_mode = LIO_RECV_SINGLE;
+		lio->ms_settled = true;
+		lio_arm_recvs(lio);
+		return;
+	}
+	if (!lio->ms_settled) {
+		lio->ms_settled = true;
+		log_info("link: receiving with multishot recvmsg (%u buffers of %zu bytes)",
+			 LIO_RECV_BUFS, LIO_RECV_BUF_BYTES);
+	}
+	if (cqe->flags & IORING_CQE_F_BUFFER) {
+		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+
+		if (cqe->res >= 0)
+			lio_ms_dgram(lio, ring_bufs_buf(lio->rbufs, bid), cqe->res);
+		/* link_input kept nothing of it: back to the kernel, published
+		 * before this iteration's submit */
+		ring_bufs_provide(lio->rbufs, bid);
+	}
+	if (cqe->res == -ENOBUFS)
+		lio->recv_nobufs++; /* every buffer was taken before the ring looked */
+	else if (cqe->res < 0 && cqe->res != -ECANCELED)
+		lio->recv_errors++;
+	/* the buffers this iteration's earlier CQEs carried are back by now
+	 * (a stopped receive's CQE comes after its datagrams' CQEs) */
+	if (lio->recv_mode == LIO_RECV_MULTISHOT)
+		lio_arm_ms(lio);
 }
 
 static void lio_timer(void *ctx, struct ring_timer *t);
@@ -401,10 +538,16 @@ static void lio_cqe(void *ctx, struct io_uring_cqe *cqe)
 		lio->free_slots[lio->nfree++] = idx;
 		return;
 	}
+	if (ring_ud_gen(ud) == LIO_SUB_RECV_MS) {
+		lio_ms_cqe(lio, cqe);
+		return;
+	}
 	if (idx >= LIO_RECVS)
 		return;
 	lio->recv_armed[idx] = false;
-	if (cqe->res > 0) {
+	if (cqe->res > LIO_DGRAM_MAX) {
+		lio->recv_truncated++; /* res is the real length (MSG_TRUNC) */
+	} else if (cqe->res > 0) {
 		struct lio_recv *rv = &lio->recvs[idx];
 
 		link_input(lio->link, &rv->from, rv->buf, (size_t)cqe->res, ring_now_ms(lio->ring));
@@ -586,8 +729,7 @@ static void lio_flush(void *ctx)
 	lio_take(lio, now);
 	lio_rearm(lio, now); /* link_poll flushes coalesced datagrams too */
 	lio_publish(lio);
-	for (uint32_t i = 0; i < LIO_RECVS; i++)
-		lio_arm_recv(lio, i);
+	lio_arm_recvs(lio);
 }
 
 static bool lio_sleep(void *ctx)
@@ -627,6 +769,33 @@ static bool lio_drain(void *ctx, bool first)
 	return !atomic_load_explicit(&lio->has_pending, memory_order_relaxed) && !lio->backlog_mask;
 }
 
+/*
+ * Picks the receive mode: multishot into a buffer group of the link's
+ * own when the ring gives one (the kernel may still refuse the
+ * multishot itself: lio_ms_cqe falls back then), single-shot otherwise.
+ */
+static void lio_recv_setup(struct link_io *lio)
+{
+	unsigned n = LIO_RECV_BUFS;
+	int ret = ring_bufs_create(lio->ring, LIO_RECV_BUFS, LIO_RECV_BUF_BYTES, &lio->rbufs);
+
+	if (ret) {
+		log_warn("link: no buffer group for multishot recvmsg (%s): receiving with %d "
+			 "single-shot recvmsg",
+			 strerror(-ret), LIO_RECVS);
+		lio->recv_mode = LIO_RECV_SINGLE;
+		return;
+	}
+	if (link_io_fault_recv_bufs && link_io_fault_recv_bufs < n)
+		n = link_io_fault_recv_bufs;
+	for (unsigned bid = 0; bid < n; bid++)
+		ring_bufs_provide(lio->rbufs, bid);
+	/* the kernel writes the sender's address (a sockaddr_in) in front of
+	 * each datagram; no control messages */
+	lio->ms_mh = (struct msghdr){ .msg_namelen = sizeof(struct sockaddr_in) };
+	lio->recv_mode = LIO_RECV_MULTISHOT;
+}
+
 int link_io_attach(struct link_io *lio, struct ring *r, struct handoff *h)
 {
 	struct ring_client c = {
@@ -641,6 +810,7 @@ int link_io_attach(struct link_io *lio, struct ring *r, struct handoff *h)
 		ret = ring_add_client(r, &c);
 	if (ret)
 		return ret;
+	lio_recv_setup(lio);
 	/* last: senders wake the ring from now on, and wait for room */
 	lio->h = h;
 	lio->ring_thread = pthread_self();
@@ -726,6 +896,8 @@ void link_io_metrics(struct link_io *lio, FILE *out)
 		"# TYPE ringchat_link_mac_failures_total counter\n"
 		"ringchat_link_mac_failures_total %" PRIu64 "\n"
 		"# TYPE ringchat_link_replays_total counter\nringchat_link_replays_total %" PRIu64 "\n"
+		"# HELP ringchat_link_malformed_total datagrams not well formed, or longer than "
+		"any a node sends (cut on receipt)\n"
 		"# TYPE ringchat_link_malformed_total counter\n"
 		"ringchat_link_malformed_total %" PRIu64 "\n"
 		"# TYPE ringchat_link_unknown_source_total counter\n"
@@ -747,11 +919,24 @@ void link_io_metrics(struct link_io *lio, FILE *out)
 		"# HELP ringchat_link_queue_full_total sends refused at the 32 MiB bound\n"
 		"# TYPE ringchat_link_queue_full_total counter\n"
 		"ringchat_link_queue_full_total %" PRIu64 "\n",
-		ls.peers_up, ls.mac_failures, ls.replays, ls.malformed, ls.unknown_source,
-		lio->send_errors, atomic_load_explicit(&lio->flow_waits, memory_order_relaxed),
+		ls.peers_up, ls.mac_failures, ls.replays, ls.malformed + lio->recv_truncated,
+		ls.unknown_source, lio->send_errors,
+		atomic_load_explicit(&lio->flow_waits, memory_order_relaxed),
 		atomic_load_explicit(&lio->flow_stalls, memory_order_relaxed),
 		atomic_load_explicit(&lio->flow_give_ups, memory_order_relaxed),
 		atomic_load_explicit(&lio->queue_full, memory_order_relaxed));
+	fprintf(out,
+		"# HELP ringchat_link_recv_multishot 1: datagrams come in through one multishot "
+		"recvmsg into the link's buffers; 0: through single-shot recvmsg (the kernel "
+		"refused multishot)\n"
+		"# TYPE ringchat_link_recv_multishot gauge\nringchat_link_recv_multishot %d\n"
+		"# HELP ringchat_link_recv_nobufs_total multishot receives stopped because "
+		"every buffer was taken (armed again)\n"
+		"# TYPE ringchat_link_recv_nobufs_total counter\n"
+		"ringchat_link_recv_nobufs_total %" PRIu64 "\n"
+		"# TYPE ringchat_link_recv_errors_total counter\n"
+		"ringchat_link_recv_errors_total %" PRIu64 "\n",
+		lio->recv_mode == LIO_RECV_MULTISHOT ? 1 : 0, lio->recv_nobufs, lio->recv_errors);
 	fprintf(out, "# HELP ringchat_link_srtt_seconds smoothed round-trip time per peer\n"
 		     "# TYPE ringchat_link_srtt_seconds gauge\n");
 	for (int node = 0; node < LIO_NODES; node++) {

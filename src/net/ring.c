@@ -28,7 +28,8 @@
  *
  * The ring also owns the signalfd (SIGINT/SIGTERM start the drain,
  * SIGUSR1 dumps the counters) and the provided-buffer ring the client
- * recvs select their buffers from.
+ * recvs select their buffers from, plus the groups modules asked for
+ * (ring_bufs_create: the node link's datagram buffers).
  */
 #include <errno.h>
 #include <liburing.h>
@@ -55,6 +56,16 @@
 #define DRAIN_TIMEOUT_MS 5000
 #define DRAIN_POLL_MS 1 /* the workers' idleness sends no CQE: poll it */
 
+/* A module's own buffer group (ring.h). */
+struct ring_bufs {
+	struct io_uring_buf_ring *br;
+	uint8_t *mem;
+	size_t bytes;	/* of one buffer */
+	unsigned count; /* buffers and ring entries, a power of two */
+	uint16_t bgid;
+	uint32_t provided; /* added this iteration, not yet advanced */
+};
+
 struct ring_op_entry {
 	ring_cqe_fn fn;
 	void *ctx;
@@ -70,6 +81,8 @@ struct ring {
 	struct io_uring_buf_ring *br;
 	uint8_t *bufs;
 	uint32_t bufs_returned; /* returned this iteration, not yet advanced */
+	struct ring_bufs *groups[RING_BUFS_MAX];
+	unsigned ngroups;
 	int signal_fd;
 	struct timer_heap timers;
 	uint64_t now_ms;
@@ -115,6 +128,14 @@ static void bufring_publish(struct ring *r)
 	if (r->bufs_returned) {
 		io_uring_buf_ring_advance(r->br, (int)r->bufs_returned);
 		r->bufs_returned = 0;
+	}
+	for (unsigned i = 0; i < r->ngroups; i++) {
+		struct ring_bufs *b = r->groups[i];
+
+		if (b->provided) {
+			io_uring_buf_ring_advance(b->br, (int)b->provided);
+			b->provided = 0;
+		}
 	}
 }
 
@@ -222,6 +243,79 @@ out_unmap:
 	return ret;
 }
 
+static void bufs_free(struct ring_bufs *b)
+{
+	if (b->br)
+		munmap(b->br, b->count * sizeof(struct io_uring_buf));
+	free(b->mem);
+	free(b);
+}
+
+int ring_bufs_create(struct ring *r, unsigned count, size_t bytes, struct ring_bufs **out)
+{
+	struct io_uring_buf_reg reg = { 0 };
+	struct ring_bufs *b;
+	void *mem;
+	int ret;
+
+	/* the kernel's limits: 2^15 ring entries, a u32 buffer length */
+	if (!count || count > 32768 || (count & (count - 1)) || !bytes || bytes > UINT32_MAX)
+		return -EINVAL;
+	if (r->ngroups == RING_BUFS_MAX)
+		return -ENOSPC;
+	b = calloc(1, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	b->count = count;
+	b->bytes = bytes;
+	/* group 0 is the client recvs' (RECV_BGID) */
+	b->bgid = (uint16_t)(RECV_BGID + 1 + r->ngroups);
+	mem = mmap(NULL, count * sizeof(struct io_uring_buf), PROT_READ | PROT_WRITE,
+		   MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+	if (mem == MAP_FAILED) {
+		ret = -errno;
+		goto out_free;
+	}
+	b->br = mem;
+	io_uring_buf_ring_init(b->br);
+	b->mem = malloc((size_t)count * bytes);
+	if (!b->mem) {
+		ret = -ENOMEM;
+		goto out_free;
+	}
+	reg.ring_addr = (unsigned long)mem;
+	reg.ring_entries = count;
+	reg.bgid = b->bgid;
+	ret = io_uring_register_buf_ring(&r->uring, &reg, 0);
+	if (ret)
+		goto out_free;
+	r->groups[r->ngroups++] = b;
+	*out = b;
+	return 0;
+
+out_free:
+	bufs_free(b);
+	return ret;
+}
+
+uint16_t ring_bufs_group(const struct ring_bufs *b)
+{
+	return b->bgid;
+}
+
+uint8_t *ring_bufs_buf(const struct ring_bufs *b, unsigned bid)
+{
+	return b->mem + (size_t)bid * b->bytes;
+}
+
+void ring_bufs_provide(struct ring_bufs *b, unsigned bid)
+{
+	io_uring_buf_ring_add(b->br, b->mem + (size_t)bid * b->bytes, (unsigned)b->bytes,
+			      (unsigned short)bid, io_uring_buf_ring_mask(b->count),
+			      (int)b->provided);
+	b->provided++;
+}
+
 /* ---- the signalfd ------------------------------------------------------ */
 
 static void arm_signal_poll(struct ring *r)
@@ -316,6 +410,8 @@ void ring_destroy(struct ring *r)
 	if (r->br)
 		munmap(r->br, RECV_BUF_COUNT * sizeof(struct io_uring_buf));
 	free(r->bufs);
+	for (unsigned i = 0; i < r->ngroups; i++)
+		bufs_free(r->groups[i]);
 	if (r->signal_fd >= 0)
 		close(r->signal_fd);
 	timer_heap_destroy(&r->timers);

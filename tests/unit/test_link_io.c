@@ -12,6 +12,11 @@
  * Every message carries its index, so the peer checks exactly-once and
  * order, and the test knows at each step how many messages were queued
  * but not yet delivered: that backlog is what shows up as delivery lag.
+ *
+ * The receive side: node 1 takes its datagrams in through a multishot
+ * recvmsg into the link's own buffers. Bursts larger than those buffers
+ * (from the peers, and junk from a stranger's socket, which the link
+ * counts one by one as unknown sources) must all arrive.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -26,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -45,6 +51,10 @@
 #define BIG_BYTES (300u << 10) /* more than LINK_IO_FLOW_BYTES */
 /* Iterations of the main loop before a test gives up on a condition. */
 #define SPIN_MAX 200000
+/* link_io.c's multishot buffers (LIO_RECV_BUFS) */
+#define RECV_BUFS 256
+/* A peer message that fills a datagram of its own (dgram_bytes 1200). */
+#define FULL_BYTES 1000
 
 static const uint8_t SECRET[] = "ringchat-test-cluster-secret-0123456789";
 
@@ -68,6 +78,11 @@ struct fx {
 	struct link_io *lio;
 	struct sockaddr_in io_addr;
 	struct tpeer p[NPEERS];
+	/* what node 1 got from each peer: count, and the index expected next */
+	uint64_t io_delivered[NPEERS];
+	uint32_t io_next[NPEERS];
+	bool io_misordered;
+	int io_rcvbuf; /* node 1's socket receive buffer, bytes */
 
 	/* the sender thread */
 	pthread_t sender;
@@ -136,11 +151,17 @@ static void peer_pump(struct tpeer *p, int max)
 
 static void io_deliver(void *ctx, int from, const uint8_t *msg, size_t len)
 {
-	(void)ctx;
-	(void)from;
-	(void)msg;
-	(void)len;
-	fail_msg("the peer sends no messages");
+	struct fx *f = ctx;
+	int i = from - NODE_PEER;
+	uint32_t index;
+
+	assert_true(i >= 0 && i < NPEERS);
+	assert_int_equal(len, FULL_BYTES);
+	memcpy(&index, msg, sizeof(index));
+	if (index != f->io_next[i])
+		f->io_misordered = true;
+	f->io_next[i] = index + 1;
+	f->io_delivered[i]++;
 }
 
 static const struct link_io_ops io_ops = {.deliver = io_deliver};
@@ -184,6 +205,14 @@ static struct fx *fx_new(void)
 		return NULL;
 	}
 	io_fd = udp_bound(&f->io_addr);
+	/* the bursts below must wait in the socket, not be dropped by it,
+	 * while node 1's receive is out of buffers (beyond rmem_max only
+	 * with CAP_NET_ADMIN) */
+	if (setsockopt(io_fd, SOL_SOCKET, SO_RCVBUFFORCE, &(int){4 << 20}, sizeof(int)) == -1)
+		(void)setsockopt(io_fd, SOL_SOCKET, SO_RCVBUF, &(int){4 << 20}, sizeof(int));
+	assert_int_equal(getsockopt(io_fd, SOL_SOCKET, SO_RCVBUF, &f->io_rcvbuf,
+				    &(socklen_t){sizeof(f->io_rcvbuf)}),
+			 0);
 	f->lio = link_io_new(&f->cfg, io_fd, SECRET, sizeof(SECRET) - 1, &io_ops, f);
 	assert_non_null(f->lio);
 	/* this thread runs the ring: it is the I/O thread */
@@ -521,6 +550,218 @@ static void test_flow_large_message_waits_bounded(void **state)
 	fx_free(f);
 }
 
+/* ---- the receive side --------------------------------------------------------- */
+
+/* Multishot recvmsg with provided buffers came with kernel 6.0. */
+static bool kernel_has_multishot_recvmsg(void)
+{
+	struct utsname u;
+	int major = 0;
+
+	return uname(&u) == 0 && sscanf(u.release, "%d", &major) == 1 && major >= 6;
+}
+
+/* False (the test skips) when node 1's socket cannot hold a burst of n
+ * small datagrams (about 1 KiB each in the kernel's accounting): the
+ * kernel would drop some, which is not what the test is about. */
+static bool burst_fits(struct fx *f, uint32_t n)
+{
+	if ((uint64_t)f->io_rcvbuf >= (uint64_t)n * 1024)
+		return true;
+	print_message("SO_RCVBUF %d cannot hold %u datagrams: skipped\n", f->io_rcvbuf, n);
+	fx_free(f);
+	return false;
+}
+
+/* Sends n datagrams of len bytes to node 1 from fd, all at once. */
+static void junk_burst(struct fx *f, int fd, uint32_t n, size_t len)
+{
+	uint8_t buf[4096];
+
+	assert_true(len <= sizeof(buf));
+	memset(buf, 'j', len);
+	for (uint32_t i = 0; i < n; i++) {
+		memcpy(buf, &i, sizeof(i));
+		assert_int_equal(sendto(fd, buf, len, 0, (const struct sockaddr *)&f->io_addr,
+					sizeof(f->io_addr)),
+				 (ssize_t)len);
+	}
+}
+
+/* A receive test gives up on a condition after this long. */
+#define RECV_WAIT_MS 10000
+
+/* Steps until node 1's metric name reaches want (or RECV_WAIT_MS). */
+static uint64_t wait_metric(struct fx *f, const char *name, uint64_t want)
+{
+	uint64_t t0 = clock_mono_ms();
+	uint64_t v;
+
+	while ((v = io_metric(f, name)) < want && clock_mono_ms() - t0 < RECV_WAIT_MS)
+		step(f, 64);
+	return v;
+}
+
+/* Each peer sends n messages of FULL_BYTES (a datagram each) to node 1,
+ * as fast as its link lets it; steps until node 1 has them all. */
+static void peers_send(struct fx *f, uint32_t n)
+{
+	uint8_t msg[FULL_BYTES];
+	uint32_t queued[NPEERS] = {0};
+	uint64_t t0 = clock_mono_ms();
+
+	memset(msg, 'p', sizeof(msg));
+	while ((f->io_delivered[0] < n || f->io_delivered[1] < n) &&
+	       clock_mono_ms() - t0 < RECV_WAIT_MS) {
+		for (int k = 0; k < NPEERS; k++) {
+			struct tpeer *p = &f->p[k];
+
+			while (queued[k] < n) {
+				memcpy(msg, &queued[k], sizeof(queued[k]));
+				if (link_send(p->link, NODE_IO, msg, sizeof(msg), clock_mono_ms()))
+					break;
+				queued[k]++;
+			}
+		}
+		step(f, 64);
+	}
+}
+
+/*
+ * On this kernel the link receives through multishot recvmsg, and a burst
+ * four times larger than its buffers, sent while node 1 does not look,
+ * arrives whole: every datagram is counted once. A datagram longer than
+ * any node sends arrives cut and counts as malformed, not as anything the
+ * link parsed. The peers' own traffic, a window's worth of datagrams at a
+ * time, all arrives in order.
+ */
+static void test_recv_multishot_burst(void **state)
+{
+	struct fx *f;
+	struct sockaddr_in junk_addr;
+	const uint32_t n = 4 * RECV_BUFS;
+	uint64_t unknown0, malformed0;
+	int junk;
+
+	(void)state;
+	if (!kernel_has_multishot_recvmsg())
+		skip();
+	f = fx_new();
+	if (!burst_fits(f, n))
+		skip();
+	connect_both(f);
+	/* datagrams came in (the peers answered), and not through the fallback */
+	assert_int_equal(io_metric(f, "ringchat_link_recv_multishot"), 1);
+	junk = udp_bound(&junk_addr);
+	unknown0 = io_metric(f, "ringchat_link_unknown_source_total");
+	malformed0 = io_metric(f, "ringchat_link_malformed_total");
+
+	junk_burst(f, junk, n, 64);
+	assert_int_equal(wait_metric(f, "ringchat_link_unknown_source_total", unknown0 + n),
+			 unknown0 + n);
+	print_message("a burst of %u datagrams: %llu times out of buffers\n", n,
+		      (unsigned long long)io_metric(f, "ringchat_link_recv_nobufs_total"));
+
+	/* longer than LIO_DGRAM_MAX (2048): cut, dropped, malformed */
+	junk_burst(f, junk, 1, 3000);
+	assert_int_equal(wait_metric(f, "ringchat_link_malformed_total", malformed0 + 1),
+			 malformed0 + 1);
+	/* ...and the link went on receiving: nothing else was counted */
+	assert_int_equal(io_metric(f, "ringchat_link_unknown_source_total"), unknown0 + n);
+
+	peers_send(f, 2000);
+	assert_int_equal(f->io_delivered[0], 2000);
+	assert_int_equal(f->io_delivered[1], 2000);
+	assert_false(f->io_misordered);
+	assert_int_equal(io_metric(f, "ringchat_link_recv_multishot"), 1);
+	assert_int_equal(io_metric(f, "ringchat_link_recv_errors_total"), 0);
+	close(junk);
+	fx_free(f);
+}
+
+/*
+ * With only 4 buffers (fault injection), every burst exhausts them: the
+ * multishot receive stops with -ENOBUFS, is counted, and is armed again
+ * once the buffers are back; the datagrams that waited in the socket
+ * meanwhile all arrive, the peers' messages in order.
+ */
+static void test_recv_nobufs_recovers(void **state)
+{
+	struct fx *f;
+	struct sockaddr_in junk_addr;
+	const uint32_t n = 500;
+	uint64_t unknown0;
+	int junk;
+
+	(void)state;
+	if (!kernel_has_multishot_recvmsg())
+		skip();
+	link_io_fault_recv_bufs = 4;
+	f = fx_new();
+	link_io_fault_recv_bufs = 0;
+	if (!burst_fits(f, n))
+		skip();
+	connect_both(f);
+	junk = udp_bound(&junk_addr);
+	unknown0 = io_metric(f, "ringchat_link_unknown_source_total");
+
+	junk_burst(f, junk, n, 64);
+	assert_int_equal(wait_metric(f, "ringchat_link_unknown_source_total", unknown0 + n),
+			 unknown0 + n);
+	assert_true(io_metric(f, "ringchat_link_recv_nobufs_total") > 0);
+
+	peers_send(f, 1000);
+	assert_int_equal(f->io_delivered[0], 1000);
+	assert_int_equal(f->io_delivered[1], 1000);
+	assert_false(f->io_misordered);
+	print_message("out of buffers %llu times\n",
+		      (unsigned long long)io_metric(f, "ringchat_link_recv_nobufs_total"));
+	assert_int_equal(io_metric(f, "ringchat_link_recv_multishot"), 1);
+	assert_int_equal(io_metric(f, "ringchat_link_recv_errors_total"), 0);
+	close(junk);
+	fx_free(f);
+}
+
+/*
+ * A kernel without multishot recvmsg answers the first arm with -EINVAL
+ * (forged here: this kernel has it): the link falls back to single-shot
+ * recvmsg, says so in its metric, and receives on. (The real multishot
+ * arm stays in this kernel, so datagrams come through both: each is
+ * still counted exactly once.)
+ */
+static void test_recv_falls_back_on_einval(void **state)
+{
+	struct fx *f = fx_new();
+	struct io_uring_cqe cqe = {
+	    .user_data = ring_ud(RING_OP_LINK, 3 /* link_io.c: LIO_SUB_RECV_MS */, 0),
+	    .res = -EINVAL,
+	};
+	struct sockaddr_in junk_addr;
+	const uint32_t n = 300;
+	uint64_t unknown0, malformed0;
+	int junk;
+
+	(void)state;
+	ring_dispatch_cqe(f->r, &cqe);
+	assert_int_equal(io_metric(f, "ringchat_link_recv_multishot"), 0);
+	connect_both(f);
+	junk = udp_bound(&junk_addr);
+	unknown0 = io_metric(f, "ringchat_link_unknown_source_total");
+	malformed0 = io_metric(f, "ringchat_link_malformed_total");
+	junk_burst(f, junk, n, 64);
+	junk_burst(f, junk, 1, 3000);
+	assert_int_equal(wait_metric(f, "ringchat_link_unknown_source_total", unknown0 + n),
+			 unknown0 + n);
+	assert_int_equal(wait_metric(f, "ringchat_link_malformed_total", malformed0 + 1),
+			 malformed0 + 1);
+	peers_send(f, 500);
+	assert_int_equal(f->io_delivered[0], 500);
+	assert_false(f->io_misordered);
+	assert_int_equal(io_metric(f, "ringchat_link_recv_multishot"), 0);
+	close(junk);
+	fx_free(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -529,6 +770,9 @@ int main(void)
 	    cmocka_unit_test(test_flow_resumes_after_stall),
 	    cmocka_unit_test(test_flow_large_message_waits_bounded),
 	    cmocka_unit_test(test_silent_peer_holds_up_no_other),
+	    cmocka_unit_test(test_recv_multishot_burst),
+	    cmocka_unit_test(test_recv_nobufs_recovers),
+	    cmocka_unit_test(test_recv_falls_back_on_einval),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
