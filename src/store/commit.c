@@ -864,10 +864,11 @@ static int commit_plan_unread(uint64_t now_ms)
 		}
 		if (!commit_pairs_reserve(&cw.upairs, &cw.upairs_cap, cw.nupairs, 1))
 			return -ENOMEM;
-		cw.upairs[cw.nupairs++] = (struct unread_pair){.to_id = it->to_id, .msg_id = it->msg_id};
+		cw.upairs[cw.nupairs++] =
+		    (struct unread_pair){.to_id = it->to_id, .msg_id = it->msg_id};
 	}
-	/* relay: commit_relay_prepare took them, and settled the acks it
-	 * could; the others are in cw.rpairs */
+	/* relay (rows held): commit_relay_prepare took them, and settled
+	 * the acks it could; the others are in cw.rpairs */
 	if (cw.uset && !cw.relay) {
 		uint32_t room = unread_set_count(cw.uset);
 
@@ -879,7 +880,7 @@ static int commit_plan_unread(uint64_t now_ms)
 		cw.nupairs += unread_set_take_due(cw.uset, cw.final_flush ? UINT64_MAX : now_ms,
 						  cw.upairs + cw.nupairs, room);
 	}
-	if (cw.relay) {
+	if (cw.relay && cw.uset) {
 		if (!commit_pairs_reserve(&cw.apairs, &cw.apairs_cap, 0, cw.nrpairs))
 			return -ENOMEM;
 		for (uint32_t k = 0; k < cw.nrpairs; k++)
@@ -1226,7 +1227,8 @@ static void commit_note_doubt(void)
 				  it->msg_id);
 			continue;
 		}
-		cw.doubt[cw.ndoubt++] = (struct unread_pair){.to_id = it->to_id, .msg_id = it->msg_id};
+		cw.doubt[cw.ndoubt++] =
+		    (struct unread_pair){.to_id = it->to_id, .msg_id = it->msg_id};
 	}
 }
 
@@ -1476,10 +1478,15 @@ static void commit_run_batch(void)
 		if (cw.commit_unknown)
 			commit_note_doubt();
 		/* held rows are kept, and so is cw.out: the next commit writes it */
-		for (uint32_t i = 0; i < cw.nbatch; i++)
-			if (!cw.batch[i]->hold_row)
+		uint32_t failed = 0;
+
+		for (uint32_t i = 0; i < cw.nbatch; i++) {
+			if (!cw.batch[i]->hold_row) {
 				commit_fail_item(cw.batch[i], why);
-		atomic_fetch_add_explicit(&cw.st_failed, cw.nbatch, memory_order_relaxed);
+				failed++;
+			}
+		}
+		atomic_fetch_add_explicit(&cw.st_failed, failed, memory_order_relaxed);
 		return;
 	}
 	if (cw.down)
@@ -1494,8 +1501,8 @@ static void commit_run_batch(void)
 			atomic_fetch_add_explicit(&cw.st_failed, 1, memory_order_relaxed);
 		} else if (it->kind == COMMIT_ACK) {
 			committed_acks++;
-		} else if (it->kind == COMMIT_INSERT_MSG) {
-			committed_rows++;
+		} else if (it->kind == COMMIT_INSERT_MSG && !it->hold_row) {
+			committed_rows++; /* a held row is not written (yet) */
 		}
 	}
 	counter_inc(commit_batches);

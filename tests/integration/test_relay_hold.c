@@ -142,7 +142,8 @@ static int64_t rh_send(struct rh_user *a, const struct rh_user *b, const char *t
 
 	if (cmid)
 		r = tc_call_expect(a->c, CMD_MSG_SEND, ST_OK,
-				   "{\"to\":%lld,\"type\":0,\"text\":\"%s\",\"client_msg_id\":\"%s\"}",
+				   "{\"to\":%lld,\"type\":0,\"text\":\"%s\","
+				   "\"client_msg_id\":\"%s\"}",
 				   (long long)b->id, text, cmid);
 	else
 		r = tc_call_expect(a->c, CMD_MSG_SEND, ST_OK,
