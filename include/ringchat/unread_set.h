@@ -81,6 +81,10 @@ bool unread_set_add_row(struct unread_set *s, int64_t to_id, int64_t msg_id, uin
  * not hold the entry or the entry carries no row. */
 void *unread_set_row(const struct unread_set *s, int64_t to_id, int64_t msg_id);
 
+/* unread_set_cancel of an entry that carries a row, in one lookup: its
+ * row when the removal is now staged, else NULL (nothing staged). */
+void *unread_set_cancel_row(struct unread_set *s, int64_t to_id, int64_t msg_id);
+
 /*
  * The recipient acknowledged msg_id: stages the removal of (to_id,
  * msg_id) and returns true when the set holds it and no removal is

@@ -438,7 +438,13 @@ void commit_stats_get(struct commit_stats *out)
 
 /* ---- writer: gathering ---------------------------------------------------- */
 
-/* Pops items into the batch until limit; returns whether any is an ack. */
+/*
+ * Pops items into the batch until limit; returns whether any is an ack or
+ * a flush. Either wants the rows submitted before it on other lanes in
+ * the same batch (the caller sweeps again): a row pushed live must be
+ * held before its ack comes, and a login's flush must find the rows
+ * pushed to the connection it replaces (relay) or their marks (stored).
+ */
 static bool commit_gather(uint32_t limit)
 {
 	bool acks = false;
@@ -449,7 +455,7 @@ static bool commit_gather(uint32_t limit)
 
 		while (cw.nbatch < limit && (it = spsc_pop(&l->in))) {
 			cw.batch[cw.nbatch++] = it;
-			if (it->kind == COMMIT_ACK)
+			if (it->kind == COMMIT_ACK || it->kind == COMMIT_FLUSH_UNREAD)
 				acks = true;
 		}
 	}
@@ -1335,9 +1341,9 @@ static void commit_relay_prepare(uint64_t now_ms)
 		}
 		for (uint32_t k = 0; k < it->nacks; k++) {
 			int64_t id = it->ack_ids[k];
-			struct commit_held *h = unread_set_row(cw.uset, it->from_id, id);
+			struct commit_held *h = unread_set_cancel_row(cw.uset, it->from_id, id);
 
-			if (h && unread_set_cancel(cw.uset, it->from_id, id)) {
+			if (h) {
 				/* the set never touches the row: free it now */
 				commit_held_free(h);
 				absorbed++;
@@ -1424,7 +1430,9 @@ static void commit_relay_drop_all(void)
 			  lost);
 }
 
-static void commit_run_batch(void)
+/* Runs the batch; false when it needed no transaction (relay: all settled
+ * in memory, every item ST_OK). */
+static bool commit_run_batch(void)
 {
 	uint64_t start = clock_mono_ms(), deadline;
 	unsigned backoff = COMMIT_BACKOFF_MIN_MS;
@@ -1445,7 +1453,7 @@ static void commit_run_batch(void)
 	if (cw.relay && cw.uset) {
 		commit_relay_prepare(start);
 		if (!cw.nrows && !cw.nrpairs)
-			return; /* all settled in memory: every item is ST_OK */
+			return false; /* all settled in memory: every item is ST_OK */
 	}
 	/* while down, one attempt: the senders learn of the outage at once */
 	deadline = start + (cw.down ? 0 : COMMIT_RETRY_MS);
@@ -1487,7 +1495,7 @@ static void commit_run_batch(void)
 			}
 		}
 		atomic_fetch_add_explicit(&cw.st_failed, failed, memory_order_relaxed);
-		return;
+		return true;
 	}
 	if (cw.down)
 		log_info("commit: storage is back; batches commit again");
@@ -1510,6 +1518,7 @@ static void commit_run_batch(void)
 	atomic_fetch_add_explicit(&cw.st_batches, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&cw.st_rows, committed_rows, memory_order_relaxed);
 	atomic_fetch_add_explicit(&cw.st_acks, committed_acks, memory_order_relaxed);
+	return true;
 }
 
 /* Every item back to its worker, in batch order (so in each worker's
@@ -1544,7 +1553,11 @@ static void commit_turn(void)
 	cw.last_start_ns = t0;
 	atomic_store_explicit(&cw.st_last, cw.nbatch, memory_order_relaxed);
 	commit_stat_max(&cw.st_max, cw.nbatch);
-	commit_run_batch();
+	if (!commit_run_batch()) {
+		/* memory only: no batch latency to report */
+		commit_hand_back();
+		return;
+	}
 	commit_hand_back();
 	ns = clock_mono_ns() - t0;
 	atomic_fetch_add_explicit(&cw.st_lat_total, ns, memory_order_relaxed);

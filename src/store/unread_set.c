@@ -338,6 +338,16 @@ void *unread_set_row(const struct unread_set *s, int64_t to_id, int64_t msg_id)
 	return v ? s->e[v - 1].row : NULL;
 }
 
+void *unread_set_cancel_row(struct unread_set *s, int64_t to_id, int64_t msg_id)
+{
+	uint32_t v = *pair_find(s, to_id, msg_id);
+
+	if (!v || !s->e[v - 1].row || (s->e[v - 1].flags & E_DROP))
+		return NULL;
+	drop(s, v - 1);
+	return s->e[v - 1].row;
+}
+
 bool unread_set_cancel(struct unread_set *s, int64_t to_id, int64_t msg_id)
 {
 	uint32_t v = *pair_find(s, to_id, msg_id);
