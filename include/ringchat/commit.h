@@ -82,7 +82,8 @@
  * inserts the message and its unread row in one transaction, retried until
  * it commits (the recipient's next login pushes it). A row that does not
  * fit (COMMIT_UNREAD_HELD_MAX rows or COMMIT_RELAY_HELD_BYTES of memory
- * held) is written at once, hold_row cleared. No floor is stored for held
+ * held, or the set's bound on stages, unread_set.h) is written at once,
+ * hold_row cleared. No floor is stored for held
  * rows: a crash loses the rows held at that moment (rows, not marks: there
  * is nothing in MariaDB to give back), and that is all it loses. A batch
  * that only holds rows and settles acks in memory runs no transaction.
