@@ -1327,6 +1327,13 @@ static void commit_relay_prepare(uint64_t now_ms)
 		}
 		it->hold_row = false; /* written now: its outcome is the batch's */
 		cw.rows[keep++] = it;
+		/* Members got it before this commit and ack it in the same
+		 * batch as often as not: known here, their acks move cursors
+		 * by primary key instead of through the temporary table. The
+		 * mapping is true whether or not the row commits. */
+		if (it->group_id)
+			*commit_gslot_of(it->msg_id) = (struct commit_gslot){
+			    .msg_id = it->msg_id, .group_id = it->group_id};
 	}
 	cw.nrows = keep;
 
