@@ -76,6 +76,22 @@
  * among them come again (at least once, as the contract allows). A clean
  * stop writes every mark still held.
  *
+ * Held-back rows (durability relay, unread_defer_ms > 0): a 1:1 message
+ * pushed to its recipient is submitted with hold_row set, and the writer
+ * keeps a copy of the whole row, message and unread mark, in the same set
+ * instead of inserting it; the item comes back at once with ST_OK. An ack
+ * within unread_defer_ms drops the copy: nothing is ever written for that
+ * message. When it is due, when a COMMIT_FLUSH_UNREAD names its recipient
+ * (a login, a kick, a close in a cluster), or at a clean stop, the writer
+ * inserts the message and its unread row in one transaction, retried until
+ * it commits (the recipient's next login pushes it). A row that does not
+ * fit (COMMIT_UNREAD_HELD_MAX rows or COMMIT_RELAY_HELD_BYTES of memory
+ * held, or the set's bound on stages, unread_set.h) is written at once,
+ * hold_row cleared. No floor is stored for held
+ * rows: a crash loses the rows held at that moment (rows, not marks: there
+ * is nothing in MariaDB to give back), and that is all it loses. A batch
+ * that only holds rows and settles acks in memory runs no transaction.
+ *
  * Threads: commit_start/commit_stop on the main thread (before workers
  * start / after they stopped); commit_submit, commit_take, commit_has_room
  * and commit_inflight only on the worker thread that owns the lane; commit_stats_get
@@ -93,6 +109,7 @@ struct config;
 #define COMMIT_CHUNK_ROWS 1024	      /* message rows of one INSERT statement, at most */
 #define COMMIT_CHUNK_BYTES (4u << 20) /* text bytes of one INSERT statement (approx.) */
 #define COMMIT_ACK_CHUNK 4096	      /* acked ids of one statement, at most */
+#define COMMIT_RELAY_HELD_BYTES (64u << 20) /* memory of held rows (relay), at most */
 
 enum commit_kind {
 	COMMIT_INSERT_MSG = 1, /* store one message row */
@@ -107,6 +124,10 @@ struct commit_item {
 	bool mark_now;		     /* 1:1: write the unread mark with the row, never
 				      * hold it (the recipient's ack will reach another
 				      * node's writer) */
+	bool hold_row;		     /* relay, 1:1 row pushed to its recipient: keep the
+				      * whole row in memory until acked or due (above).
+				      * Still set when the item comes back: it was held;
+				      * cleared: it was written like any other row */
 	uint16_t origin;	     /* the submitting worker's id (set by commit_submit) */
 	const char *error;	     /* writer: static reason when status != ST_OK */
 
@@ -172,8 +193,9 @@ void commit_stop(void);
 /* Items a worker may have out at once. */
 uint32_t commit_capacity(void);
 
-/* True when unread marks are held back (see above): a login must submit
- * COMMIT_FLUSH_UNREAD before it reads the user's unread rows. */
+/* True when unread marks or rows are held back (see above): a login must
+ * submit COMMIT_FLUSH_UNREAD before it reads the user's unread rows, and
+ * in relay mode a pushed 1:1 row may be submitted with hold_row. */
 bool commit_defers_unread(void);
 
 /* True when lane may submit one more item. */

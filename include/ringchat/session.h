@@ -64,9 +64,6 @@ struct session {
 	double fan_tokens;        /* recipient token bucket (GROUP_SEND fan-out) */
 	uint64_t fan_last_ms;
 	struct pending_reply *pend_head, *pend_tail; /* replies held in order */
-	int64_t stored_pushed_max; /* largest stored msg_id pushed at login: in
-				    * durability relay, acks of later ids (live
-				    * pushes, never stored) need no write */
 	uint8_t held;             /* session_hold count: later frames wait while > 0 */
 	bool ready;               /* on its worker's ready list */
 	struct in_msg *held_head, *held_tail;        /* frames waiting, in order */

@@ -34,6 +34,11 @@
  * within unread_defer_ms, so this spans the stages of that time. An add
  * beyond either bound fails and the caller writes the row at once.
  *
+ * Rows (durability relay). An entry may carry a row: a message that was
+ * pushed to its recipient and is not stored at all yet (commit.h). The
+ * set only keeps the pointer and gives it back with the entry
+ * (unread_set_row, the take_* calls); the caller owns what it points to.
+ *
  * Single-threaded: the writer's.
  */
 #ifndef RINGCHAT_UNREAD_SET_H
@@ -49,6 +54,7 @@ struct unread_set;
 struct unread_pair {
 	int64_t to_id;
 	int64_t msg_id;
+	void *row; /* take_*: the entry's row (unread_set_add_row), else NULL */
 };
 
 /* A set for up to max_entries (at least 1) entries, all memory allocated
@@ -65,6 +71,19 @@ void unread_set_free(struct unread_set *s);
  * entry not yet due.
  */
 bool unread_set_add(struct unread_set *s, int64_t to_id, int64_t msg_id, uint64_t due_ms);
+
+/* unread_set_add of an entry that carries row (not NULL; still the
+ * caller's: the set never dereferences or frees it). */
+bool unread_set_add_row(struct unread_set *s, int64_t to_id, int64_t msg_id, uint64_t due_ms,
+			void *row);
+
+/* The row of entry (to_id, msg_id), staged or not; NULL when the set does
+ * not hold the entry or the entry carries no row. */
+void *unread_set_row(const struct unread_set *s, int64_t to_id, int64_t msg_id);
+
+/* unread_set_cancel of an entry that carries a row, in one lookup: its
+ * row when the removal is now staged, else NULL (nothing staged). */
+void *unread_set_cancel_row(struct unread_set *s, int64_t to_id, int64_t msg_id);
 
 /*
  * The recipient acknowledged msg_id: stages the removal of (to_id,

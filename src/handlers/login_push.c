@@ -174,8 +174,6 @@ void login_push_unacked(struct worker *w, struct session *s, int64_t below)
 		outbox_send(w, f);
 		counter_inc(msgs_pushed);
 		pushed++;
-		if (best_id > s->stored_pushed_max)
-			s->stored_pushed_max = best_id;
 	}
 	if (full)
 		log_info("messages: user %" PRId64 " has more unacked messages than one login "

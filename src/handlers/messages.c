@@ -11,13 +11,27 @@
  *                     is in HISTORY. If storage stays down for
  *                     COMMIT_RETRY_MS the sender gets 12 INTERNAL and the
  *                     message is NOT accepted (the client sends it again).
- *   relay             A send is answered OK as soon as it is handed on:
- *                     online recipients get the push, and only messages
- *                     with a recipient not online here are written (in the
- *                     background, same writer, nobody waits). Faster, but
- *                     an OK message can be lost if the node dies before
- *                     that write, HISTORY lacks messages that were
- *                     delivered online, and client_msg_id retries are
+ *   relay             A send is answered OK as soon as it is pushed and
+ *                     handed to the writer, which nobody waits for:
+ *                     - a 1:1 message its recipient got (here or on
+ *                       another node) is held, whole row and unread mark,
+ *                       in the writer's memory for unread_defer_ms
+ *                       (hold_row, commit.h). An ack within that time
+ *                       drops it: nothing is ever written (relay's speed).
+ *                       Otherwise it is written when due, when its
+ *                       recipient logs in anywhere (the login's flush), or
+ *                       at a clean stop, and the recipient's next login
+ *                       pushes it: a push into a half-open connection is
+ *                       not lost. With unread_defer_ms 0 it is written at
+ *                       once, in the background.
+ *                     - a 1:1 message to a recipient not online, and every
+ *                       group message (one row; the members' read cursors
+ *                       say who still needs it at login), is written in
+ *                       the background.
+ *                     What relay can lose is what a crash (SIGKILL, power)
+ *                     takes: the rows held in memory or not yet committed
+ *                     at that moment. HISTORY lacks messages acked within
+ *                     the hold time, and client_msg_id retries are
  *                     recognised only by the worker that saw the first
  *                     attempt (memory, not the database).
  *
@@ -455,8 +469,7 @@ static void msg_complete(struct worker *w, struct msg_item *it)
 		if (!(it->flags & MSG_RELAY))
 			counter_inc(msgs_accepted);
 	} else if (it->flags & MSG_RELAY) {
-		msg_warn("relay: message %" PRId64 " for an offline recipient not stored: %s",
-			 ci->msg_id, ci->error);
+		msg_warn("relay: message %" PRId64 " not stored: %s", ci->msg_id, ci->error);
 	}
 	if (it->reply && ok) {
 		struct msg_result_text t;
@@ -502,26 +515,21 @@ bool messages_has_work(struct worker *w)
 
 /* ---- sending ----------------------------------------------------------------- */
 
-/* Pushes ci at send time to its online recipients; records who got it in
- * it (NULL in relay mode before it is known whether an item is needed).
- * Returns true when some recipient (not the sender) is not online. */
-static bool msg_push_now(struct worker *w, const struct commit_item *ci, struct social_group *g,
+/* Pushes ci at send time to its online recipients (relay mode): for a
+ * 1:1 message *to_pushed says whether its recipient got it, for a group
+ * message mw->delivered says who did. */
+static void msg_push_now(struct worker *w, const struct commit_item *ci, struct social_group *g,
 			 bool *to_pushed)
 {
 	struct msg_worker *mw = msg_worker_of(w);
-	bool missed = false;
 
 	if (!g) {
 		*to_pushed = msg_push_to(w, ci);
 		if (*to_pushed)
 			counter_inc(msgs_pushed);
-		return !*to_pushed;
+		return;
 	}
 	msg_push_group(w, ci, g->ids, g->n, mw->delivered);
-	for (size_t i = 0; i < g->n; i++)
-		if (!mw->delivered[i] && g->ids[i] != ci->from_id)
-			missed = true;
-	return missed;
 }
 
 /* Copies mw->delivered (from msg_push_now) into the item's bits. */
@@ -536,17 +544,45 @@ static void msg_note_pushed(struct msg_worker *mw, struct msg_item *it, int64_t 
 			it->pushed[i / 8] |= (uint8_t)(1u << (i % 8));
 }
 
-/* Relay mode: push, answer OK, and store only what did not reach a
- * recipient. Takes over g. */
+/*
+ * Relay mode: hand the row to the writer, push, answer OK (see the top of
+ * this file). A 1:1 row whose recipient is online is held by the writer;
+ * it is submitted before the push, so the recipient's ack, submitted
+ * after the push, cannot reach the writer long before it (an ack that
+ * did would find nothing to drop, and the row would be written: pushed
+ * again at a login, at least once). A row held whose push then failed is
+ * written when due or at its recipient's login. Takes over g.
+ */
 static void msg_send_relay(struct req *r, struct commit_item *ci, struct social_group *g)
 {
 	struct worker *w = r->w;
 	struct msg_worker *mw = msg_worker_of(w);
-	bool to_pushed = false, store;
+	bool to_pushed = false, queued = false;
 	struct msg_item *it;
 
 	msg_wait_room(w);
-	store = msg_push_now(w, ci, g, &to_pushed);
+	it = msg_item_new(ci, g ? (g->n + 7) / 8 : 0);
+	if (it) {
+		it->flags = MSG_RELAY;
+		it->group = g;
+		it->ci.hold_row = !g && commit_defers_unread() &&
+				  router_where(w, ci->to_id).kind != ROUTE_OFFLINE;
+		/* room was made above and nothing was submitted since; from
+		 * here on the writer may read it->ci, the rest stays ours */
+		queued = commit_submit(w->id, &it->ci);
+		if (!queued) {
+			log_error("messages: relay: writer lane full; message %" PRId64
+				  " not stored",
+				  ci->msg_id);
+			it->group = NULL;
+			msg_item_free(it);
+			it = NULL;
+		}
+	} else {
+		log_error("messages: relay: out of memory; message %" PRId64 " not stored",
+			  ci->msg_id);
+	}
+	msg_push_now(w, ci, g, &to_pushed);
 	counter_inc(msgs_accepted);
 	{
 		struct msg_result_text t;
@@ -556,27 +592,13 @@ static void msg_send_relay(struct req *r, struct commit_item *ci, struct social_
 	}
 	if (ci->cmid)
 		msg_dedup_put(mw, ci);
-	if (!store) {
+	if (!queued) {
 		social_group_put(g);
 		return;
 	}
-	it = msg_item_new(ci, g ? (g->n + 7) / 8 : 0);
-	if (!it) {
-		log_error("messages: relay: out of memory; message %" PRId64 " not stored",
-			  ci->msg_id);
-		social_group_put(g);
-		return;
-	}
-	it->flags = MSG_RELAY;
+	/* read by msg_complete, on this thread, after the writer is done */
 	it->to_pushed = to_pushed;
-	it->group = g;
 	msg_note_pushed(mw, it, ci->from_id);
-	/* room was made above and nothing was submitted since */
-	if (!commit_submit(w->id, &it->ci)) {
-		log_error("messages: relay: writer lane full; message %" PRId64 " not stored",
-			  ci->msg_id);
-		msg_item_free(it);
-	}
 }
 
 /*
@@ -777,28 +799,13 @@ void messages_ack(struct req *r)
 
 	if (!req_id_array(r, "msg_ids", MSG_ACK_MAX, &ids, &n))
 		return;
-	if (w->cfg->durability == DURABILITY_RELAY) {
-		/* Relay stores only what waited for an offline recipient, and
-		 * that reaches a session through the login push; the rest was
-		 * never written, so its ack has nothing to mark. (A stored
-		 * message pushed live after a racing login is acked at a later
-		 * login: at least once, as the contract allows.) */
-		size_t keep = 0;
-
-		for (size_t i = 0; i < n; i++)
-			if (ids[i] <= r->s->stored_pushed_max)
-				ids[keep++] = ids[i];
-		n = keep;
-		if (!n) {
-			free(ids);
-			reply_ok(r, NULL);
-			return;
-		}
-	}
-	/* Messages minted on other nodes go back there: their writers hold
-	 * the marks and know their group messages. Settling them here as
-	 * well found no mark (it is held there) and sent the whole batch's
-	 * acks down the slow path that looks for group messages. */
+	/* Relay mode too: an ack drops the row the writer holds for a live
+	 * push (never written then), and moves a group cursor.
+	 * Messages minted on other nodes go back there: their writers hold
+	 * the marks (and in relay mode the rows) and know their group
+	 * messages. Settling them here as well found no mark (it is held
+	 * there) and sent the whole batch's acks down the slow path that
+	 * looks for group messages. */
 	n = cluster_forward_acks(w, r->s->user_id, ids, n);
 	if (!n) {
 		free(ids);

@@ -13,12 +13,16 @@
  *
  *   pace: a partial batch starts no sooner than commit_interval_us after
  *     │   the previous one
- *   gather ── nothing ──► marks due? a batch of no items writes them;
+ *   gather ── nothing ──► marks or rows due? a batch of no items writes them;
  *     │                   else sleep (sleeping → notified, as in worker.h)
  *     │                   until a submit or the next due mark
  *     │ up to commit_batch_max items, lanes round-robin; when acks came,
  *     │ one more sweep (up to twice the limit) so that rows the acked
  *     │ messages need join the same transaction
+ *     ▼
+ *   relay only, in memory: hold the new pushed rows, settle acks of held
+ *     │  rows, take the due and flushed ones out to be written; nothing
+ *     │  else to do ──► hand back, no transaction
  *     ▼
  *   attempt: INSERT rows in chunks · plan the marks (hold new ones, settle
  *     │      acks in memory, take due and flushed ones) · INSERT unread ·
@@ -137,6 +141,15 @@ struct commit_writer {
 	/* held-back unread marks (see commit.h); uset NULL when off */
 	struct unread_set *uset;
 	uint64_t defer_ms;
+	/* durability relay: uset holds whole rows (struct commit_held), see
+	 * commit.h; marks are never held alone */
+	bool relay;
+	uint64_t held_bytes;	      /* memory of the rows in uset and in out */
+	struct commit_held **out;     /* taken from uset, written by the next commit */
+	uint32_t nout, out_cap;
+	struct unread_pair *rpairs;   /* this batch's acks that uset did not settle */
+	uint32_t nrpairs, rpairs_cap;
+	uint32_t rows_cap;	      /* of rows: the batch's and out */
 	int node_id;
 	bool recovered;		   /* commit_recover has run */
 	bool final_flush;	   /* stopping: write every mark still held */
@@ -182,6 +195,13 @@ static struct commit_writer cw;
 
 struct commit_gslot {
 	int64_t msg_id, group_id;
+};
+
+/* A held row (relay): the writer's own copy of a submitted row. */
+struct commit_held {
+	struct commit_item ci; /* text and cmid point into data */
+	size_t bytes;	       /* counted in cw.held_bytes */
+	char data[];
 };
 
 struct commit_gack {
@@ -444,7 +464,13 @@ void commit_stats_get(struct commit_stats *out)
 
 /* ---- writer: gathering ---------------------------------------------------- */
 
-/* Pops items into the batch until limit; returns whether any is an ack. */
+/*
+ * Pops items into the batch until limit; returns whether any is an ack or
+ * a flush. Either wants the rows submitted before it on other lanes in
+ * the same batch (the caller sweeps again): a row pushed live must be
+ * held before its ack comes, and a login's flush must find the rows
+ * pushed to the connection it replaces (relay) or their marks (stored).
+ */
 static bool commit_gather(uint32_t limit)
 {
 	bool acks = false;
@@ -455,7 +481,7 @@ static bool commit_gather(uint32_t limit)
 
 		while (cw.nbatch < limit && (it = spsc_pop(&l->in))) {
 			cw.batch[cw.nbatch++] = it;
-			if (it->kind == COMMIT_ACK)
+			if (it->kind == COMMIT_ACK || it->kind == COMMIT_FLUSH_UNREAD)
 				acks = true;
 		}
 	}
@@ -704,7 +730,7 @@ static int commit_insert_row_by_row(void)
 		int ret;
 
 		if (it->cmid) {
-			bool stored;
+			bool stored = false;
 
 			commit_fill_cmid(cw.params, it);
 			rc = db_exec_multi(cw.db, &commit_ins_cmid, 1, cw.params);
@@ -809,7 +835,7 @@ static int64_t commit_exec_pairs(const struct db_multi *m, const struct unread_p
 /* Marks are held back now (rows can still be written at once: set full). */
 static bool commit_holding(void)
 {
-	return cw.uset && cw.recovered && !cw.final_flush;
+	return cw.uset && !cw.relay && cw.recovered && !cw.final_flush;
 }
 
 /*
@@ -928,6 +954,18 @@ static int commit_apply_cursors(void)
 	return 0;
 }
 
+/* An ack for the database (cw.apairs has room): a group message's cursor
+ * move when the writer knows its group, else a pair. 0 or -ENOMEM. */
+static int commit_plan_ack(uint32_t item_start, int64_t user, int64_t id)
+{
+	int64_t group;
+
+	if (cw.bulk_now && (group = commit_gcache_group(id)))
+		return commit_gack_add(item_start, user, group, id);
+	cw.apairs[cw.napairs++] = (struct unread_pair){.to_id = user, .msg_id = id};
+	return 0;
+}
+
 static int commit_plan_unread(uint64_t now_ms)
 {
 	bool hold = commit_holding();
@@ -948,9 +986,12 @@ static int commit_plan_unread(uint64_t now_ms)
 		}
 		if (!commit_pairs_reserve(&cw.upairs, &cw.upairs_cap, cw.nupairs, 1))
 			return -ENOMEM;
-		cw.upairs[cw.nupairs++] = (struct unread_pair){it->to_id, it->msg_id};
+		cw.upairs[cw.nupairs++] =
+		    (struct unread_pair){.to_id = it->to_id, .msg_id = it->msg_id};
 	}
-	if (cw.uset) {
+	/* relay (rows held): commit_relay_prepare took them, and settled
+	 * the acks it could; the others are in cw.rpairs */
+	if (cw.uset && !cw.relay) {
 		uint32_t room = unread_set_count(cw.uset);
 
 		if (!commit_pairs_reserve(&cw.upairs, &cw.upairs_cap, cw.nupairs, room))
@@ -961,6 +1002,15 @@ static int commit_plan_unread(uint64_t now_ms)
 		cw.nupairs += unread_set_take_due(cw.uset, cw.final_flush ? UINT64_MAX : now_ms,
 						  cw.upairs + cw.nupairs, room);
 	}
+	if (cw.relay && cw.uset) {
+		if (!commit_pairs_reserve(&cw.apairs, &cw.apairs_cap, 0, cw.nrpairs))
+			return -ENOMEM;
+		for (uint32_t k = 0; k < cw.nrpairs; k++)
+			if (commit_plan_ack(0, cw.rpairs[k].to_id, cw.rpairs[k].msg_id))
+				return -ENOMEM;
+		commit_gacks_merge();
+		return 0;
+	}
 	for (uint32_t a = 0; a < cw.nacks; a++) {
 		const struct commit_item *it = cw.acks[a];
 		uint32_t item_start = cw.ngacks;
@@ -968,18 +1018,14 @@ static int commit_plan_unread(uint64_t now_ms)
 		if (!commit_pairs_reserve(&cw.apairs, &cw.apairs_cap, cw.napairs, it->nacks))
 			return -ENOMEM;
 		for (uint32_t k = 0; k < it->nacks; k++) {
-			int64_t id = it->ack_ids[k], group;
+			int64_t id = it->ack_ids[k];
 
 			if (cw.uset && unread_set_cancel(cw.uset, it->from_id, id)) {
 				cw.plan_absorbed++;
 				continue;
 			}
-			if (cw.bulk_now && (group = commit_gcache_group(id))) {
-				if (commit_gack_add(item_start, it->from_id, group, id))
-					return -ENOMEM;
-				continue;
-			}
-			cw.apairs[cw.napairs++] = (struct unread_pair){it->from_id, id};
+			if (commit_plan_ack(item_start, it->from_id, id))
+				return -ENOMEM;
 		}
 	}
 	commit_gacks_merge();
@@ -1126,6 +1172,10 @@ static int commit_attempt(bool row_by_row)
 		cw.batch[i]->status = ST_OK;
 		cw.batch[i]->error = NULL;
 	}
+	for (uint32_t i = 0; i < cw.nout; i++) {
+		cw.out[i]->ci.status = ST_OK;
+		cw.out[i]->ci.error = NULL;
+	}
 	rc = db_begin(cw.db);
 	if (rc)
 		return rc;
@@ -1163,7 +1213,7 @@ static int commit_attempt(bool row_by_row)
 		rc = commit_lower_cursors();
 	if (rc)
 		goto out_abort;
-	if (cw.uset && cw.recovered) {
+	if (cw.uset && !cw.relay && cw.recovered) {
 		floor = commit_floor();
 		if (!commit_floor_due(floor, clock_mono_ms()))
 			floor = -1;
@@ -1285,7 +1335,7 @@ out_rollback:
  */
 static void commit_note_doubt(void)
 {
-	if (!cw.uset)
+	if (!cw.uset || cw.relay)
 		return;
 	for (uint32_t i = 0; i < cw.nrows; i++) {
 		const struct commit_item *it = cw.rows[i];
@@ -1299,11 +1349,213 @@ static void commit_note_doubt(void)
 				  it->msg_id);
 			continue;
 		}
-		cw.doubt[cw.ndoubt++] = (struct unread_pair){it->to_id, it->msg_id};
+		cw.doubt[cw.ndoubt++] =
+		    (struct unread_pair){.to_id = it->to_id, .msg_id = it->msg_id};
 	}
 }
 
-static void commit_run_batch(void)
+/* ---- writer: held rows (relay) --------------------------------------------- */
+
+static void commit_held_free(struct commit_held *h)
+{
+	cw.held_bytes -= h->bytes;
+	free(h);
+}
+
+/*
+ * Holds the pushed row it in uset (see commit.h): copies it, due
+ * unread_defer_ms from now. false when it does not fit: the caller writes
+ * it at once.
+ */
+static bool commit_relay_hold(const struct commit_item *it, uint64_t now_ms)
+{
+	size_t cmid_len = it->cmid ? it->cmid_len : 0;
+	size_t bytes = sizeof(struct commit_held) + it->text_len + 1 + cmid_len;
+	struct commit_held *h;
+
+	if (!it->to_id || cw.nout >= COMMIT_UNREAD_HELD_MAX ||
+	    cw.held_bytes + bytes > COMMIT_RELAY_HELD_BYTES)
+		return false;
+	h = malloc(bytes);
+	if (!h)
+		return false;
+	h->ci = *it;
+	h->ci.hold_row = false;
+	h->ci.text = memcpy(h->data, it->text, it->text_len);
+	h->data[it->text_len] = '\0';
+	h->ci.cmid = it->cmid ? memcpy(h->data + it->text_len + 1, it->cmid, cmid_len) : NULL;
+	h->bytes = bytes;
+	if (!unread_set_add_row(cw.uset, it->to_id, it->msg_id, now_ms + cw.defer_ms, h)) {
+		free(h);
+		return false;
+	}
+	cw.held_bytes += bytes;
+	return true;
+}
+
+/* Moves the held rows of pairs[0, n) (taken from uset) to cw.out. */
+static void commit_relay_take(const struct unread_pair *pairs, uint32_t n)
+{
+	if (cw.nout + n > cw.out_cap) {
+		uint32_t cap = cw.out_cap ? cw.out_cap : 256;
+		struct commit_held **o;
+
+		while (cap < cw.nout + n)
+			cap *= 2;
+		o = realloc(cw.out, (size_t)cap * sizeof(*o));
+		if (!o) {
+			/* their only copy: losing them silently is not an option */
+			log_error("commit: out of memory; %u held messages not stored", n);
+			for (uint32_t i = 0; i < n; i++)
+				if (pairs[i].row)
+					commit_held_free(pairs[i].row);
+			return;
+		}
+		cw.out = o;
+		cw.out_cap = cap;
+	}
+	for (uint32_t i = 0; i < n; i++)
+		if (pairs[i].row)
+			cw.out[cw.nout++] = pairs[i].row;
+}
+
+/*
+ * Relay, before the batch's transaction, in memory and for good (uset is
+ * committed here, whatever the transaction does later): holds the batch's
+ * pushed rows, settles the acks of held rows (those rows are freed: never
+ * written), and takes the rows of the batch's flushes and the due ones
+ * (all at the final flush) to cw.out. Then cw.rows is the rows to insert:
+ * the batch's others and cw.out; cw.rpairs the acks for the database.
+ * Order matters: an ack in the same batch as its row, or as the row's
+ * flush, settles it first.
+ */
+static void commit_relay_prepare(uint64_t now_ms)
+{
+	uint32_t keep = 0, room;
+	uint64_t held = 0, absorbed = 0;
+
+	for (uint32_t i = 0; i < cw.nrows; i++) {
+		struct commit_item *it = cw.rows[i];
+
+		if (it->hold_row && !cw.final_flush && commit_relay_hold(it, now_ms)) {
+			held++;
+			continue;
+		}
+		it->hold_row = false; /* written now: its outcome is the batch's */
+		cw.rows[keep++] = it;
+		/* Members got it before this commit and ack it in the same
+		 * batch as often as not: known here, their acks move cursors
+		 * by primary key instead of through the temporary table. The
+		 * mapping is true whether or not the row commits. */
+		if (it->group_id)
+			*commit_gslot_of(it->msg_id) = (struct commit_gslot){
+			    .msg_id = it->msg_id, .group_id = it->group_id};
+	}
+	cw.nrows = keep;
+
+	cw.nrpairs = 0;
+	for (uint32_t a = 0; a < cw.nacks; a++) {
+		const struct commit_item *it = cw.acks[a];
+
+		if (!commit_pairs_reserve(&cw.rpairs, &cw.rpairs_cap, cw.nrpairs, it->nacks)) {
+			log_error("commit: out of memory; acks of user %" PRId64 " not applied "
+				  "(their messages come again)", it->from_id);
+			continue;
+		}
+		for (uint32_t k = 0; k < it->nacks; k++) {
+			int64_t id = it->ack_ids[k];
+			struct commit_held *h = unread_set_cancel_row(cw.uset, it->from_id, id);
+
+			if (h) {
+				/* the set never touches the row: free it now */
+				commit_held_free(h);
+				absorbed++;
+				continue;
+			}
+			cw.rpairs[cw.nrpairs++] =
+			    (struct unread_pair){.to_id = it->from_id, .msg_id = id};
+		}
+	}
+
+	/* upairs is scratch until commit_plan_unread fills it */
+	room = unread_set_count(cw.uset);
+	if (room && commit_pairs_reserve(&cw.upairs, &cw.upairs_cap, 0, room)) {
+		uint32_t n;
+
+		for (uint32_t f = 0; f < cw.nflushes; f++) {
+			n = unread_set_take_user(cw.uset, cw.flushes[f]->from_id, cw.upairs, room);
+			commit_relay_take(cw.upairs, n);
+		}
+		n = unread_set_take_due(cw.uset, cw.final_flush ? UINT64_MAX : now_ms, cw.upairs,
+					room);
+		commit_relay_take(cw.upairs, n);
+	}
+	unread_set_commit(cw.uset);
+	counter_add(unread_deferred, held);
+	counter_add(unread_absorbed, absorbed);
+
+	if (cw.nrows + cw.nout > cw.rows_cap) {
+		uint32_t cap = cw.rows_cap;
+		struct commit_item **r;
+
+		while (cap < cw.nrows + cw.nout)
+			cap *= 2;
+		r = realloc(cw.rows, (size_t)cap * sizeof(*r));
+		if (!r)
+			return; /* cw.out waits for a batch with room */
+		cw.rows = r;
+		cw.rows_cap = cap;
+	}
+	for (uint32_t i = 0; i < cw.nout; i++)
+		cw.rows[cw.nrows++] = &cw.out[i]->ci;
+}
+
+/* Relay: the transaction that wrote cw.out committed. Returns how many
+ * of its rows are stored. */
+static uint32_t commit_relay_written(void)
+{
+	uint32_t ok = 0;
+
+	for (uint32_t i = 0; i < cw.nout; i++) {
+		struct commit_held *h = cw.out[i];
+
+		if (h->ci.status == ST_OK)
+			ok++;
+		else
+			log_error("commit: held message %" PRId64 " of user %" PRId64
+				  " not stored: %s",
+				  h->ci.msg_id, h->ci.from_id, h->ci.error);
+		commit_held_free(h);
+	}
+	cw.nout = 0;
+	return ok;
+}
+
+/* Relay, after the last turn: the rows still in memory are lost. */
+static void commit_relay_drop_all(void)
+{
+	struct unread_pair p[256];
+	uint32_t n, lost = cw.nout;
+
+	while ((n = unread_set_take_due(cw.uset, UINT64_MAX, p, 256))) {
+		unread_set_commit(cw.uset);
+		lost += n;
+		for (uint32_t i = 0; i < n; i++)
+			if (p[i].row)
+				commit_held_free(p[i].row);
+	}
+	for (uint32_t i = 0; i < cw.nout; i++)
+		commit_held_free(cw.out[i]);
+	cw.nout = 0;
+	if (lost)
+		log_error("commit: %u messages pushed but not acknowledged could not be stored "
+			  "at stop: lost",
+			  lost);
+}
+
+/* Runs the batch; false when it needed no transaction (relay: all settled
+ * in memory, every item ST_OK). */
+static bool commit_run_batch(void)
 {
 	uint64_t start = clock_mono_ms(), deadline;
 	unsigned backoff = COMMIT_BACKOFF_MIN_MS;
@@ -1320,6 +1572,11 @@ static void commit_run_batch(void)
 			cw.flushes[cw.nflushes++] = cw.batch[i];
 		else
 			cw.rows[cw.nrows++] = cw.batch[i];
+	}
+	if (cw.relay && cw.uset) {
+		commit_relay_prepare(start);
+		if (!cw.nrows && !cw.nrpairs)
+			return false; /* all settled in memory: every item is ST_OK */
 	}
 	/* while down, one attempt: the senders learn of the outage at once */
 	deadline = start + (cw.down ? 0 : COMMIT_RETRY_MS);
@@ -1351,14 +1608,23 @@ static void commit_run_batch(void)
 		cw.down = true;
 		if (cw.commit_unknown)
 			commit_note_doubt();
-		for (uint32_t i = 0; i < cw.nbatch; i++)
-			commit_fail_item(cw.batch[i], why);
-		atomic_fetch_add_explicit(&cw.st_failed, cw.nbatch, memory_order_relaxed);
-		return;
+		/* held rows are kept, and so is cw.out: the next commit writes it */
+		uint32_t failed = 0;
+
+		for (uint32_t i = 0; i < cw.nbatch; i++) {
+			if (!cw.batch[i]->hold_row) {
+				commit_fail_item(cw.batch[i], why);
+				failed++;
+			}
+		}
+		atomic_fetch_add_explicit(&cw.st_failed, failed, memory_order_relaxed);
+		return true;
 	}
 	if (cw.down)
 		log_info("commit: storage is back; batches commit again");
 	cw.down = false;
+	if (cw.nout)
+		committed_rows += commit_relay_written();
 	for (uint32_t i = 0; i < cw.nbatch; i++) {
 		struct commit_item *it = cw.batch[i];
 
@@ -1366,8 +1632,8 @@ static void commit_run_batch(void)
 			atomic_fetch_add_explicit(&cw.st_failed, 1, memory_order_relaxed);
 		} else if (it->kind == COMMIT_ACK) {
 			committed_acks++;
-		} else if (it->kind == COMMIT_INSERT_MSG) {
-			committed_rows++;
+		} else if (it->kind == COMMIT_INSERT_MSG && !it->hold_row) {
+			committed_rows++; /* a held row is not written (yet) */
 		}
 	}
 	counter_inc(commit_batches);
@@ -1375,6 +1641,7 @@ static void commit_run_batch(void)
 	atomic_fetch_add_explicit(&cw.st_batches, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&cw.st_rows, committed_rows, memory_order_relaxed);
 	atomic_fetch_add_explicit(&cw.st_acks, committed_acks, memory_order_relaxed);
+	return true;
 }
 
 /* Every item back to its worker, in batch order (so in each worker's
@@ -1409,7 +1676,11 @@ static void commit_turn(void)
 	cw.last_start_ns = t0;
 	atomic_store_explicit(&cw.st_last, cw.nbatch, memory_order_relaxed);
 	commit_stat_max(&cw.st_max, cw.nbatch);
-	commit_run_batch();
+	if (!commit_run_batch()) {
+		/* memory only: no batch latency to report */
+		commit_hand_back();
+		return;
+	}
 	commit_hand_back();
 	ns = clock_mono_ns() - t0;
 	atomic_fetch_add_explicit(&cw.st_lat_total, ns, memory_order_relaxed);
@@ -1427,11 +1698,11 @@ static int commit_idle_ms(uint64_t now)
 {
 	uint64_t due;
 
-	if (!cw.uset || !unread_set_count(cw.uset))
+	if (!cw.uset || (!unread_set_count(cw.uset) && !cw.nout))
 		return COMMIT_IDLE_POLL_MS;
 	due = unread_set_next_due(cw.uset);
-	if (due < cw.retry_at_ms)
-		due = cw.retry_at_ms;
+	if (due < cw.retry_at_ms || cw.nout)
+		due = cw.retry_at_ms; /* cw.out: written rows failed, try again */
 	if (due <= now)
 		return 0;
 	return due - now < COMMIT_IDLE_POLL_MS ? (int)(due - now) : COMMIT_IDLE_POLL_MS;
@@ -1465,7 +1736,7 @@ static void *commit_main(void *arg)
 			continue;
 		}
 		if (cw.uset && now >= cw.retry_at_ms &&
-		    (unread_set_next_due(cw.uset) <= now || cw.ndoubt)) {
+		    (unread_set_next_due(cw.uset) <= now || cw.ndoubt || cw.nout)) {
 			/* due marks of recipients that never acked: a batch of
 			 * no items writes them; after a failure, wait a while */
 			commit_turn();
@@ -1475,14 +1746,16 @@ static void *commit_main(void *arg)
 		}
 		if (atomic_load_explicit(&cw.stopping, memory_order_acquire) &&
 		    commit_lanes_empty()) {
-			if (cw.uset && (unread_set_count(cw.uset) || cw.ndoubt)) {
+			if (cw.uset && (unread_set_count(cw.uset) || cw.ndoubt || cw.nout)) {
 				cw.final_flush = true;
 				commit_turn();
 				if (cw.ndoubt)
 					log_error("commit: %u messages whose commit was in doubt may "
 						  "lack their unread marks",
 						  cw.ndoubt);
-				if (unread_set_count(cw.uset))
+				if (cw.relay)
+					commit_relay_drop_all();
+				else if (unread_set_count(cw.uset))
 					log_warn("commit: %u unread marks not written at stop; the next "
 						 "start restores them",
 						 unread_set_count(cw.uset));
@@ -1533,6 +1806,8 @@ static void commit_free(void)
 	free(cw.gacks);
 	free(cw.glow);
 	free(cw.gcache);
+	free(cw.out);
+	free(cw.rpairs);
 	unread_set_free(cw.uset);
 	db_close(cw.db);
 	memset(&cw, 0, sizeof(cw));
@@ -1562,15 +1837,17 @@ int commit_start(const struct config *cfg, int nlanes, void (*wake)(int lane))
 	cw.wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	cw.batch = calloc(2 * (size_t)cw.batch_limit, sizeof(*cw.batch));
 	cw.rows = calloc(2 * (size_t)cw.batch_limit, sizeof(*cw.rows));
+	cw.rows_cap = 2 * cw.batch_limit;
 	cw.acks = calloc(2 * (size_t)cw.batch_limit, sizeof(*cw.acks));
 	cw.params = calloc(COMMIT_PARAMS_MAX, sizeof(*cw.params));
 	cw.flushes = calloc(2 * (size_t)cw.batch_limit, sizeof(*cw.flushes));
 	cw.gcache = calloc(COMMIT_GCACHE_SLOTS, sizeof(*cw.gcache));
 	cw.node_id = cfg->node_id;
 	cw.floor_stored = -1;
-	/* relay mode writes only what waited for an offline recipient:
-	 * nothing to gain from holding marks back */
-	if (cfg->durability == DURABILITY_STORED && cfg->unread_defer_ms > 0) {
+	/* stored: marks are held; relay: whole rows of pushed messages (see
+	 * commit.h) */
+	cw.relay = cfg->durability == DURABILITY_RELAY;
+	if (cfg->unread_defer_ms > 0) {
 		cw.defer_ms = (uint64_t)cfg->unread_defer_ms;
 		cw.uset = unread_set_new(COMMIT_UNREAD_HELD_MAX);
 		if (!cw.uset) {

@@ -31,6 +31,7 @@ struct unread_entry {
 	int64_t to_id;
 	int64_t msg_id;
 	uint64_t due_ms;
+	void *row; /* unread_set_add_row's, else NULL */
 	uint32_t fifo_prev, fifo_next;
 	uint32_t user_prev, user_next; /* free list: user_next */
 	uint16_t group;
@@ -277,6 +278,12 @@ static void entry_remove(struct unread_set *s, uint32_t idx)
 
 bool unread_set_add(struct unread_set *s, int64_t to_id, int64_t msg_id, uint64_t due_ms)
 {
+	return unread_set_add_row(s, to_id, msg_id, due_ms, NULL);
+}
+
+bool unread_set_add_row(struct unread_set *s, int64_t to_id, int64_t msg_id, uint64_t due_ms,
+			void *row)
+{
 	uint32_t *slot, idx, g;
 	struct user_slot *u;
 	struct unread_entry *x;
@@ -296,6 +303,7 @@ bool unread_set_add(struct unread_set *s, int64_t to_id, int64_t msg_id, uint64_
 	    .to_id = to_id,
 	    .msg_id = msg_id,
 	    .due_ms = due_ms,
+	    .row = row,
 	    .fifo_prev = s->fifo_tail,
 	    .fifo_next = NIL,
 	    .user_prev = NIL,
@@ -323,6 +331,23 @@ bool unread_set_add(struct unread_set *s, int64_t to_id, int64_t msg_id, uint64_
 	return true;
 }
 
+void *unread_set_row(const struct unread_set *s, int64_t to_id, int64_t msg_id)
+{
+	uint32_t v = *pair_find(s, to_id, msg_id);
+
+	return v ? s->e[v - 1].row : NULL;
+}
+
+void *unread_set_cancel_row(struct unread_set *s, int64_t to_id, int64_t msg_id)
+{
+	uint32_t v = *pair_find(s, to_id, msg_id);
+
+	if (!v || !s->e[v - 1].row || (s->e[v - 1].flags & E_DROP))
+		return NULL;
+	drop(s, v - 1);
+	return s->e[v - 1].row;
+}
+
 bool unread_set_cancel(struct unread_set *s, int64_t to_id, int64_t msg_id)
 {
 	uint32_t v = *pair_find(s, to_id, msg_id);
@@ -346,7 +371,7 @@ uint32_t unread_set_take_due(struct unread_set *s, uint64_t now_ms, struct unrea
 		if (x->due_ms > now_ms)
 			break;
 		drop(s, i);
-		out[n++] = (struct unread_pair){x->to_id, x->msg_id};
+		out[n++] = (struct unread_pair){x->to_id, x->msg_id, x->row};
 	}
 	return n;
 }
@@ -365,7 +390,7 @@ uint32_t unread_set_take_user(struct unread_set *s, int64_t to_id, struct unread
 		if (x->flags & E_DROP)
 			continue;
 		drop(s, i);
-		out[n++] = (struct unread_pair){x->to_id, x->msg_id};
+		out[n++] = (struct unread_pair){x->to_id, x->msg_id, x->row};
 	}
 	return n;
 }

@@ -290,6 +290,9 @@ static void test_relay_mode(void **state)
 	p = tc_expect_push(b.c, CMD_PUSH_MSG, DUR_PUSH_MS);
 	assert_int_equal(tc_json_int(p, "msg_id"), id);
 	cJSON_Delete(p);
+	/* acked: never written (an unacked one would come again at login,
+	 * see test_relay_hold.c) */
+	tc_expect(b.c, CMD_MSG_ACK, ST_OK, "{\"msg_ids\":[%lld]}", (long long)id);
 
 	/* offline: stored, pushed at login; the live one is not pushed again */
 	dur_user_close(&b);

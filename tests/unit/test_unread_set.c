@@ -974,11 +974,64 @@ static void test_min_id_after_staged_removals(void **state)
 	unread_set_free(s);
 }
 
+/* Entries that carry a row (relay): the row comes back with the entry
+ * from every way out, and cancel_row settles only such entries. */
+static void test_rows(void **state)
+{
+	(void)state;
+	struct unread_set *s = unread_set_new(16);
+	struct unread_pair out[OUT_SLOTS];
+	int r1, r2, r3;
+
+	assert_non_null(s);
+	assert_true(unread_set_add_row(s, 7, 1001, 100, &r1));
+	assert_true(unread_set_add_row(s, 7, 1002, 100, &r2));
+	assert_true(unread_set_add_row(s, 8, 1003, 200, &r3));
+	assert_true(unread_set_add(s, 8, 1004, 200)); /* a mark alone */
+	assert_false(unread_set_add_row(s, 7, 1001, 300, &r2)); /* there already */
+	unread_set_commit(s);
+	assert_ptr_equal(unread_set_row(s, 7, 1001), &r1);
+	assert_ptr_equal(unread_set_row(s, 8, 1003), &r3);
+	assert_null(unread_set_row(s, 8, 1004));
+	assert_null(unread_set_row(s, 9, 1001));
+
+	/* a mark alone is not settled by cancel_row, and stays */
+	assert_null(unread_set_cancel_row(s, 8, 1004));
+	assert_null(unread_set_cancel_row(s, 8, 1001)); /* not its recipient */
+	/* settled once; an abort puts it back, a commit removes it */
+	assert_ptr_equal(unread_set_cancel_row(s, 7, 1002), &r2);
+	assert_null(unread_set_cancel_row(s, 7, 1002));
+	unread_set_abort(s);
+	assert_ptr_equal(unread_set_row(s, 7, 1002), &r2);
+	assert_ptr_equal(unread_set_cancel_row(s, 7, 1002), &r2);
+	unread_set_commit(s);
+	assert_null(unread_set_row(s, 7, 1002));
+	assert_int_equal(unread_set_count(s), 3);
+
+	/* take_user and take_due give the rows out with their entries */
+	out_poison(out);
+	assert_int_equal(unread_set_take_user(s, 7, out, 8), 1);
+	out_check_untouched(out, 1);
+	assert_int_equal(out[0].msg_id, 1001);
+	assert_ptr_equal(out[0].row, &r1);
+	out_poison(out);
+	assert_int_equal(unread_set_take_due(s, 200, out, 8), 2);
+	out_check_untouched(out, 2);
+	assert_int_equal(out[0].msg_id, 1003);
+	assert_ptr_equal(out[0].row, &r3);
+	assert_int_equal(out[1].msg_id, 1004);
+	assert_null(out[1].row);
+	unread_set_commit(s);
+	assert_int_equal(unread_set_count(s), 0);
+	unread_set_free(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_min_id_after_staged_removals),
 	    cmocka_unit_test(test_new_free),
+	    cmocka_unit_test(test_rows),
 	    cmocka_unit_test(test_add_commit_take_due),
 	    cmocka_unit_test(test_take_due_max),
 	    cmocka_unit_test(test_take_due_abort),
