@@ -13,6 +13,11 @@
 #   group-relay   cluster.sh -k 3 -s group relay --groups 10 --members 50
 #                 --window 4, then -k 1 with --target both
 #   group-stored  cluster.sh -k 3 -s group stored ..., then -k 1
+#   ...-udp       any of the above with the cross-node run over the node
+#                 link (cluster_route udp) instead of Redis routing, e.g.
+#                 chat-relay-udp, group-stored-udp
+#   rate-relay[-udp]  chat relay in an open loop, --window 16 --rate 20000
+#                 (the per-message cost at a moderate load), then -k 1
 #
 # ROUNDS (3) rounds; every run measures SECONDS (10). Prints one line per
 # run: deliveries/s, delivery p50/p99, the CPU of the nodes + Redis over the
@@ -79,15 +84,19 @@ run() {
 printf "run\tdlv/s\tp50/p99 ms\tnodes+redis cpu s\tper cpu-s\t+mariadb cpu s\tper cpu-s\tredis pub/sub dlv/s\tfolder\n" >"$TABLE"
 for ((r = 1; r <= ROUNDS; r++)); do
 	for what in "${WHATS[@]}"; do
-		case $what in
-		chat-*) mode=${what#chat-} k=2 scen=(-s chat) args=(--users 1000 --window 4 --duration "$DUR") ;;
-		group-*) mode=${what#group-} k=3 scen=(-s group) args=(--groups 10 --members 50 --window 4 --duration "$DUR") ;;
+		base=${what%-udp}
+		route=()
+		[[ $base != "$what" ]] && route=(-n "--cluster-route udp --cluster-secret bench-cluster-secret-of-at-least-32-bytes")
+		case $base in
+		chat-*) mode=${base#chat-} k=2 scen=(-s chat) args=(--users 1000 --window 4 --duration "$DUR") ;;
+		group-*) mode=${base#group-} k=3 scen=(-s group) args=(--groups 10 --members 50 --window 4 --duration "$DUR") ;;
+		rate-*) mode=${base#rate-} k=2 scen=(-s chat) args=(--users 1000 --window 16 --rate 20000 --duration "$DUR") ;;
 		*) perf_die "unknown WHAT '$what'" ;;
 		esac
 		ref=()
 		[[ $mode == relay ]] && ref=(--target both)
 		perf_note "round $r: $what, $k nodes"
-		cross=$(run "$r $what k=$k" -k "$k" "${scen[@]}" "$mode" "${args[@]}")
+		cross=$(run "$r $what k=$k" -k "$k" "${route[@]}" "${scen[@]}" "$mode" "${args[@]}")
 		perf_note "round $r: $what, 1 node"
 		single=$(run "$r $what k=1" -k 1 "${scen[@]}" "$mode" "${args[@]}" "${ref[@]}")
 		awk -v a="$cross" -v b="$single" -v w="$r $what" 'BEGIN { if (b > 0) printf "%s\tcross/single per cpu-s %.2f\n", w, a / b }' >>"$TABLE"
