@@ -327,6 +327,7 @@ struct ft_stream {
 	int64_t *id;	  /* [max]: msg_id of an OK answer, 0 for a 12 or none */
 	int64_t *sent_at; /* [max] */
 	int64_t worst_ms; /* slowest answer */
+	int64_t next_send_ms;
 };
 
 static void ft_stream_init(struct ft_stream *s, struct rc_client *c, int64_t to, const char *tag,
@@ -360,22 +361,31 @@ static int ft_stream_step(struct ft_stream *s, bool more)
 {
 	bool may_send = more && s->sent < s->max && s->sent - s->got < s->window;
 	struct rc_frame f;
+	int64_t now = tc_now_ms();
 	int rc, code;
 
-	if (may_send) {
+	if (may_send && now >= s->next_send_ms) {
 		char *json = ft_send_json(s->to, s->tag, s->sent, s->pad);
 
 		rc = rc_send(s->c, CMD_MSG_SEND, s->base + (uint32_t)s->sent, json);
 		free(json);
 		if (rc)
 			return rc;
-		s->sent_at[s->sent++] = tc_now_ms();
+		s->sent_at[s->sent++] = now;
+		s->next_send_ms = now + s->pace_ms;
 		may_send = more && s->sent < s->max && s->sent - s->got < s->window;
 	}
-	if (s->got == s->sent)
+	if (s->got == s->sent) {
+		if (may_send && s->next_send_ms > now)
+			tc_sleep_ms((int)(s->next_send_ms - now));
 		return 0;
+	}
 	for (;;) {
-		rc = rc_recv(s->c, &f, may_send ? s->pace_ms : FT_ANSWER_MS);
+		int wait = FT_ANSWER_MS;
+
+		if (may_send)
+			wait = s->next_send_ms > tc_now_ms() ? (int)(s->next_send_ms - tc_now_ms()) : 0;
+		rc = rc_recv(s->c, &f, wait);
 		if (rc == -ETIMEDOUT && may_send)
 			return 0;
 		if (rc == -ETIMEDOUT)
@@ -520,6 +530,10 @@ struct ft_outage {
 	int down_ms;	   /* between the end of the stop and the start */
 	_Atomic int phase; /* 0 before the stop, 1 stopped, 2 started again */
 	int stop_rc, start_rc;
+	/* the stream's counts, kept by the sender, read by the outage thread */
+	_Atomic int sent, got;
+	/* taken by the outage thread: when MariaDB was down, when back */
+	int sent_down, got_down, sent_up;
 };
 
 /* Stops MariaDB, waits down_ms, starts it (services.sh, see harness.h). */
@@ -528,9 +542,12 @@ static void *ft_outage_main(void *arg)
 	struct ft_outage *o = arg;
 
 	o->stop_rc = services_stop("mysql");
+	o->got_down = atomic_load(&o->got);
+	o->sent_down = atomic_load(&o->sent);
 	atomic_store(&o->phase, 1);
 	tc_sleep_ms(o->down_ms);
 	o->start_rc = services_start("mysql");
+	o->sent_up = atomic_load(&o->sent);
 	atomic_store(&o->phase, 2);
 	return NULL;
 }
@@ -549,17 +566,32 @@ static void *ft_outage_main(void *arg)
  * send is settled and b's messages checked. Returns the number of sends
  * answered 12.
  */
+/* The outage of the running test: its teardown waits for the thread (a
+ * failed test leaves the function at once) and makes sure MariaDB is up
+ * for what runs next. */
+static struct ft_outage ft_outage;
+static pthread_t ft_outage_thread;
+static bool ft_outage_started;
+
+static int ft_outage_teardown(void **state)
+{
+	(void)state;
+	if (ft_outage_started)
+		pthread_join(ft_outage_thread, NULL);
+	ft_outage_started = false;
+	return services_start("mysql") == 0 ? 0 : -1;
+}
+
 static int ft_mysql_restart(int down_ms, const char *prefix)
 {
 	struct ft_user a = {0}, b = {0}, c = {0};
-	struct ft_outage o = {.down_ms = down_ms};
+	struct ft_outage *o = &ft_outage;
 	struct ft_stream s;
-	bool started = false;
-	int ok_after = 0, during = 0, nfailed;
+	int ok_after = 0, nfailed;
 	int64_t *final;
 	struct node *n;
-	pthread_t th;
 
+	*o = (struct ft_outage){.down_ms = down_ms};
 	n = node_start(NULL);
 	assert_non_null(n);
 	a.c = tc_signup_login_as(n, prefix, a.name, &a.id);
@@ -572,13 +604,14 @@ static int ft_mysql_restart(int down_ms, const char *prefix)
 		ft_stream_init(&s, a.c, b.id, tag, 0, FT_WINDOW, FT_PACE_MS, FT_MAX_SENDS);
 	}
 	for (;;) {
-		int phase = atomic_load(&o.phase);
+		int phase = atomic_load(&o->phase);
 		bool more = ok_after < FT_TAIL_OKS;
 		int code;
 
-		if (!started && s.nok >= FT_WARM_OKS) {
-			assert_int_equal(pthread_create(&th, NULL, ft_outage_main, &o), 0);
-			started = true;
+		if (!ft_outage_started && s.nok >= FT_WARM_OKS) {
+			assert_int_equal(pthread_create(&ft_outage_thread, NULL, ft_outage_main, o),
+					 0);
+			ft_outage_started = true;
 		}
 		if (!more && s.got == s.sent)
 			break;
@@ -587,18 +620,22 @@ static int ft_mysql_restart(int down_ms, const char *prefix)
 		code = ft_stream_step(&s, more);
 		if (code < 0)
 			fail_msg("the sender's connection: %s", strerror(-code));
-		if (code > 0 && phase == 1)
-			during++;
+		atomic_store(&o->sent, s.sent);
+		atomic_store(&o->got, s.got);
 		if (code == ST_OK && phase == 2)
 			ok_after++;
 		if (code == ST_INTERNAL && s.nok < FT_WARM_OKS)
 			fail_msg("a send was answered 12 before MariaDB was stopped");
 	}
-	pthread_join(th, NULL);
-	assert_int_equal(o.stop_rc, 0);
-	assert_int_equal(o.start_rc, 0);
-	/* the outage happened in the middle of the stream */
-	assert_true(during > 0);
+	pthread_join(ft_outage_thread, NULL);
+	ft_outage_started = false;
+	assert_int_equal(o->stop_rc, 0);
+	assert_int_equal(o->start_rc, 0);
+	/* the outage hit the stream: sends were waiting for an answer when
+	 * MariaDB was down, or were made while it was */
+	if (o->sent_down == o->got_down && o->sent_up == o->sent_down)
+		fail_msg("no send met the outage (%d sent and answered before, none during)",
+			 o->sent_down);
 
 	final = calloc((size_t)s.sent + 1, sizeof(*final));
 	assert_non_null(final);
@@ -950,8 +987,8 @@ int main(void)
 	    cmocka_unit_test(test_kill_mid_traffic),
 	    cmocka_unit_test(test_peer_down_redis),
 	    cmocka_unit_test(test_peer_down_udp),
-	    cmocka_unit_test(test_mysql_restart),
-	    cmocka_unit_test(test_mysql_down_past_retry_bound),
+	    cmocka_unit_test_teardown(test_mysql_restart, ft_outage_teardown),
+	    cmocka_unit_test_teardown(test_mysql_down_past_retry_bound, ft_outage_teardown),
 	};
 
 	harness_init();
