@@ -797,7 +797,11 @@ static void test_slow_reader(void **state)
 	if (!node_log_wait(n, "event=out_limit", 30000))
 		fail_msg("the node did not close the reader at out_limit_bytes");
 	assert_int_equal(tc_metric(n, "ringchat_conn_out_limit_closed_total"), 1);
-	/* the reader finds what reached its socket, then the end */
+	/* the reader finds what reached its socket, then the end; its
+	 * receive buffer grows back first (a few KB of window per round trip
+	 * would take minutes for the megabytes queued in the kernel) */
+	rcvbuf = 4 << 20;
+	assert_int_equal(setsockopt(rc_fd(b.c), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)), 0);
 	for (;;) {
 		struct rc_frame f;
 
