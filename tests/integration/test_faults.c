@@ -752,6 +752,7 @@ static void test_kill_mid_traffic(void **state)
 	free(final);
 	ft_stream_free(&s);
 	ft_close(&a);
+	ft_close(&b);
 	assert_int_equal(node_stop(n2), 0);
 }
 
@@ -897,9 +898,24 @@ static int64_t ft_cl_send_live(struct ft_user *from, struct ft_user *to, const c
 	return id;
 }
 
+/* The cluster of the running test; the teardown stops what a failed test
+ * left running, so that the next one's nodes count only their own peers. */
+static struct node *ft_cl_nodes[FT_CL_NODES];
+
+static int ft_cl_teardown(void **state)
+{
+	(void)state;
+	for (int i = 0; i < FT_CL_NODES; i++) {
+		if (ft_cl_nodes[i])
+			node_stop(ft_cl_nodes[i]);
+		ft_cl_nodes[i] = NULL;
+	}
+	return 0;
+}
+
 static void ft_peer_down(const char *route, int id0)
 {
-	struct node *nodes[FT_CL_NODES];
+	struct node **nodes = ft_cl_nodes;
 	struct ft_user p = {0}, q = {0}, d = {0};
 	struct ft_ids login = {0};
 	int64_t stored[2 * FT_CL_MSGS], t_down;
@@ -920,8 +936,12 @@ static void ft_peer_down(const char *route, int id0)
 	ft_cl_send_live(&p, &d, "before");
 	ft_cl_send_live(&d, &q, "before");
 
-	assert_int_equal(node_stop(nodes[2]), 0);
-	nodes[2] = NULL;
+	{
+		int status = node_stop(nodes[2]);
+
+		nodes[2] = NULL;
+		assert_int_equal(status, 0);
+	}
 	ft_close(&d);
 	t_down = tc_now_ms();
 	ft_cl_wait_peers(nodes[0], FT_CL_NODES - 2);
@@ -967,8 +987,12 @@ static void ft_peer_down(const char *route, int id0)
 	ft_close(&p);
 	ft_close(&q);
 	ft_close(&d);
-	for (int i = 0; i < FT_CL_NODES; i++)
-		assert_int_equal(node_stop(nodes[i]), 0);
+	for (int i = 0; i < FT_CL_NODES; i++) {
+		int status = node_stop(nodes[i]);
+
+		nodes[i] = NULL;
+		assert_int_equal(status, 0);
+	}
 }
 
 /* node ids 11..13 and 14..16: apart from the other tests' nodes */
@@ -989,8 +1013,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_slow_reader),
 	    cmocka_unit_test(test_kill_mid_traffic),
-	    cmocka_unit_test(test_peer_down_redis),
-	    cmocka_unit_test(test_peer_down_udp),
+	    cmocka_unit_test_teardown(test_peer_down_redis, ft_cl_teardown),
+	    cmocka_unit_test_teardown(test_peer_down_udp, ft_cl_teardown),
 	    cmocka_unit_test_teardown(test_mysql_restart, ft_outage_teardown),
 	    cmocka_unit_test_teardown(test_mysql_down_past_retry_bound, ft_outage_teardown),
 	};
