@@ -711,7 +711,7 @@ static void test_non_reader_does_not_stall_others(void **state)
 	print_message("flood: %zu bytes of PINGs sent, %u connections dropped by the node, "
 		      "%d PINGs of others answered meanwhile\n",
 		      atomic_load(&fl.sent), atomic_load(&fl.drops), probes);
-	node_stop(n);
+	assert_int_equal(node_stop(n), 0);
 }
 
 static void test_sigterm_exits_zero(void **state)
