@@ -172,8 +172,8 @@ static void ft_befriend(struct ft_user *a, struct ft_user *b)
 	cJSON_Delete(tc_call_expect(a->c, CMD_FRIEND_REQUEST, ST_OK, "{\"user_id\":%lld}",
 				    (long long)b->id));
 	cJSON_Delete(tc_expect_push(b->c, CMD_PUSH_FRIEND_REQUEST, FT_PUSH_MS));
-	cJSON_Delete(tc_call_expect(b->c, CMD_FRIEND_ACCEPT, ST_OK, "{\"user_id\":%lld}",
-				    (long long)a->id));
+	cJSON_Delete(
+	    tc_call_expect(b->c, CMD_FRIEND_ACCEPT, ST_OK, "{\"user_id\":%lld}", (long long)a->id));
 	cJSON_Delete(tc_expect_push(a->c, CMD_PUSH_FRIEND_ACCEPTED, FT_PUSH_MS));
 }
 
@@ -187,8 +187,8 @@ static char *ft_send_json(int64_t to, const char *tag, int i, size_t pad)
 	char *json = malloc(pad + 256);
 
 	assert_non_null(json);
-	int off = snprintf(json, 256, "{\"to\":%lld,\"type\":0,\"text\":\"%s.%d", (long long)to,
-			   tag, i);
+	int off =
+	    snprintf(json, 256, "{\"to\":%lld,\"type\":0,\"text\":\"%s.%d", (long long)to, tag, i);
 	memset(json + off, 'x', pad);
 	snprintf(json + off + pad, 256, "\",\"client_msg_id\":\"%s.%d\"}", tag, i);
 	return json;
@@ -333,8 +333,8 @@ struct ft_stream {
 static void ft_stream_init(struct ft_stream *s, struct rc_client *c, int64_t to, const char *tag,
 			   size_t pad, int window, int pace_ms, int max)
 {
-	*s = (struct ft_stream){.c = c, .to = to, .pad = pad, .window = window,
-				.pace_ms = pace_ms, .max = max};
+	*s = (struct ft_stream){
+	    .c = c, .to = to, .pad = pad, .window = window, .pace_ms = pace_ms, .max = max};
 	snprintf(s->tag, sizeof(s->tag), "%s", tag);
 	s->base = rc_next_seq(c) + 1000000u;
 	s->id = calloc((size_t)max, sizeof(*s->id));
@@ -384,7 +384,8 @@ static int ft_stream_step(struct ft_stream *s, bool more)
 		int wait = FT_ANSWER_MS;
 
 		if (may_send)
-			wait = s->next_send_ms > tc_now_ms() ? (int)(s->next_send_ms - tc_now_ms()) : 0;
+			wait = s->next_send_ms > tc_now_ms() ? (int)(s->next_send_ms - tc_now_ms())
+							     : 0;
 		rc = rc_recv(s->c, &f, wait);
 		if (rc == -ETIMEDOUT && may_send)
 			return 0;
@@ -864,8 +865,9 @@ static void ft_cl_wait_peers(struct node *n, int count)
  * sender, text. */
 static int64_t ft_cl_send_live(struct ft_user *from, struct ft_user *to, const char *text)
 {
-	cJSON *r = tc_call_expect(from->c, CMD_MSG_SEND, ST_OK,
-				  "{\"to\":%lld,\"type\":0,\"text\":\"%s\"}", (long long)to->id, text);
+	cJSON *r =
+	    tc_call_expect(from->c, CMD_MSG_SEND, ST_OK, "{\"to\":%lld,\"type\":0,\"text\":\"%s\"}",
+			   (long long)to->id, text);
 	int64_t id = tc_json_int(r, "msg_id");
 	cJSON *p = tc_expect_push(to->c, CMD_PUSH_MSG, FT_PUSH_MS);
 
