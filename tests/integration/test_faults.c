@@ -185,9 +185,10 @@ static void ft_befriend(struct ft_user *a, struct ft_user *b)
 static char *ft_send_json(int64_t to, const char *tag, int i, size_t pad)
 {
 	char *json = malloc(pad + 256);
+	int off;
 
 	assert_non_null(json);
-	int off =
+	off =
 	    snprintf(json, 256, "{\"to\":%lld,\"type\":0,\"text\":\"%s.%d", (long long)to, tag, i);
 	memset(json + off, 'x', pad);
 	snprintf(json + off + pad, 256, "\",\"client_msg_id\":\"%s.%d\"}", tag, i);
