@@ -20,6 +20,8 @@ PACKAGES=(
 	# flock (services.sh serialises start/stop with it) and python3 (meson
 	# itself, and test.sh reads meson's test log with it).
 	util-linux python3
+	# only for the optional scripts/valgrind.sh
+	valgrind
 )
 
 # One dpkg-query for all of them; a package dpkg has never heard of is simply

@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ringchat/auth.h"
 #include "ringchat/clock.h"
@@ -34,6 +35,11 @@
 #include "ringchat/session.h"
 #include "ringchat/social.h"
 #include "ringchat/worker.h"
+
+/* At stop, how long a worker waits for the writer to hand back what its
+ * last sessions submitted: longer than the writer's retry bound
+ * (COMMIT_RETRY_MS, 3 s). */
+#define DISPATCH_STOP_DRAIN_MS 5000
 
 static void cmd_ping(struct req *r)
 {
@@ -279,6 +285,14 @@ static void dispatch_worker_stop(struct worker *w)
 	for (uint32_t slot = (uint32_t)w->id; slot < session_slots(); slot += nworkers)
 		if (session_at(slot)->conn)
 			dispatch_end(w, session_at(slot));
+	/* Ending a session may have handed the writer an item (the flush of
+	 * the user's held unread marks, in a cluster); the writer still runs
+	 * and answers within its retry bound. Take the completions back, or
+	 * they stay in the done queue and their items are never freed. */
+	for (uint64_t deadline = clock_mono_ms() + DISPATCH_STOP_DRAIN_MS;
+	     messages_has_work(w) && clock_mono_ms() < deadline;)
+		if (!messages_poll(w))
+			usleep(1000);
 	db_close(w->db);
 	kv_close(w->kv);
 	w->db = NULL;

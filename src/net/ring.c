@@ -55,6 +55,7 @@
 #define RECV_BGID 0
 #define DRAIN_TIMEOUT_MS 5000
 #define DRAIN_POLL_MS 1 /* the workers' idleness sends no CQE: poll it */
+#define RING_POLL_WAIT_MS 2 /* longest sleep of RINGCHAT_RING_WAIT=poll */
 
 /* A module's own buffer group (ring.h). */
 struct ring_bufs {
@@ -90,6 +91,16 @@ struct ring {
 	bool drain_started; /* the clients' drain(first = true) was called */
 	bool drained;       /* the loop is over */
 	uint64_t drain_deadline_ms;
+	/*
+	 * RINGCHAT_RING_WAIT=poll in the environment: wait in poll(2) on the
+	 * ring fd, then reap without blocking. For valgrind (3.19), which runs
+	 * io_uring_enter as a syscall that never blocks, holding its global
+	 * lock while it sleeps in the kernel: no other thread of the node ran
+	 * while the I/O thread waited, so no request was answered. poll(2) it
+	 * knows to block. The loop then wakes every RING_POLL_WAIT_MS, so
+	 * this is for such tools only, never the default.
+	 */
+	bool poll_wait;
 };
 
 /* ---- what modules use ---------------------------------------------------- */
@@ -225,7 +236,9 @@ static int bufring_setup(struct ring *r)
 	ret = io_uring_register_buf_ring(&r->uring, &reg, 0);
 	if (ret)
 		goto out_unmap;
-	r->bufs = malloc((size_t)RECV_BUF_COUNT * RECV_BUF_BYTES);
+	/* zeroed: the kernel fills them, which memory checkers do not see
+	 * (valgrind would call every received byte uninitialised) */
+	r->bufs = calloc(RECV_BUF_COUNT, RECV_BUF_BYTES);
 	if (!r->bufs) {
 		ret = -ENOMEM;
 		goto out_unmap;
@@ -361,6 +374,7 @@ struct ring *ring_create(const struct config *cfg)
 	}
 	r->cfg = cfg;
 	r->signal_fd = -1;
+	r->poll_wait = getenv("RINGCHAT_RING_WAIT") && !strcmp(getenv("RINGCHAT_RING_WAIT"), "poll");
 	timer_heap_init(&r->timers);
 	p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
 		  IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL |
@@ -376,8 +390,8 @@ struct ring *ring_create(const struct config *cfg)
 	if (!(p.features & IORING_FEAT_NODROP))
 		log_warn("kernel lacks IORING_FEAT_NODROP: CQ overflow would drop completions");
 	io_uring_register_ring_fd(&r->uring);
-	log_info("io_uring ready: sq=%u cq=%u features=0x%x", p.sq_entries, p.cq_entries,
-		 p.features);
+	log_info("io_uring ready: sq=%u cq=%u features=0x%x%s", p.sq_entries, p.cq_entries,
+		 p.features, r->poll_wait ? " (waits in poll: RINGCHAT_RING_WAIT=poll)" : "");
 	ret = bufring_setup(r);
 	if (ret) {
 		log_error("provided buffer ring set-up failed: %s", strerror(-ret));
@@ -505,6 +519,16 @@ bool ring_poll(struct ring *r, int max_wait_ms, const struct ring_hooks *hooks)
 	wait = wait_min(wait, max_wait_ms);
 
 	if (wait == 0) {
+		io_uring_submit_and_get_events(&r->uring);
+	} else if (r->poll_wait) {
+		struct pollfd pfd = { .fd = r->uring.ring_fd, .events = POLLIN };
+
+		/* With DEFER_TASKRUN the ring fd does not turn readable for
+		 * completions still to be run by this task: the poll is a
+		 * short sleep, and the loop reaps every RING_POLL_WAIT_MS. */
+		io_uring_submit(&r->uring);
+		if (!io_uring_cq_ready(&r->uring))
+			poll(&pfd, 1, wait_min(wait, RING_POLL_WAIT_MS));
 		io_uring_submit_and_get_events(&r->uring);
 	} else if (wait < 0) {
 		io_uring_submit_and_wait_timeout(&r->uring, &cqe, 1, NULL, NULL);

@@ -283,6 +283,8 @@ struct node *node_start(const char *extra_args_fmt, ...)
 	const char *dir = getenv("RINGCHAT_TEST_LOGDIR");
 	const char *mysql = getenv("RINGCHAT_MYSQL_SOCKET");
 	const char *redis = getenv("RINGCHAT_REDIS_SOCKET");
+	const char *wrapper = getenv("RINGCHAT_NODE_WRAPPER");
+	char *wrap = NULL;
 	int argc = 0, err;
 	int64_t deadline;
 	struct node *n;
@@ -297,6 +299,20 @@ struct node *node_start(const char *extra_args_fmt, ...)
 		return NULL;
 	n->pipe_fd = -1;
 
+	/* a wrapper (valgrind, strace, ...) goes first, split like extra */
+	if (wrapper && *wrapper) {
+		wrap = strdup(wrapper);
+		if (!wrap || harness_split_args(wrap, argv, &argc, NODE_MAX_ARGS / 2)) {
+			fprintf(stderr, "node_start: RINGCHAT_NODE_WRAPPER: too many words\n");
+			goto out_free_wrap;
+		}
+		/* exec without a PATH search (see harness_spawn) */
+		if (argc && argv[0][0] != '/') {
+			fprintf(stderr, "node_start: RINGCHAT_NODE_WRAPPER must start with an "
+					"absolute path: %s\n", wrapper);
+			goto out_free_wrap;
+		}
+	}
 	argv[argc++] = (char *)harness_binary();
 	argv[argc++] = "--listen";
 	argv[argc++] = "127.0.0.1:0";
@@ -323,7 +339,7 @@ struct node *node_start(const char *extra_args_fmt, ...)
 		err = vasprintf(&extra, extra_args_fmt, ap);
 		va_end(ap);
 		if (err < 0)
-			goto out_free_node;
+			goto out_free_wrap;
 		if (harness_split_args(extra, argv, &argc, NODE_MAX_ARGS)) {
 			fprintf(stderr, "node_start: too many arguments\n");
 			goto out_free_extra;
@@ -393,19 +409,22 @@ struct node *node_start(const char *extra_args_fmt, ...)
 	}
 	n->drain_started = true;
 	free(extra);
+	free(wrap);
 	return n;
 
 out_failed:
 	/* The node stays listed (its log is printed by harness_done). */
 	node_dump_log(n, stderr, 80);
 	free(extra);
+	free(wrap);
 	return NULL;
 out_close_log:
 	close(n->log_fd);
 	unlink(n->log_path);
 out_free_extra:
 	free(extra);
-out_free_node:
+out_free_wrap:
+	free(wrap);
 	free(n);
 	return NULL;
 }

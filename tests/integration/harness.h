@@ -10,6 +10,11 @@
  *   RINGCHAT_REDIS_SOCKET   passed as --redis-socket when set
  *   RINGCHAT_TEST_LOGDIR    where node logs go (default /tmp)
  *   RINGCHAT_KEEP_LOGS      keep node logs even when every test passed
+ *   RINGCHAT_NODE_WRAPPER   words put before the node binary by node_start
+ *                           (split on blanks; the first an absolute
+ *                           path), e.g. "/usr/bin/valgrind -q
+ *                           --error-exitcode=99" (scripts/valgrind.sh);
+ *                           node_run does not use it
  *
  * A test program looks like:
  *
@@ -72,7 +77,7 @@ void harness_init(void);
 int harness_done(int failures);
 
 /*
- * Starts $RINGCHATD --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0
+ * Starts [$RINGCHAT_NODE_WRAPPER] $RINGCHATD --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0
  * --workers 2 [--mysql-socket S] [--redis-socket S] --hash-cost 1, then
  * the extra arguments (printf format, NULL or "" for none; split on
  * blanks, no quoting; later flags win over the defaults above). Waits

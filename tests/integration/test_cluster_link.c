@@ -226,8 +226,8 @@ int main(void)
 	if (!node_a || !node_b)
 		return harness_done(1);
 	failures = lk_wait_up() ? cmocka_run_group_tests(tests, NULL, NULL) : 1;
-	node_stop(node_a);
-	node_stop(node_b);
+	if (node_stop(node_a) != 0 || node_stop(node_b) != 0)
+		failures++;
 	kill(proxy_pid, SIGTERM);
 	waitpid(proxy_pid, NULL, 0);
 	return harness_done(failures);

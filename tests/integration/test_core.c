@@ -711,7 +711,7 @@ static void test_non_reader_does_not_stall_others(void **state)
 	print_message("flood: %zu bytes of PINGs sent, %u connections dropped by the node, "
 		      "%d PINGs of others answered meanwhile\n",
 		      atomic_load(&fl.sent), atomic_load(&fl.drops), probes);
-	node_stop(n);
+	assert_int_equal(node_stop(n), 0);
 }
 
 static void test_sigterm_exits_zero(void **state)
@@ -773,11 +773,22 @@ static void test_config_errors_exit_2(void **state)
 			 "got %d: %s",
 			 status, out);
 
-	/* And a good configuration checks out. */
+	/* The default route is the node link, which needs the cluster key:
+	 * without one the node refuses, naming it. */
 	status = node_run(out, sizeof(out), 10000, "--check-config --max-frame 1024");
+	if (status != 2 || !strstr(out, "cluster_secret"))
+		fail_msg("--check-config without a cluster secret: expected status 2 naming "
+			 "cluster_secret, got %d: %s",
+			 status, out);
+
+	/* And a good configuration checks out. */
+	status = node_run(out, sizeof(out), 10000,
+			  "--check-config --max-frame 1024 "
+			  "--cluster-secret test-cluster-secret-of-at-least-32-bytes");
 	if (status != 0)
-		fail_msg("--check-config --max-frame 1024: expected status 0, got %d: %s", status,
-			 out);
+		fail_msg("--check-config --max-frame 1024 with a secret: expected status 0, got "
+			 "%d: %s",
+			 status, out);
 }
 
 int main(void)

@@ -27,8 +27,9 @@
 #define DUR_NO_PUSH_MS 500
 #define DUR_BURST_MS 60000
 #define DUR_WINDOW 1000
-/* Flags of every node here: rate limits out of the way. */
-#define DUR_FLAGS "--rate-msgs-per-s 1000000 --rate-burst 1000000"
+/* Rate limits out of the way, for the tests that pipeline thousands of
+ * sends on one connection (the others run with the defaults). */
+#define DUR_BULK_FLAGS "--rate-msgs-per-s 1000000 --rate-burst 1000000"
 
 struct dur_user {
 	struct rc_client *c;
@@ -171,14 +172,14 @@ static void test_kill_after_ok(void **state)
 
 	(void)state;
 	assert_non_null(ids);
-	n1 = node_start(DUR_FLAGS);
+	n1 = node_start(DUR_BULK_FLAGS);
 	assert_non_null(n1);
 	dur_pair(n1, &a, &b, "ka");
 	dur_send_many(a.c, b.id, N, "k", ids);
 	node_kill(n1);
 	dur_user_close(&a);
 
-	n2 = node_start(DUR_FLAGS);
+	n2 = node_start(DUR_BULK_FLAGS);
 	assert_non_null(n2);
 	dur_login(n2, &b);
 	dur_expect_pushes(b.c, N, "k", ids);
@@ -219,7 +220,7 @@ static void test_stop_drains(void **state)
 
 	(void)state;
 	assert_non_null(ok_ids);
-	n1 = node_start(DUR_FLAGS);
+	n1 = node_start(DUR_BULK_FLAGS);
 	assert_non_null(n1);
 	dur_pair(n1, &a, &b, "sa");
 	base = rc_next_seq(a.c) + 1000000u;
@@ -251,7 +252,7 @@ static void test_stop_drains(void **state)
 	assert_true(nok > 0);
 	dur_user_close(&a);
 
-	n2 = node_start(DUR_FLAGS);
+	n2 = node_start(DUR_BULK_FLAGS);
 	assert_non_null(n2);
 	dur_login(n2, &b);
 	for (int i = 0; i < nok; i++) {
@@ -276,7 +277,7 @@ static void test_relay_mode(void **state)
 	int64_t id;
 
 	(void)state;
-	n = node_start(DUR_FLAGS " --durability relay");
+	n = node_start("--durability relay");
 	assert_non_null(n);
 	dur_pair(n, &a, &b, "ra");
 	dur_login(n, &b);
@@ -333,7 +334,7 @@ static void test_stop_bounded_with_full_queues(void **state)
 	(void)state;
 	f = calloc(FRIENDS, sizeof(*f));
 	assert_non_null(f);
-	n = node_start(DUR_FLAGS " --queue-depth 16 --workers 2 --hash-cost 1");
+	n = node_start("--queue-depth 16 --workers 2 --hash-cost 1");
 	assert_non_null(n);
 	hub.c = tc_signup_login_as(n, "sb", hub.name, &hub.id);
 	for (int i = 0; i < FRIENDS; i++) {
@@ -452,7 +453,7 @@ static void test_old_schema_migrated(void **state)
 		 (long long)uid, (long long)old_conv, (long long)uid, (long long)(uid + 1));
 	assert_int_equal(dur_mysql_root(DUR_MIG_DB, sql, NULL), 0);
 
-	n = node_start(DUR_FLAGS " --mysql-db " DUR_MIG_DB);
+	n = node_start("--mysql-db " DUR_MIG_DB);
 	assert_non_null(n);
 	dur_pair(n, &a, &b, "mg");
 	assert_int_equal(a.id, uid);
@@ -488,7 +489,7 @@ static void test_old_schema_migrated(void **state)
 	dur_user_close(&b);
 	assert_int_equal(node_stop(n), 0);
 
-	n = node_start(DUR_FLAGS " --mysql-db " DUR_MIG_DB);
+	n = node_start("--mysql-db " DUR_MIG_DB);
 	assert_non_null(n);
 	dur_login(n, &a);
 	r = tc_call(a.c, CMD_MSG_SEND, json, &code);
@@ -524,7 +525,7 @@ static void test_seen_is_stored(void **state)
 	cJSON *r, *p;
 
 	(void)state;
-	n = node_start(DUR_FLAGS);
+	n = node_start(NULL);
 	assert_non_null(n);
 	a.c = tc_signup_login_as(n, "ss", a.name, &a.id);
 	b.c = tc_signup_login_as(n, "ss", b.name, &b.id);
@@ -595,7 +596,7 @@ static void test_storage_outage(void **state)
 	char json[256];
 
 	(void)state;
-	n = node_start(DUR_FLAGS);
+	n = node_start(NULL);
 	assert_non_null(n);
 	dur_pair(n, &a, &b, "oa");
 

@@ -75,7 +75,7 @@ static void test_frames_behind_login_bounded(void **state)
 	}
 	assert_true(tc_metric(n, "ringchat_pending_pauses_total") >= 1);
 	rc_close(c);
-	node_stop(n);
+	assert_int_equal(node_stop(n), 0);
 }
 
 /* A connection that only PINGs is closed at login_timeout_ms; one that
@@ -98,7 +98,7 @@ static void test_login_timeout(void **state)
 	assert_int_equal(tc_call_code(in, CMD_PING, NULL), ST_OK);
 	rc_close(idle);
 	rc_close(in);
-	node_stop(n);
+	assert_int_equal(node_stop(n), 0);
 }
 
 /* Half a header, then nothing: closed at frame_timeout_ms, long before
@@ -120,7 +120,7 @@ static void test_frame_timeout(void **state)
 	assert_int_equal(tc_metric(n, "ringchat_conn_frame_timeout_closed_total"), 1);
 	free(frame);
 	rc_close(c);
-	node_stop(n);
+	assert_int_equal(node_stop(n), 0);
 }
 
 /* The third connection of 127.0.0.1 not logged in is closed at once. */
@@ -145,7 +145,7 @@ static void test_unauth_per_addr(void **state)
 	assert_int_equal(tc_call_code(c, CMD_PING, NULL), ST_OK);
 	rc_close(a);
 	rc_close(c);
-	node_stop(n);
+	assert_int_equal(node_stop(n), 0);
 }
 
 int main(void)
