@@ -83,6 +83,11 @@
 #define COMMIT_RECOVER_RETRY_MS 1000 /* after a failed recovery or due-only batch */
 #define COMMIT_FLOOR_RAISE_MS 1000 /* raise the stored floor at most this often */
 #define COMMIT_UNREAD_HELD_MAX 65536 /* unread marks held at once (more: written at once) */
+/* Relay: set entries held at once, a 1:1 row taking one and a group row
+ * one per member owing an ack (more: written at once). A group of 50
+ * acking in batches every ~100 ms at 8,000 sends a second keeps about
+ * 40,000 out; four times the stored bound leaves room for bursts. */
+#define COMMIT_RELAY_HELD_ENTRIES (4u * COMMIT_UNREAD_HELD_MAX)
 #define COMMIT_BACKOFF_MIN_MS 50
 #define COMMIT_BACKOFF_MAX_MS 800
 #define COMMIT_MSG_COLS 8
@@ -1937,7 +1942,8 @@ int commit_start(const struct config *cfg, int nlanes, void (*wake)(int lane))
 	cw.relay = cfg->durability == DURABILITY_RELAY;
 	if (cfg->unread_defer_ms > 0) {
 		cw.defer_ms = (uint64_t)cfg->unread_defer_ms;
-		cw.uset = unread_set_new(COMMIT_UNREAD_HELD_MAX);
+		cw.uset = unread_set_new(cw.relay ? COMMIT_RELAY_HELD_ENTRIES
+						  : COMMIT_UNREAD_HELD_MAX);
 		if (!cw.uset) {
 			ret = -ENOMEM;
 			goto out_free;
