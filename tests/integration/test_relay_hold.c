@@ -803,6 +803,52 @@ static void test_cluster_holds_on_minting_node(void **state)
 	rh_nnodes = 0;
 }
 
+/*
+ * Hold 60 s, a group of three: the sender and one member on node A, the
+ * other member on node B. Both members' acks (B's forwarded to A) drop
+ * the row A holds: no row anywhere. A second message that B's member
+ * leaves unacked is written when that member logs in again on B (B asks
+ * A to flush), and pushed to it.
+ */
+static void test_cluster_group_held_on_minting_node(void **state)
+{
+	struct rh_user u[3] = {0};
+	struct node *na, *nb, *ns[3];
+	int64_t gid, acked, unacked, t0;
+
+	(void)state;
+	na = rh_cluster_node(RH_ID_A, RH_LONG_MS);
+	nb = rh_cluster_node(RH_ID_B, RH_LONG_MS);
+	rh_wait_peer(na);
+	rh_wait_peer(nb);
+	ns[0] = na;
+	ns[1] = nb;
+	ns[2] = na;
+	gid = rh_group(ns, u, 3, "gc");
+	t0 = tc_now_ms();
+	acked = rh_group_send(u, 3, gid, "acked on both nodes");
+	rh_ack(&u[1], acked);
+	rh_ack(&u[2], acked);
+	rh_wait_metric(na, "ringchat_unread_absorbed_total", 2);
+	assert_int_equal(rh_rows_of(acked), 0);
+
+	unacked = rh_group_send(u, 3, gid, "unacked on node B");
+	rh_ack(&u[2], unacked);
+	rh_wait_metric(na, "ringchat_unread_absorbed_total", 3);
+	rh_login(nb, &u[1], true);
+	rh_expect_exactly(u[1].c, &unacked, 1, "LOGIN on node B of the member owing an ack");
+	rh_within(t0, "the cluster group test");
+	assert_int_equal(rh_rows_of(unacked), 1);
+	assert_int_equal(rh_rows_of(acked), 0);
+	assert_int_equal(tc_metric(na, "ringchat_commit_rows_total"), 1);
+	assert_int_equal(tc_metric(nb, "ringchat_commit_rows_total"), 0);
+	for (int i = 0; i < 3; i++)
+		rh_close(&u[i]);
+	assert_int_equal(node_stop(nb), 0);
+	assert_int_equal(node_stop(na), 0);
+	rh_nnodes = 0;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -816,6 +862,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_group_login_flushes_held, rh_teardown),
 	    cmocka_unit_test_teardown(test_group_offline_member_written, rh_teardown),
 	    cmocka_unit_test_teardown(test_cluster_holds_on_minting_node, rh_teardown),
+	    cmocka_unit_test_teardown(test_cluster_group_held_on_minting_node, rh_teardown),
 	};
 
 	harness_init();
