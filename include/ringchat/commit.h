@@ -93,16 +93,16 @@
  * the copy, and nothing is written: no row, no cursor moved. When the
  * entries are due with members still owing, or a COMMIT_FLUSH_UNREAD names
  * one of them, or at a clean stop, the row is inserted once, and its
- * cursor-lowering step (below) makes every member at or past it get it at
- * the next login; members whose entries are left ack into the database
- * from then on. A member that acked before the write (in memory) gets it
+ * cursor-lowering step (below) puts the cursors already past it back below
+ * it: every member gets it at the next login. Members whose entries are
+ * left ack into the database from then on. A member that acked before the write (in memory) gets it
  * again at its next login unless a later ack moves its cursor past it:
  * at least once.
  *
- * A row that does not fit (COMMIT_UNREAD_HELD_MAX set entries, a group
- * row taking one per member owing, or COMMIT_RELAY_HELD_BYTES of memory
- * held, the member entries counted, or the set's bound on stages,
- * unread_set.h) is written at once, hold_row cleared. No floor is stored for held
+ * A row that does not fit (the set's 262,144 entries, a group row taking
+ * one per member owing, or COMMIT_RELAY_HELD_BYTES of memory held, the
+ * member entries counted, or the set's bound on stages, unread_set.h) is
+ * written at once, hold_row cleared. No floor is stored for held
  * rows: a crash loses the rows held at that moment (rows, not marks: there
  * is nothing in MariaDB to give back), and that is all it loses. A batch
  * that only holds rows and settles acks in memory runs no transaction.

@@ -24,16 +24,26 @@
  *                       pushes it: a push into a half-open connection is
  *                       not lost. With unread_defer_ms 0 it is written at
  *                       once, in the background.
- *                     - a 1:1 message to a recipient not online, and every
- *                       group message (one row; the members' read cursors
- *                       say who still needs it at login), is written in
- *                       the background.
+ *                     - a group message whose members but the sender
+ *                       were all online at send time is held the same
+ *                       way, with the members as the ones owing an ack
+ *                       (owe_ids): when every one of them acked in time,
+ *                       nothing is written, no row and no cursor moved.
+ *                       Otherwise the one row is written when due or at
+ *                       an owing member's login, and the cursors make
+ *                       every member get it at its next login (again for
+ *                       those that had acked it: at least once).
+ *                     - a 1:1 message to a recipient not online, and a
+ *                       group message with a member not online (one row;
+ *                       the members' read cursors say who still needs it
+ *                       at login), is written in the background.
  *                     What relay can lose is what a crash (SIGKILL, power)
  *                     takes: the rows held in memory or not yet committed
  *                     at that moment. HISTORY lacks messages acked within
- *                     the hold time, and client_msg_id retries are
- *                     recognised only by the worker that saw the first
- *                     attempt (memory, not the database).
+ *                     the hold time (by every member, for a group), and
+ *                     client_msg_id retries are recognised only by the
+ *                     worker that saw the first attempt (memory, not the
+ *                     database).
  *
  * The send path (stored mode), on the sender's worker, with no database
  * round trip when the caches are warm:

@@ -1587,8 +1587,8 @@ static void commit_relay_prepare(uint64_t now_ms)
 
 		cw.rows[cw.nrows++] = &cw.out[i]->ci;
 		if (ci->group_id) /* as above: acks in this batch find it */
-			*commit_gslot_of(ci->msg_id) = (struct commit_gslot){
-			    .msg_id = ci->msg_id, .group_id = ci->group_id};
+			*commit_gslot_of(ci->msg_id) =
+			    (struct commit_gslot){.msg_id = ci->msg_id, .group_id = ci->group_id};
 	}
 }
 
@@ -1942,8 +1942,8 @@ int commit_start(const struct config *cfg, int nlanes, void (*wake)(int lane))
 	cw.relay = cfg->durability == DURABILITY_RELAY;
 	if (cfg->unread_defer_ms > 0) {
 		cw.defer_ms = (uint64_t)cfg->unread_defer_ms;
-		cw.uset = unread_set_new(cw.relay ? COMMIT_RELAY_HELD_ENTRIES
-						  : COMMIT_UNREAD_HELD_MAX);
+		cw.uset =
+		    unread_set_new(cw.relay ? COMMIT_RELAY_HELD_ENTRIES : COMMIT_UNREAD_HELD_MAX);
 		if (!cw.uset) {
 			ret = -ENOMEM;
 			goto out_free;

@@ -555,9 +555,9 @@ static int64_t rh_group(struct node *const *n, struct rh_user *u, int k, const c
  * (c != NULL) reads its push. Returns the msg_id. */
 static int64_t rh_group_send(struct rh_user *u, int k, int64_t gid, const char *text)
 {
-	cJSON *r = tc_call_ok(u[0].c, CMD_GROUP_SEND,
-			      "{\"group_id\":%lld,\"type\":0,\"text\":\"%s\"}", (long long)gid,
-			      text);
+	cJSON *r =
+	    tc_call_ok(u[0].c, CMD_GROUP_SEND, "{\"group_id\":%lld,\"type\":0,\"text\":\"%s\"}",
+		       (long long)gid, text);
 	int64_t id = tc_json_int(r, "msg_id");
 
 	cJSON_Delete(r);
@@ -683,13 +683,15 @@ static void test_group_login_flushes_held(void **state)
 static void rh_wait_offline(struct rh_user *u, int64_t gid, int64_t user_id)
 {
 	for (int64_t deadline = tc_now_ms() + RH_WRITE_MS;; tc_sleep_ms(20)) {
-		cJSON *r = tc_call_ok(u->c, CMD_GROUP_MEMBERS, "{\"group_id\":%lld}",
-				      (long long)gid);
+		cJSON *r =
+		    tc_call_ok(u->c, CMD_GROUP_MEMBERS, "{\"group_id\":%lld}", (long long)gid);
 		const cJSON *m, *on = NULL;
 
 		cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(r, "members"))
+		{
 			if (tc_json_int(m, "user_id") == user_id)
 				on = cJSON_GetObjectItemCaseSensitive(m, "online");
+		}
 		if (!on)
 			fail_msg("user %lld is not a member of group %lld", (long long)user_id,
 				 (long long)gid);
@@ -699,7 +701,8 @@ static void rh_wait_offline(struct rh_user *u, int64_t gid, int64_t user_id)
 		if (offline)
 			return;
 		if (tc_now_ms() > deadline)
-			fail_msg("user %lld still online after LOGOUT and close", (long long)user_id);
+			fail_msg("user %lld still online after LOGOUT and close",
+				 (long long)user_id);
 	}
 }
 
