@@ -84,10 +84,25 @@
  * message. When it is due, when a COMMIT_FLUSH_UNREAD names its recipient
  * (a login, a kick, a close in a cluster), or at a clean stop, the writer
  * inserts the message and its unread row in one transaction, retried until
- * it commits (the recipient's next login pushes it). A row that does not
- * fit (COMMIT_UNREAD_HELD_MAX rows or COMMIT_RELAY_HELD_BYTES of memory
- * held, or the set's bound on stages, unread_set.h) is written at once,
- * hold_row cleared. No floor is stored for held
+ * it commits (the recipient's next login pushes it).
+ *
+ * A group row is held the same way when every member but the sender was
+ * online at send time (owe_ids): one set entry per member who owes an
+ * ack, all sharing the copy. Each member's ack (local or forwarded)
+ * removes that member's entry and reaches no database; the last one drops
+ * the copy, and nothing is written: no row, no cursor moved. When the
+ * entries are due with members still owing, or a COMMIT_FLUSH_UNREAD names
+ * one of them, or at a clean stop, the row is inserted once, and its
+ * cursor-lowering step (below) puts the cursors already past it back below
+ * it: every member gets it at the next login. Members whose entries are
+ * left ack into the database from then on. A member that acked before the write (in memory) gets it
+ * again at its next login unless a later ack moves its cursor past it:
+ * at least once.
+ *
+ * A row that does not fit (the set's 262,144 entries, a group row taking
+ * one per member owing, or COMMIT_RELAY_HELD_BYTES of memory held, the
+ * member entries counted, or the set's bound on stages, unread_set.h) is
+ * written at once, hold_row cleared. No floor is stored for held
  * rows: a crash loses the rows held at that moment (rows, not marks: there
  * is nothing in MariaDB to give back), and that is all it loses. A batch
  * that only holds rows and settles acks in memory runs no transaction.
@@ -124,10 +139,12 @@ struct commit_item {
 	bool mark_now;		     /* 1:1: write the unread mark with the row, never
 				      * hold it (the recipient's ack will reach another
 				      * node's writer) */
-	bool hold_row;		     /* relay, 1:1 row pushed to its recipient: keep the
-				      * whole row in memory until acked or due (above).
-				      * Still set when the item comes back: it was held;
-				      * cleared: it was written like any other row */
+	bool hold_row;		     /* relay, row pushed to its recipient (1:1) or to
+				      * every member but the sender (group, owe_ids):
+				      * keep the whole row in memory until acked or
+				      * due (above). Still set when the item comes
+				      * back: it was held; cleared: it was written like
+				      * any other row */
 	uint16_t origin;	     /* the submitting worker's id (set by commit_submit) */
 	const char *error;	     /* writer: static reason when status != ST_OK */
 
@@ -148,6 +165,12 @@ struct commit_item {
 	/* COMMIT_ACK */
 	const int64_t *ack_ids;
 	uint32_t nacks;
+
+	/* COMMIT_INSERT_MSG of a group row with hold_row: the members who owe
+	 * an ack (from_id, if listed, is skipped). Borrowed: read by the
+	 * writer only before the item comes back; never kept. */
+	const int64_t *owe_ids;
+	uint32_t nowe;
 };
 
 /* Upper bounds of the batch latency histogram, in microseconds (+Inf after). */

@@ -38,6 +38,8 @@
  * pushed to its recipient and is not stored at all yet (commit.h). The
  * set only keeps the pointer and gives it back with the entry
  * (unread_set_row, the take_* calls); the caller owns what it points to.
+ * Several entries may carry the same row (a group message: one entry per
+ * member owing an ack); the set does not know, the caller counts them.
  *
  * Single-threaded: the writer's.
  */

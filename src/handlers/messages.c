@@ -24,16 +24,26 @@
  *                       pushes it: a push into a half-open connection is
  *                       not lost. With unread_defer_ms 0 it is written at
  *                       once, in the background.
- *                     - a 1:1 message to a recipient not online, and every
- *                       group message (one row; the members' read cursors
- *                       say who still needs it at login), is written in
- *                       the background.
+ *                     - a group message whose members but the sender
+ *                       were all online at send time is held the same
+ *                       way, with the members as the ones owing an ack
+ *                       (owe_ids): when every one of them acked in time,
+ *                       nothing is written, no row and no cursor moved.
+ *                       Otherwise the one row is written when due or at
+ *                       an owing member's login, and the cursors make
+ *                       every member get it at its next login (again for
+ *                       those that had acked it: at least once).
+ *                     - a 1:1 message to a recipient not online, and a
+ *                       group message with a member not online (one row;
+ *                       the members' read cursors say who still needs it
+ *                       at login), is written in the background.
  *                     What relay can lose is what a crash (SIGKILL, power)
  *                     takes: the rows held in memory or not yet committed
  *                     at that moment. HISTORY lacks messages acked within
- *                     the hold time, and client_msg_id retries are
- *                     recognised only by the worker that saw the first
- *                     attempt (memory, not the database).
+ *                     the hold time (by every member, for a group), and
+ *                     client_msg_id retries are recognised only by the
+ *                     worker that saw the first attempt (memory, not the
+ *                     database).
  *
  * The send path (stored mode), on the sender's worker, with no database
  * round trip when the caches are warm:
@@ -544,14 +554,26 @@ static void msg_note_pushed(struct msg_worker *mw, struct msg_item *it, int64_t 
 			it->pushed[i / 8] |= (uint8_t)(1u << (i % 8));
 }
 
+/* True when every member of g but from is logged in, here or on another
+ * node: the push will reach each of them (or the node they are on). */
+static bool msg_group_all_online(struct worker *w, const struct social_group *g, int64_t from)
+{
+	for (size_t i = 0; i < g->n; i++)
+		if (g->ids[i] != from && router_where(w, g->ids[i]).kind == ROUTE_OFFLINE)
+			return false;
+	return true;
+}
+
 /*
  * Relay mode: hand the row to the writer, push, answer OK (see the top of
- * this file). A 1:1 row whose recipient is online is held by the writer;
- * it is submitted before the push, so the recipient's ack, submitted
- * after the push, cannot reach the writer long before it (an ack that
- * did would find nothing to drop, and the row would be written: pushed
- * again at a login, at least once). A row held whose push then failed is
- * written when due or at its recipient's login. Takes over g.
+ * this file). A 1:1 row whose recipient is online, and a group row whose
+ * members but the sender all are, is held by the writer (a group row with
+ * the members as the ones owing an ack); it is submitted before the push,
+ * so an ack, submitted after the push, cannot reach the writer long
+ * before it (an ack that did would find nothing to drop, and the row
+ * would be written: pushed again at a login, at least once). A row held
+ * whose push then failed (a recipient left meanwhile) is written when
+ * due or at that recipient's login. Takes over g.
  */
 static void msg_send_relay(struct req *r, struct commit_item *ci, struct social_group *g)
 {
@@ -565,8 +587,14 @@ static void msg_send_relay(struct req *r, struct commit_item *ci, struct social_
 	if (it) {
 		it->flags = MSG_RELAY;
 		it->group = g;
-		it->ci.hold_row = !g && commit_defers_unread() &&
-				  router_where(w, ci->to_id).kind != ROUTE_OFFLINE;
+		it->ci.hold_row = commit_defers_unread() &&
+				  (g ? msg_group_all_online(w, g, ci->from_id)
+				     : router_where(w, ci->to_id).kind != ROUTE_OFFLINE);
+		if (g && it->ci.hold_row) {
+			/* g stays ours (it->group) until the item is back */
+			it->ci.owe_ids = g->ids;
+			it->ci.nowe = (uint32_t)g->n;
+		}
 		/* room was made above and nothing was submitted since; from
 		 * here on the writer may read it->ci, the rest stays ours */
 		queued = commit_submit(w->id, &it->ci);

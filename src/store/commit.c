@@ -83,6 +83,11 @@
 #define COMMIT_RECOVER_RETRY_MS 1000 /* after a failed recovery or due-only batch */
 #define COMMIT_FLOOR_RAISE_MS 1000 /* raise the stored floor at most this often */
 #define COMMIT_UNREAD_HELD_MAX 65536 /* unread marks held at once (more: written at once) */
+/* Relay: set entries held at once, a 1:1 row taking one and a group row
+ * one per member owing an ack (more: written at once). A group of 50
+ * acking in batches every ~100 ms at 8,000 sends a second keeps about
+ * 40,000 out; four times the stored bound leaves room for bursts. */
+#define COMMIT_RELAY_HELD_ENTRIES (4u * COMMIT_UNREAD_HELD_MAX)
 #define COMMIT_BACKOFF_MIN_MS 50
 #define COMMIT_BACKOFF_MAX_MS 800
 #define COMMIT_MSG_COLS 8
@@ -197,12 +202,21 @@ struct commit_gslot {
 	int64_t msg_id, group_id;
 };
 
-/* A held row (relay): the writer's own copy of a submitted row. */
+/* A held row (relay): the writer's own copy of a submitted row. A 1:1
+ * row has one set entry (its recipient), a group row one per member
+ * owing an ack, all pointing here. */
 struct commit_held {
 	struct commit_item ci; /* text and cmid point into data */
 	size_t bytes;	       /* counted in cw.held_bytes */
+	uint32_t owing;	       /* set entries that point here */
+	bool taken;	       /* queued for writing once: never again */
+	bool in_out;	       /* in cw.out now */
 	char data[];
 };
+
+/* What a member owing an ack costs in the set: its entry and its slots
+ * in the set's two tables (counted in cw.held_bytes). */
+#define COMMIT_HELD_MEMBER_BYTES 96
 
 struct commit_gack {
 	int64_t group_id, user_id, msg_id; /* msg_id: the largest acked */
@@ -1362,38 +1376,87 @@ static void commit_held_free(struct commit_held *h)
 	free(h);
 }
 
+/* One set entry of h left the set (acked or taken): frees h when it was
+ * the last and h is not waiting in cw.out. */
+static void commit_held_release(struct commit_held *h)
+{
+	if (--h->owing == 0 && !h->in_out)
+		commit_held_free(h);
+}
+
+/* The members of group row it who owe an ack: owe_ids but the sender. */
+static uint32_t commit_owing(const struct commit_item *it)
+{
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < it->nowe; i++)
+		n += it->owe_ids[i] != it->from_id;
+	return n;
+}
+
 /*
  * Holds the pushed row it in uset (see commit.h): copies it, due
- * unread_defer_ms from now. false when it does not fit: the caller writes
- * it at once.
+ * unread_defer_ms from now, with one entry for a 1:1 row's recipient or
+ * for each group member owing an ack. false when it does not fit: the
+ * caller writes it at once.
  */
 static bool commit_relay_hold(const struct commit_item *it, uint64_t now_ms)
 {
 	size_t cmid_len = it->cmid ? it->cmid_len : 0;
-	size_t bytes = sizeof(struct commit_held) + it->text_len + 1 + cmid_len;
+	uint32_t owing = it->group_id ? commit_owing(it) : 1;
+	size_t size = sizeof(struct commit_held) + it->text_len + 1 + cmid_len;
+	size_t bytes = size + (it->group_id ? (size_t)owing * COMMIT_HELD_MEMBER_BYTES : 0);
+	uint64_t due = now_ms + cw.defer_ms;
 	struct commit_held *h;
+	uint32_t added = 0;
 
-	if (!it->to_id || cw.nout >= COMMIT_UNREAD_HELD_MAX ||
+	/* a group row nobody owes an ack (the sender alone) is written */
+	if ((!it->to_id && !it->group_id) || !owing || cw.nout >= COMMIT_UNREAD_HELD_MAX ||
 	    cw.held_bytes + bytes > COMMIT_RELAY_HELD_BYTES)
 		return false;
-	h = malloc(bytes);
+	h = malloc(size);
 	if (!h)
 		return false;
 	h->ci = *it;
 	h->ci.hold_row = false;
+	h->ci.owe_ids = NULL; /* the worker's: never kept */
+	h->ci.nowe = 0;
 	h->ci.text = memcpy(h->data, it->text, it->text_len);
 	h->data[it->text_len] = '\0';
 	h->ci.cmid = it->cmid ? memcpy(h->data + it->text_len + 1, it->cmid, cmid_len) : NULL;
 	h->bytes = bytes;
-	if (!unread_set_add_row(cw.uset, it->to_id, it->msg_id, now_ms + cw.defer_ms, h)) {
-		free(h);
-		return false;
+	h->owing = owing;
+	h->taken = h->in_out = false;
+	if (!it->group_id) {
+		if (!unread_set_add_row(cw.uset, it->to_id, it->msg_id, due, h)) {
+			free(h);
+			return false;
+		}
+	} else {
+		for (uint32_t i = 0; i < it->nowe; i++) {
+			if (it->owe_ids[i] == it->from_id)
+				continue;
+			if (!unread_set_add_row(cw.uset, it->owe_ids[i], it->msg_id, due, h))
+				break;
+			added++;
+		}
+		if (added < owing) {
+			/* set full, or a member listed twice: written at once;
+			 * the entries added in this stage go without a trace */
+			for (uint32_t i = 0; i < it->nowe && added; i++)
+				if (it->owe_ids[i] != it->from_id &&
+				    unread_set_cancel_row(cw.uset, it->owe_ids[i], it->msg_id) == h)
+					added--;
+			free(h);
+			return false;
+		}
 	}
 	cw.held_bytes += bytes;
 	return true;
 }
 
-/* Moves the held rows of pairs[0, n) (taken from uset) to cw.out. */
+/* Moves the held rows of pairs[0, n) (taken from uset) to cw.out, each
+ * once: a group row's other entries only let go of it. */
 static void commit_relay_take(const struct unread_pair *pairs, uint32_t n)
 {
 	if (cw.nout + n > cw.out_cap) {
@@ -1408,15 +1471,23 @@ static void commit_relay_take(const struct unread_pair *pairs, uint32_t n)
 			log_error("commit: out of memory; %u held messages not stored", n);
 			for (uint32_t i = 0; i < n; i++)
 				if (pairs[i].row)
-					commit_held_free(pairs[i].row);
+					commit_held_release(pairs[i].row);
 			return;
 		}
 		cw.out = o;
 		cw.out_cap = cap;
 	}
-	for (uint32_t i = 0; i < n; i++)
-		if (pairs[i].row)
-			cw.out[cw.nout++] = pairs[i].row;
+	for (uint32_t i = 0; i < n; i++) {
+		struct commit_held *h = pairs[i].row;
+
+		if (!h)
+			continue;
+		if (!h->taken) {
+			h->taken = h->in_out = true;
+			cw.out[cw.nout++] = h;
+		}
+		commit_held_release(h);
+	}
 }
 
 /*
@@ -1466,12 +1537,17 @@ static void commit_relay_prepare(uint64_t now_ms)
 			int64_t id = it->ack_ids[k];
 			struct commit_held *h = unread_set_cancel_row(cw.uset, it->from_id, id);
 
-			if (h) {
-				/* the set never touches the row: free it now */
-				commit_held_free(h);
+			if (h && !h->taken) {
+				/* the set never touches the row: the last ack
+				 * frees it, and it is never written */
+				commit_held_release(h);
 				absorbed++;
 				continue;
 			}
+			/* a group row written since (another member's flush):
+			 * this ack moves the member's cursor like any other */
+			if (h)
+				commit_held_release(h);
 			cw.rpairs[cw.nrpairs++] =
 			    (struct unread_pair){.to_id = it->from_id, .msg_id = id};
 		}
@@ -1506,8 +1582,14 @@ static void commit_relay_prepare(uint64_t now_ms)
 		cw.rows = r;
 		cw.rows_cap = cap;
 	}
-	for (uint32_t i = 0; i < cw.nout; i++)
+	for (uint32_t i = 0; i < cw.nout; i++) {
+		const struct commit_item *ci = &cw.out[i]->ci;
+
 		cw.rows[cw.nrows++] = &cw.out[i]->ci;
+		if (ci->group_id) /* as above: acks in this batch find it */
+			*commit_gslot_of(ci->msg_id) =
+			    (struct commit_gslot){.msg_id = ci->msg_id, .group_id = ci->group_id};
+	}
 }
 
 /* Relay: the transaction that wrote cw.out committed. Returns how many
@@ -1525,7 +1607,9 @@ static uint32_t commit_relay_written(void)
 			log_error("commit: held message %" PRId64 " of user %" PRId64
 				  " not stored: %s",
 				  h->ci.msg_id, h->ci.from_id, h->ci.error);
-		commit_held_free(h);
+		h->in_out = false;
+		if (!h->owing) /* else members' entries still point here */
+			commit_held_free(h);
 	}
 	cw.nout = 0;
 	return ok;
@@ -1539,13 +1623,22 @@ static void commit_relay_drop_all(void)
 
 	while ((n = unread_set_take_due(cw.uset, UINT64_MAX, p, 256))) {
 		unread_set_commit(cw.uset);
-		lost += n;
-		for (uint32_t i = 0; i < n; i++)
-			if (p[i].row)
-				commit_held_free(p[i].row);
+		for (uint32_t i = 0; i < n; i++) {
+			struct commit_held *h = p[i].row;
+
+			if (!h)
+				continue;
+			if (!h->taken) {
+				h->taken = true;
+				lost++;
+			}
+			commit_held_release(h);
+		}
 	}
-	for (uint32_t i = 0; i < cw.nout; i++)
-		commit_held_free(cw.out[i]);
+	for (uint32_t i = 0; i < cw.nout; i++) {
+		cw.out[i]->in_out = false;
+		commit_held_free(cw.out[i]); /* no entry is left: all taken above */
+	}
 	cw.nout = 0;
 	if (lost)
 		log_error("commit: %u messages pushed but not acknowledged could not be stored "
@@ -1849,7 +1942,8 @@ int commit_start(const struct config *cfg, int nlanes, void (*wake)(int lane))
 	cw.relay = cfg->durability == DURABILITY_RELAY;
 	if (cfg->unread_defer_ms > 0) {
 		cw.defer_ms = (uint64_t)cfg->unread_defer_ms;
-		cw.uset = unread_set_new(COMMIT_UNREAD_HELD_MAX);
+		cw.uset =
+		    unread_set_new(cw.relay ? COMMIT_RELAY_HELD_ENTRIES : COMMIT_UNREAD_HELD_MAX);
 		if (!cw.uset) {
 			ret = -ENOMEM;
 			goto out_free;

@@ -463,50 +463,282 @@ static void test_retry_is_one_message(void **state)
 /* ---- 6. groups ------------------------------------------------------------------ */
 
 /*
- * Hold 60 s, every member online: a group message is stored at once
- * (HISTORY), and a member who got the push but did not ack it gets it
- * again at its next login; one it acked does not come again.
+ * One integer from sql (a single-value SELECT) run as root on the node's
+ * database over RINGCHAT_MYSQL_SOCKET, or a short text into out when out
+ * is not NULL (then the return value is 0). Fails the test when the
+ * client cannot run.
  */
-static void test_group_message_stored(void **state)
+static int64_t rh_sql(const char *sql, char *out, size_t out_size)
 {
-	struct rh_user a = {0}, b = {0};
-	int64_t gid, ids[2], hist[16];
-	struct node *n;
-	cJSON *r, *p;
+	const char *sock = getenv("RINGCHAT_MYSQL_SOCKET");
+	char cmd[1024], buf[1024] = "";
+	FILE *p;
+
+	if (!sock || !sock[0])
+		fail_msg("RINGCHAT_MYSQL_SOCKET is not set (scripts/services.sh env)");
+	snprintf(cmd, sizeof(cmd),
+		 "mariadb --no-defaults --socket='%s' --user=root -N -B ringchat -e \"%s\"", sock,
+		 sql);
+	p = popen(cmd, "r");
+	if (!p)
+		fail_msg("cannot run the mariadb client");
+	if (!fgets(buf, sizeof(buf), p))
+		buf[0] = '\0';
+	if (pclose(p) != 0)
+		fail_msg("mariadb failed on: %s", sql);
+	buf[strcspn(buf, "\n")] = '\0';
+	if (out) {
+		snprintf(out, out_size, "%s", buf);
+		return 0;
+	}
+	return strtoll(buf, NULL, 10);
+}
+
+/* Rows of the messages table with msg_id id: 0 or 1. */
+static int64_t rh_rows_of(int64_t id)
+{
+	char sql[128];
+
+	snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM messages WHERE msg_id = %lld",
+		 (long long)id);
+	return rh_sql(sql, NULL, 0);
+}
+
+/* Every member's read cursor of group gid, as one text. */
+static void rh_cursors(int64_t gid, char *out, size_t out_size)
+{
+	char sql[256];
+
+	snprintf(sql, sizeof(sql),
+		 "SELECT GROUP_CONCAT(user_id, ':', read_msg_id ORDER BY user_id) "
+		 "FROM group_members WHERE group_id = %lld",
+		 (long long)gid);
+	rh_sql(sql, out, out_size);
+}
+
+/* Waits until the node's metric name reaches want (exactly). */
+static void rh_wait_metric(struct node *n, const char *name, int64_t want)
+{
+	int64_t deadline = tc_now_ms() + RH_WRITE_MS, v;
+
+	while ((v = tc_metric(n, name)) != want) {
+		if (v > want || tc_now_ms() > deadline)
+			fail_msg("%s is %lld, expected %lld", name, (long long)v, (long long)want);
+		tc_sleep_ms(20);
+	}
+}
+
+/*
+ * A group made by u[0] on n[0] with u[1..k) joining (each on n[i]), every
+ * member then logged in afresh with nothing pending. Returns the group id.
+ */
+static int64_t rh_group(struct node *const *n, struct rh_user *u, int k, const char *prefix)
+{
+	int64_t gid;
+	cJSON *r;
+
+	for (int i = 0; i < k; i++)
+		u[i].c = tc_signup_login_as(n[i], prefix, u[i].name, &u[i].id);
+	r = tc_call_ok(u[0].c, CMD_GROUP_CREATE, "{\"name\":\"relay hold\"}");
+	gid = tc_json_int(r, "group_id");
+	cJSON_Delete(r);
+	for (int i = 1; i < k; i++)
+		tc_expect(u[i].c, CMD_GROUP_JOIN, ST_OK, "{\"group_id\":%lld}", (long long)gid);
+	for (int i = 0; i < k; i++) {
+		rh_login(n[i], &u[i], false);
+		rh_expect_none(u[i].c, "the first login of a new member");
+	}
+	return gid;
+}
+
+/* GROUP_SEND of text by u[0]; every member in u[1..k) that is online
+ * (c != NULL) reads its push. Returns the msg_id. */
+static int64_t rh_group_send(struct rh_user *u, int k, int64_t gid, const char *text)
+{
+	cJSON *r =
+	    tc_call_ok(u[0].c, CMD_GROUP_SEND, "{\"group_id\":%lld,\"type\":0,\"text\":\"%s\"}",
+		       (long long)gid, text);
+	int64_t id = tc_json_int(r, "msg_id");
+
+	cJSON_Delete(r);
+	for (int i = 1; i < k; i++) {
+		cJSON *p;
+
+		if (!u[i].c)
+			continue;
+		p = tc_expect_push(u[i].c, CMD_PUSH_MSG, RH_PUSH_MS);
+		rh_check_push(p, id, text, "group push");
+		cJSON_Delete(p);
+	}
+	return id;
+}
+
+/*
+ * Hold 60 s, three members online: a group message acked in time by both
+ * members other than the sender is never written: no row, no cursor
+ * moved, nothing pushed at any member's next login, the sender's included
+ * (the sender owes no ack: its login flush writes nothing).
+ */
+static void test_group_acked_not_written(void **state)
+{
+	struct rh_user u[3] = {0};
+	char before[256], after[256];
+	int64_t gid, id, t0, hist[4];
+	struct node *n, *ns[3];
 
 	(void)state;
 	n = rh_node_start(RH_LONG_MS);
-	a.c = tc_signup_login_as(n, "rg", a.name, &a.id);
-	b.c = tc_signup_login_as(n, "rg", b.name, &b.id);
-	r = tc_call_ok(a.c, CMD_GROUP_CREATE, "{\"name\":\"relay hold\"}");
-	gid = tc_json_int(r, "group_id");
-	cJSON_Delete(r);
-	tc_expect(b.c, CMD_GROUP_JOIN, ST_OK, "{\"group_id\":%lld}", (long long)gid);
-	rh_login(n, &b, false);
-	rh_expect_none(b.c, "the first login of a new member");
-
-	for (int i = 0; i < 2; i++) {
-		char text[16];
-
-		snprintf(text, sizeof(text), "g%d", i);
-		r = tc_call_ok(a.c, CMD_GROUP_SEND, "{\"group_id\":%lld,\"type\":0,\"text\":\"%s\"}",
-			       (long long)gid, text);
-		ids[i] = tc_json_int(r, "msg_id");
-		cJSON_Delete(r);
-		p = tc_expect_push(b.c, CMD_PUSH_MSG, RH_PUSH_MS);
-		rh_check_push(p, ids[i], text, "group push");
-		cJSON_Delete(p);
-		if (i == 0)
-			rh_ack(&b, ids[0]);
+	ns[0] = ns[1] = ns[2] = n;
+	gid = rh_group(ns, u, 3, "ga");
+	rh_cursors(gid, before, sizeof(before));
+	t0 = tc_now_ms();
+	id = rh_group_send(u, 3, gid, "all acked");
+	rh_ack(&u[1], id);
+	rh_ack(&u[2], id);
+	rh_wait_metric(n, "ringchat_unread_absorbed_total", 2);
+	for (int i = 0; i < 3; i++) {
+		rh_login(n, &u[i], true);
+		rh_expect_none(u[i].c, "LOGIN after a group message every member acked");
 	}
-	for (int64_t deadline = tc_now_ms() + RH_WRITE_MS;
-	     rh_history(&a, 0, gid, hist, 16) != 2; tc_sleep_ms(50))
+	rh_within(t0, "the acked group test");
+
+	assert_int_equal(rh_rows_of(id), 0);
+	assert_int_equal(rh_history(&u[0], 0, gid, hist, 4), 0);
+	assert_int_equal(tc_metric(n, "ringchat_commit_rows_total"), 0);
+	assert_int_equal(tc_metric(n, "ringchat_unread_absorbed_total"), 2);
+	rh_cursors(gid, after, sizeof(after));
+	assert_string_equal(after, before);
+	for (int i = 0; i < 3; i++)
+		rh_close(&u[i]);
+	assert_int_equal(node_stop(n), 0);
+}
+
+/*
+ * Hold 1 s: one member acks, the other reads the push and stays silent.
+ * When the hold time ends the row is written, and the silent member gets
+ * it at its next login; nothing else of the group is written.
+ */
+static void test_group_unacked_written_when_due(void **state)
+{
+	struct rh_user u[3] = {0};
+	int64_t gid, id, hist[4];
+	struct node *n, *ns[3];
+
+	(void)state;
+	n = rh_node_start(RH_SHORT_MS);
+	ns[0] = ns[1] = ns[2] = n;
+	gid = rh_group(ns, u, 3, "gd");
+	id = rh_group_send(u, 3, gid, "one silent");
+	rh_ack(&u[1], id);
+	rh_wait_metric(n, "ringchat_unread_absorbed_total", 1);
+	assert_int_equal(rh_rows_of(id), 0); /* still held: 1 s is not over */
+
+	for (int64_t deadline = tc_now_ms() + RH_SHORT_MS + RH_WRITE_MS; rh_rows_of(id) != 1;
+	     tc_sleep_ms(50))
 		if (tc_now_ms() > deadline)
-			fail_msg("group messages delivered to every member are not stored");
-	rh_login(n, &b, true);
-	rh_expect_exactly(b.c, &ids[1], 1, "a member's LOGIN after an unacked group push");
-	rh_close(&a);
-	rh_close(&b);
+			fail_msg("a group message a member never acked is not stored when due");
+	assert_int_equal(rh_history(&u[0], 0, gid, hist, 4), 1);
+	assert_int_equal(hist[0], id);
+	assert_int_equal(tc_metric(n, "ringchat_commit_rows_total"), 1);
+	rh_login(n, &u[2], true);
+	rh_expect_exactly(u[2].c, &id, 1, "the silent member's LOGIN after the hold time");
+	rh_ack(&u[2], id);
+	rh_login(n, &u[2], false);
+	rh_expect_none(u[2].c, "LOGIN after acking the stored group message");
+	for (int i = 0; i < 3; i++)
+		rh_close(&u[i]);
+	assert_int_equal(node_stop(n), 0);
+}
+
+/*
+ * Hold 60 s: a member that logs in again while it owes an ack flushes the
+ * held group row: it is written, and pushed to that member at once.
+ */
+static void test_group_login_flushes_held(void **state)
+{
+	struct rh_user u[3] = {0};
+	int64_t gid, id, t0;
+	struct node *n, *ns[3];
+
+	(void)state;
+	n = rh_node_start(RH_LONG_MS);
+	ns[0] = ns[1] = ns[2] = n;
+	gid = rh_group(ns, u, 3, "gl");
+	t0 = tc_now_ms();
+	id = rh_group_send(u, 3, gid, "flushed");
+	rh_ack(&u[1], id);
+	rh_wait_metric(n, "ringchat_unread_absorbed_total", 1);
+	assert_int_equal(rh_rows_of(id), 0);
+	rh_login(n, &u[2], true);
+	rh_expect_exactly(u[2].c, &id, 1, "a member's LOGIN while it owes an ack");
+	assert_int_equal(rh_rows_of(id), 1);
+	rh_within(t0, "the group flush test");
+	assert_int_equal(tc_metric(n, "ringchat_commit_rows_total"), 1);
+	for (int i = 0; i < 3; i++)
+		rh_close(&u[i]);
+	assert_int_equal(node_stop(n), 0);
+}
+
+/* Waits until GROUP_MEMBERS (asked by u) shows user_id offline. */
+static void rh_wait_offline(struct rh_user *u, int64_t gid, int64_t user_id)
+{
+	for (int64_t deadline = tc_now_ms() + RH_WRITE_MS;; tc_sleep_ms(20)) {
+		cJSON *r =
+		    tc_call_ok(u->c, CMD_GROUP_MEMBERS, "{\"group_id\":%lld}", (long long)gid);
+		const cJSON *m, *on = NULL;
+
+		cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(r, "members"))
+		{
+			if (tc_json_int(m, "user_id") == user_id)
+				on = cJSON_GetObjectItemCaseSensitive(m, "online");
+		}
+		if (!on)
+			fail_msg("user %lld is not a member of group %lld", (long long)user_id,
+				 (long long)gid);
+		bool offline = cJSON_IsFalse(on);
+
+		cJSON_Delete(r);
+		if (offline)
+			return;
+		if (tc_now_ms() > deadline)
+			fail_msg("user %lld still online after LOGOUT and close",
+				 (long long)user_id);
+	}
+}
+
+/*
+ * Hold 60 s, one member logged out at send time: the row is written at
+ * once (as in stored mode, the cursors say who needs it), the online
+ * member's ack goes to the database, and the absent member gets it at
+ * its login.
+ */
+static void test_group_offline_member_written(void **state)
+{
+	struct rh_user u[3] = {0};
+	int64_t gid, id, t0;
+	struct node *n, *ns[3];
+
+	(void)state;
+	n = rh_node_start(RH_LONG_MS);
+	ns[0] = ns[1] = ns[2] = n;
+	gid = rh_group(ns, u, 3, "go");
+	tc_expect(u[2].c, CMD_LOGOUT, ST_OK, "{}");
+	rh_close(&u[2]);
+	rh_wait_offline(&u[0], gid, u[2].id);
+	t0 = tc_now_ms();
+	id = rh_group_send(u, 3, gid, "to an absent one");
+	for (int64_t deadline = tc_now_ms() + RH_WRITE_MS; rh_rows_of(id) != 1; tc_sleep_ms(50))
+		if (tc_now_ms() > deadline)
+			fail_msg("a group message with a member offline is not written at once");
+	rh_ack(&u[1], id);
+	rh_login(n, &u[2], false);
+	rh_expect_exactly(u[2].c, &id, 1, "the absent member's LOGIN");
+	rh_login(n, &u[1], false);
+	rh_expect_none(u[1].c, "LOGIN of the member that acked the written message");
+	rh_within(t0, "the offline member test");
+	assert_int_equal(tc_metric(n, "ringchat_unread_absorbed_total"), 0);
+	for (int i = 0; i < 3; i++)
+		rh_close(&u[i]);
 	assert_int_equal(node_stop(n), 0);
 }
 
@@ -574,6 +806,52 @@ static void test_cluster_holds_on_minting_node(void **state)
 	rh_nnodes = 0;
 }
 
+/*
+ * Hold 60 s, a group of three: the sender and one member on node A, the
+ * other member on node B. Both members' acks (B's forwarded to A) drop
+ * the row A holds: no row anywhere. A second message that B's member
+ * leaves unacked is written when that member logs in again on B (B asks
+ * A to flush), and pushed to it.
+ */
+static void test_cluster_group_held_on_minting_node(void **state)
+{
+	struct rh_user u[3] = {0};
+	struct node *na, *nb, *ns[3];
+	int64_t gid, acked, unacked, t0;
+
+	(void)state;
+	na = rh_cluster_node(RH_ID_A, RH_LONG_MS);
+	nb = rh_cluster_node(RH_ID_B, RH_LONG_MS);
+	rh_wait_peer(na);
+	rh_wait_peer(nb);
+	ns[0] = na;
+	ns[1] = nb;
+	ns[2] = na;
+	gid = rh_group(ns, u, 3, "gc");
+	t0 = tc_now_ms();
+	acked = rh_group_send(u, 3, gid, "acked on both nodes");
+	rh_ack(&u[1], acked);
+	rh_ack(&u[2], acked);
+	rh_wait_metric(na, "ringchat_unread_absorbed_total", 2);
+	assert_int_equal(rh_rows_of(acked), 0);
+
+	unacked = rh_group_send(u, 3, gid, "unacked on node B");
+	rh_ack(&u[2], unacked);
+	rh_wait_metric(na, "ringchat_unread_absorbed_total", 3);
+	rh_login(nb, &u[1], true);
+	rh_expect_exactly(u[1].c, &unacked, 1, "LOGIN on node B of the member owing an ack");
+	rh_within(t0, "the cluster group test");
+	assert_int_equal(rh_rows_of(unacked), 1);
+	assert_int_equal(rh_rows_of(acked), 0);
+	assert_int_equal(tc_metric(na, "ringchat_commit_rows_total"), 1);
+	assert_int_equal(tc_metric(nb, "ringchat_commit_rows_total"), 0);
+	for (int i = 0; i < 3; i++)
+		rh_close(&u[i]);
+	assert_int_equal(node_stop(nb), 0);
+	assert_int_equal(node_stop(na), 0);
+	rh_nnodes = 0;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -582,8 +860,12 @@ int main(void)
 	    cmocka_unit_test_teardown(test_login_flushes_held, rh_teardown),
 	    cmocka_unit_test_teardown(test_clean_stop_stores_held, rh_teardown),
 	    cmocka_unit_test_teardown(test_retry_is_one_message, rh_teardown),
-	    cmocka_unit_test_teardown(test_group_message_stored, rh_teardown),
+	    cmocka_unit_test_teardown(test_group_acked_not_written, rh_teardown),
+	    cmocka_unit_test_teardown(test_group_unacked_written_when_due, rh_teardown),
+	    cmocka_unit_test_teardown(test_group_login_flushes_held, rh_teardown),
+	    cmocka_unit_test_teardown(test_group_offline_member_written, rh_teardown),
 	    cmocka_unit_test_teardown(test_cluster_holds_on_minting_node, rh_teardown),
+	    cmocka_unit_test_teardown(test_cluster_group_held_on_minting_node, rh_teardown),
 	};
 
 	harness_init();

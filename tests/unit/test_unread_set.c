@@ -1026,12 +1026,72 @@ static void test_rows(void **state)
 	unread_set_free(s);
 }
 
+/* A group row (relay): one entry per member owing an ack, all carrying
+ * the same row. Each member's cancel_row gives the row back once; the
+ * flush of one member takes only that member's entry; take_due gives every
+ * remaining entry, each with the row; a full set refuses the next member,
+ * and the entries added in the stage are cancelled without a trace (their
+ * room comes back at commit). */
+static void test_shared_row(void **state)
+{
+	(void)state;
+	struct unread_set *s = unread_set_new(4);
+	struct unread_pair out[OUT_SLOTS];
+	int g1, g2;
+	uint32_t n;
+
+	assert_non_null(s);
+	for (int64_t m = 11; m <= 13; m++)
+		assert_true(unread_set_add_row(s, m, 500, 100, &g1));
+	unread_set_commit(s);
+	assert_int_equal(unread_set_count(s), 3);
+
+	/* member 11 acks; member 12's login flushes; 13 stays */
+	assert_ptr_equal(unread_set_cancel_row(s, 11, 500), &g1);
+	out_poison(out);
+	n = unread_set_take_user(s, 12, out, OUT_SLOTS);
+	assert_int_equal(n, 1);
+	assert_true(out[0].to_id == 12 && out[0].msg_id == 500 && out[0].row == &g1);
+	out_check_untouched(out, 1);
+	unread_set_commit(s);
+	assert_int_equal(unread_set_count(s), 1);
+	assert_null(unread_set_cancel_row(s, 11, 500)); /* acked already */
+	assert_ptr_equal(unread_set_row(s, 13, 500), &g1);
+
+	/* room for 3 more: a group of 4 members fits only in part */
+	for (int64_t m = 21; m <= 23; m++)
+		assert_true(unread_set_add_row(s, m, 501, 200, &g2));
+	assert_false(unread_set_add_row(s, 24, 501, 200, &g2));
+	for (int64_t m = 21; m <= 23; m++)
+		assert_ptr_equal(unread_set_cancel_row(s, m, 501), &g2);
+	unread_set_commit(s);
+	assert_int_equal(unread_set_count(s), 1);
+	assert_int_equal(unread_set_min_id(s), 500);
+	for (int64_t m = 21; m <= 23; m++)
+		assert_true(unread_set_add_row(s, m, 502, 300, &g2));
+	unread_set_commit(s);
+
+	out_poison(out);
+	n = unread_set_take_due(s, 300, out, OUT_SLOTS);
+	assert_int_equal(n, 4);
+	out_check_untouched(out, 4);
+	assert_true(pair_in(out, n, 13, 500) && out[0].row == &g1);
+	for (uint32_t i = 1; i < n; i++)
+		assert_ptr_equal(out[i].row, &g2);
+	for (int64_t m = 21; m <= 23; m++)
+		assert_true(pair_in(out, n, m, 502));
+	unread_set_commit(s);
+	assert_int_equal(unread_set_count(s), 0);
+	unread_set_free(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_min_id_after_staged_removals),
 	    cmocka_unit_test(test_new_free),
 	    cmocka_unit_test(test_rows),
+	    cmocka_unit_test(test_shared_row),
 	    cmocka_unit_test(test_add_commit_take_due),
 	    cmocka_unit_test(test_take_due_max),
 	    cmocka_unit_test(test_take_due_abort),
