@@ -69,7 +69,7 @@ static int run_io(const struct config *cfg, struct worker_pool *pool)
 		log_error("cannot attach the node link to the ring");
 		goto out;
 	}
-	if (cluster_attach_ring(ring, conns)) {
+	if (cluster_attach_ring(ring, conns, &pool->handoff)) {
 		log_error("cannot attach the cluster to the ring");
 		goto out;
 	}

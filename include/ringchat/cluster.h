@@ -27,8 +27,8 @@
  * Inbound messages are handed by the transport's thread to the workers
  * through one SPSC queue per worker: all messages from one node go to the
  * same worker (node % workers), in order, except KICKED, which goes to the
- * worker of the session that waits for it, and PUSH over the node link,
- * which the I/O thread delivers itself (cluster_attach_ring).
+ * worker of the session that waits for it, and PUSH, which the I/O thread
+ * delivers itself (cluster_attach_ring).
  *
  * Threads: cluster_start/cluster_stop on the main thread (after the
  * workers' pool exists and before it starts / after it stopped); the
@@ -45,6 +45,7 @@
 
 struct config;
 struct conn_table;
+struct handoff;
 struct link_io;
 struct ring;
 struct worker;
@@ -103,15 +104,16 @@ int cluster_start(const struct config *cfg, int nworkers, const char *addr, cons
 /* The node link (cluster_route udp), for main to attach to the ring on
  * the I/O thread; NULL otherwise. */
 struct link_io *cluster_link_io(void);
-/* I/O thread, after cluster_start and before the ring runs. With the node
- * link (cluster_route udp) the I/O thread is the transport's thread:
- * PUSH messages from other nodes are copied into conns' connections there
- * instead of going through a worker, and the other messages that find a
- * worker's queue full wait in an overflow list that this module's ring
- * client (added to r) empties, so the I/O thread never waits for a
- * worker. A no-op for other transports. conns must outlive the ring.
- * Returns 0 or -ENOMEM. */
-int cluster_attach_ring(struct ring *r, struct conn_table *conns);
+/* I/O thread, after cluster_start and before the ring runs: PUSH
+ * messages from other nodes are copied into conns' connections on the
+ * I/O thread instead of going through a worker (with the node link the
+ * I/O thread is the transport's thread; the Redis transport's thread
+ * queues them to it and wakes it through h). With the node link, the
+ * other messages that find a worker's queue full wait in an overflow list
+ * that this module's ring client (added to r) empties, so the I/O thread
+ * never waits for a worker. A no-op when not in a cluster. conns and h
+ * must outlive the ring. Returns 0 or -ENOMEM. */
+int cluster_attach_ring(struct ring *r, struct conn_table *conns, struct handoff *h);
 /* Leaves the cluster: flushes what is queued (bounded), releases the
  * lease. After the workers stopped. */
 void cluster_stop(void);

@@ -15,12 +15,14 @@
  * it handles its own requests: pushes go to local connections through the
  * outbox, kicks close sessions, answers complete waits.
  *
- * One exception: with the node link the transport's thread is the I/O
- * thread, which owns the connections, so a PUSH is copied straight into
- * its users' connections there (cluster_attach_ring). A PUSH needs no
- * storage and no session state, only the registry; taking it to a worker
- * and back cost two thread wake-ups per message on the receiving node,
- * which was most of what a cross-node message cost above a local one.
+ * One exception: a PUSH goes to the I/O thread, which owns the
+ * connections, and is copied straight into its users' connections there
+ * (cluster_attach_ring): with the node link the transport's thread is the
+ * I/O thread itself, and the Redis transport's thread queues it there. A
+ * PUSH needs no storage and no session state, only the registry; taking
+ * it to a worker and back cost two thread wake-ups per message on the
+ * receiving node, which was most of what a cross-node message cost above
+ * a local one.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -51,6 +53,7 @@
 #include "ringchat/protocol.h"
 #include "ringchat/registry.h"
 #include "ringchat/ring.h"
+#include "ringchat/handoff.h"
 #include "ringchat/router.h"
 #include "ringchat/spsc.h"
 #include "ringchat/worker.h"
@@ -115,7 +118,11 @@ static struct {
 	int nworkers;
 	struct cluster_bus *bus;
 	struct link_io *lio; /* cluster_route udp: the node link carries the messages */
-	struct conn_table *conns; /* I/O thread only: PUSH delivered there (udp) */
+	struct conn_table *conns; /* I/O thread only: PUSH delivered there */
+	struct handoff *h;	  /* the I/O thread's wake-up (cluster_attach_ring) */
+	_Atomic bool ring_on;	  /* the I/O thread takes PUSH (set once attached) */
+	struct spsc ring_in;	  /* Redis transport's thread → I/O thread: PUSH */
+	bool ring_queued;	  /* I/O thread: output queued by this iteration's flush */
 	struct cl_lane *lanes;
 	void (*wake)(int worker_id);
 	struct cluster_hooks hooks;
@@ -421,8 +428,26 @@ static void cl_deliver(void *ctx, int from, uint64_t sent_ms, const uint8_t *msg
 	(void)sent_ms;
 	if (!len || len > UINT32_MAX || !(in = cl_in_new(from, msg, len, &lane)))
 		return;
-	/* a full queue: the worker is behind; wait for it (the transport
-	 * then stops reading, and its inbox buffers the burst) */
+	/* A PUSH goes to the I/O thread, which owns the connections (see
+	 * the top of this file); a full queue: the reader is behind; wait
+	 * for it (the transport then stops reading, and its inbox buffers
+	 * the burst). */
+	if (msg[0] == CL_PUSH && atomic_load_explicit(&cl.ring_on, memory_order_acquire)) {
+		while (!spsc_push(&cl.ring_in, in)) {
+			if (!atomic_load_explicit(&cl.ring_on, memory_order_acquire)) {
+				/* the ring is stopping: the message is stored */
+				atomic_fetch_add_explicit(&cl.dropped, 1, memory_order_relaxed);
+				free(in);
+				return;
+			}
+			handoff_wake_ring(cl.h);
+			sched_yield();
+		}
+		/* pairs with the fence in cl_ring_sleep */
+		atomic_thread_fence(memory_order_seq_cst);
+		handoff_wake_ring(cl.h);
+		return;
+	}
 	while (!spsc_push(&cl.lanes[lane].in, in)) {
 		cl.wake(lane);
 		sched_yield();
@@ -484,15 +509,40 @@ static bool cl_ring_over_flush(void)
 	return left;
 }
 
+static void cl_push_here(const uint8_t *p, size_t len);
+
+#define CL_RING_TAKE_MAX 4096 /* PUSH messages taken per ring iteration */
+
+/* I/O thread: the PUSH messages the Redis transport's thread queued.
+ * Returns true if it took any. */
+static bool cl_ring_take(void)
+{
+	struct cl_in *in;
+	int k;
+
+	for (k = 0; k < CL_RING_TAKE_MAX && (in = spsc_pop(&cl.ring_in)); k++) {
+		atomic_fetch_add_explicit(&cl.in_msgs, 1, memory_order_relaxed);
+		cl_push_here(in->data, in->len);
+		free(in);
+	}
+	return k > 0;
+}
+
 static void cl_ring_flush(void *ctx)
 {
 	(void)ctx;
+	/* The connections' sends start in their own flush, which ran
+	 * before this one: output queued here leaves in the next
+	 * iteration, which must not wait (cl_ring_wait_ms). */
+	cl.ring_queued = cl_ring_take();
 	cl_ring_over_flush();
 }
 
 static int cl_ring_wait_ms(void *ctx)
 {
 	(void)ctx;
+	if (cl.ring_queued || spsc_size(&cl.ring_in))
+		return 0;
 	/* workers do not signal room in their queues: look again shortly */
 	for (int i = 0; i < cl.nworkers; i++)
 		if (cl.lanes[i].over_head)
@@ -500,11 +550,33 @@ static int cl_ring_wait_ms(void *ctx)
 	return -1;
 }
 
+/* Dekker with cl_deliver: announce the sleep, fence, re-check. */
+static bool cl_ring_sleep(void *ctx)
+{
+	(void)ctx;
+	atomic_store_explicit(&cl.h->ring_sleeping, 1, memory_order_seq_cst);
+	atomic_thread_fence(memory_order_seq_cst);
+	if (spsc_size(&cl.ring_in)) {
+		atomic_store_explicit(&cl.h->ring_sleeping, 0, memory_order_relaxed);
+		return false;
+	}
+	return true;
+}
+
+static void cl_ring_awake(void *ctx)
+{
+	(void)ctx;
+	atomic_store_explicit(&cl.h->ring_sleeping, 0, memory_order_relaxed);
+}
+
 static bool cl_ring_drain(void *ctx, bool first)
 {
 	(void)ctx;
-	(void)first;
-	return !cl_ring_over_flush();
+	/* from now on PUSH goes to the workers, which outlive the ring */
+	if (first)
+		atomic_store_explicit(&cl.ring_on, false, memory_order_release);
+	cl_ring_take();
+	return !cl_ring_over_flush() && !spsc_size(&cl.ring_in);
 }
 
 static void cl_node_up(void *ctx, int id, const struct node_info *info)
@@ -608,16 +680,22 @@ static void cl_link_deliver(void *ctx, int from, const uint8_t *msg, size_t len)
 	cl_deliver_ring(from, msg, len);
 }
 
-int cluster_attach_ring(struct ring *r, struct conn_table *conns)
+int cluster_attach_ring(struct ring *r, struct conn_table *conns, struct handoff *h)
 {
 	struct ring_client c = {
-		.flush = cl_ring_flush, .wait_ms = cl_ring_wait_ms, .drain = cl_ring_drain,
+		.flush = cl_ring_flush, .wait_ms = cl_ring_wait_ms, .sleep = cl_ring_sleep,
+		.awake = cl_ring_awake, .drain = cl_ring_drain,
 	};
+	int ret;
 
-	if (!cl.lio)
+	if (!cl.on)
 		return 0;
 	cl.conns = conns;
-	return ring_add_client(r, &c);
+	cl.h = h;
+	ret = ring_add_client(r, &c);
+	if (!ret)
+		atomic_store_explicit(&cl.ring_on, true, memory_order_release);
+	return ret;
 }
 
 static const struct cluster_bus_ops cl_bus_ops = {
@@ -832,6 +910,13 @@ static void cl_free(void)
 		}
 		free(cl.lanes);
 	}
+	if (cl.ring_in.slots) {
+		struct cl_in *in;
+
+		while ((in = spsc_pop(&cl.ring_in)))
+			free(in);
+		spsc_destroy(&cl.ring_in);
+	}
 	for (int i = 0; i < CL_ROUTE_SHARDS; i++) {
 		kmap_destroy(&cl.routes[i].map);
 		pthread_mutex_destroy(&cl.routes[i].lock);
@@ -870,6 +955,10 @@ int cluster_start(const struct config *cfg, int nworkers, const char *addr, cons
 			cl_free();
 			return -ENOMEM;
 		}
+	}
+	if (spsc_init(&cl.ring_in, CL_QUEUE_DEPTH)) {
+		cl_free();
+		return -ENOMEM;
 	}
 	snprintf(self.addr, sizeof(self.addr), "%s", addr);
 	snprintf(self.admin, sizeof(self.admin), "%s", admin ? admin : "");
