@@ -20,7 +20,7 @@ ASAN_SUITES=(unit store integration)
 # Tests run under TSan (meson test names): the ones with threads that share
 # memory (the I/O thread, workers, the group-commit writer and its held
 # unread marks). Add a test here once it is TSan-clean.
-TSAN_TESTS=(spsc handoff core commit_order messaging unread_defer dispatch membership inbox cluster)
+TSAN_TESTS=(spsc handoff core commit_order messaging unread_defer dispatch membership inbox cluster link_io)
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 cd "$ROOT"
