@@ -50,7 +50,7 @@ struct drain_result {
 static int offline_drain(const struct bench_opts *o, long want, struct drain_result *d)
 {
 	struct bconn b = {.fd = -1, .next_seq = 1};
-	uint64_t t0, now, last_ack, deadline, next_progress;
+	uint64_t t0, now, last_ack, deadline, next_progress, relogin_at = 0;
 	int64_t ids[BENCH_ACK_BATCH];
 	char name[40], json[128];
 	uint32_t login_seq;
@@ -107,7 +107,11 @@ static int offline_drain(const struct bench_opts *o, long want, struct drain_res
 				goto out_close;
 			}
 			while ((k = bconn_frame(&b, &off, &h, &p)) == 1) {
-				if (h.seq == login_seq) {
+				if (h.seq == login_seq && h.code == ST_RATE_LIMITED) {
+					/* a node busy with other logins sheds this
+					 * one: try again shortly, as a client would */
+					relogin_at = now + 50000000ull;
+				} else if (h.seq == login_seq) {
 					if (h.code != ST_OK) {
 						fprintf(
 						    stderr,
@@ -132,6 +136,10 @@ static int offline_drain(const struct bench_opts *o, long want, struct drain_res
 			if (k < 0)
 				goto out_close;
 			bconn_consume(&b, off);
+		}
+		if (relogin_at && now >= relogin_at) {
+			relogin_at = 0;
+			login_seq = bconn_put_frame(&b, CMD_LOGIN, json, (size_t)len);
 		}
 		if (nids > 0 && now - last_ack >= BENCH_ACK_NS)
 			offline_ack(&b, ids, &nids);
