@@ -34,10 +34,12 @@
 #define RH_SECRET "relay-hold-test-secret-of-at-least-32-bytes"
 #define RH_TTL_MS 1000
 /* node ids of the cluster test: apart from other tests' nodes */
-#define RH_ID_A 13
-#define RH_ID_B 14
+/* node ids apart from the other tests' (faults 11..16, link 17..18, cluster 21..26) */
+#define RH_ID_A 7
+#define RH_ID_B 8
+#define RH_ID_C 9
 
-static struct node *rh_nodes[2];
+static struct node *rh_nodes[3];
 static int rh_nnodes;
 
 struct rh_user {
@@ -742,7 +744,7 @@ static void test_group_offline_member_written(void **state)
 	assert_int_equal(node_stop(n), 0);
 }
 
-/* ---- 7. two nodes ---------------------------------------------------------------- */
+/* ---- 7. three nodes ---------------------------------------------------------------- */
 
 static struct node *rh_cluster_node(int id, int defer_ms)
 {
@@ -751,35 +753,48 @@ static struct node *rh_cluster_node(int id, int defer_ms)
 				   defer_ms, id, RH_TTL_MS, RH_SECRET));
 }
 
-static void rh_wait_peer(struct node *n)
+/* Starts the three nodes A, B and C and waits until each sees the others. */
+static void rh_cluster3(struct node *ns[3])
 {
-	int64_t deadline = tc_now_ms() + 5 * RH_TTL_MS;
+	static const int ids[3] = {RH_ID_A, RH_ID_B, RH_ID_C};
 
-	while (tc_metric(n, "ringchat_cluster_peers_up") != 1) {
-		if (tc_now_ms() > deadline)
-			fail_msg("the other node is not seen up");
-		tc_sleep_ms(50);
+	for (int i = 0; i < 3; i++)
+		ns[i] = rh_cluster_node(ids[i], RH_LONG_MS);
+	for (int i = 0; i < 3; i++) {
+		int64_t deadline = tc_now_ms() + 5 * RH_TTL_MS;
+
+		while (tc_metric(ns[i], "ringchat_cluster_peers_up") != 2) {
+			if (tc_now_ms() > deadline)
+				fail_msg("node %d does not see the two others up", ids[i]);
+			tc_sleep_ms(50);
+		}
 	}
+}
+
+static void rh_cluster3_stop(struct node *ns[3])
+{
+	for (int i = 2; i >= 0; i--)
+		assert_int_equal(node_stop(ns[i]), 0);
+	rh_nnodes = 0;
 }
 
 /*
  * Hold 60 s, sender on node A, recipient on node B: A's writer holds the
  * row. The recipient's ack on B is forwarded to A and drops it (never
  * stored); a message not acked is stored when the recipient logs in again
- * on B (B asks A to flush), and pushed.
+ * on node C (C asks A to flush), and pushed there.
  */
 static void test_cluster_holds_on_minting_node(void **state)
 {
 	struct rh_user a = {0}, b = {0};
 	int64_t acked, unacked, hist[16], t0;
-	struct node *na, *nb;
+	struct node *ns[3], *na, *nb;
 	int nh;
 
 	(void)state;
-	na = rh_cluster_node(RH_ID_A, RH_LONG_MS);
-	nb = rh_cluster_node(RH_ID_B, RH_LONG_MS);
-	rh_wait_peer(na);
-	rh_wait_peer(nb);
+	rh_cluster3(ns);
+	na = ns[0];
+	nb = ns[1];
 	rh_pair(na, nb, &a, &b, "rc");
 	t0 = tc_now_ms();
 	acked = rh_send_pushed(&a, &b, "acked");
@@ -792,8 +807,8 @@ static void test_cluster_holds_on_minting_node(void **state)
 				 RH_ID_A);
 	unacked = rh_send_pushed(&a, &b, "unacked");
 
-	rh_login(nb, &b, true);
-	rh_expect_exactly(b.c, &unacked, 1, "LOGIN on the recipient's node");
+	rh_login(ns[2], &b, true);
+	rh_expect_exactly(b.c, &unacked, 1, "LOGIN on a third node");
 	rh_within(t0, "the cluster test");
 	nh = rh_history(&a, b.id, 0, hist, 16);
 	if (nh != 1 || hist[0] != unacked)
@@ -801,32 +816,26 @@ static void test_cluster_holds_on_minting_node(void **state)
 			 nh ? (long long)hist[0] : 0LL, (long long)unacked);
 	rh_close(&a);
 	rh_close(&b);
-	assert_int_equal(node_stop(nb), 0);
-	assert_int_equal(node_stop(na), 0);
-	rh_nnodes = 0;
+	rh_cluster3_stop(ns);
 }
 
 /*
- * Hold 60 s, a group of three: the sender and one member on node A, the
- * other member on node B. Both members' acks (B's forwarded to A) drop
- * the row A holds: no row anywhere. A second message that B's member
- * leaves unacked is written when that member logs in again on B (B asks
- * A to flush), and pushed to it.
+ * Hold 60 s, a group of three, one member per node: the sender on A, the
+ * others on B and C. Both members' acks (forwarded to A) drop the row A
+ * holds: no row anywhere. A second message that B's member leaves unacked
+ * is written when that member logs in again on B (B asks A to flush), and
+ * pushed to it.
  */
 static void test_cluster_group_held_on_minting_node(void **state)
 {
 	struct rh_user u[3] = {0};
-	struct node *na, *nb, *ns[3];
+	struct node *ns[3], *na, *nb;
 	int64_t gid, acked, unacked, t0;
 
 	(void)state;
-	na = rh_cluster_node(RH_ID_A, RH_LONG_MS);
-	nb = rh_cluster_node(RH_ID_B, RH_LONG_MS);
-	rh_wait_peer(na);
-	rh_wait_peer(nb);
-	ns[0] = na;
-	ns[1] = nb;
-	ns[2] = na;
+	rh_cluster3(ns);
+	na = ns[0];
+	nb = ns[1];
 	gid = rh_group(ns, u, 3, "gc");
 	t0 = tc_now_ms();
 	acked = rh_group_send(u, 3, gid, "acked on both nodes");
@@ -845,11 +854,10 @@ static void test_cluster_group_held_on_minting_node(void **state)
 	assert_int_equal(rh_rows_of(acked), 0);
 	assert_int_equal(tc_metric(na, "ringchat_commit_rows_total"), 1);
 	assert_int_equal(tc_metric(nb, "ringchat_commit_rows_total"), 0);
+	assert_int_equal(tc_metric(ns[2], "ringchat_commit_rows_total"), 0);
 	for (int i = 0; i < 3; i++)
 		rh_close(&u[i]);
-	assert_int_equal(node_stop(nb), 0);
-	assert_int_equal(node_stop(na), 0);
-	rh_nnodes = 0;
+	rh_cluster3_stop(ns);
 }
 
 int main(void)
